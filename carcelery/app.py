@@ -1,0 +1,30 @@
+"""The Celery application, configured from ``celeryconfig.py``.
+
+Adds one worker option, ``--stop-on-terminator``: the assignment's Instance B
+stopped when it read ``-1``; with this option a worker shuts down (warm) after
+the run's terminator task. Off by default, so a worker serves run after run.
+"""
+
+import os
+
+from celery import Celery, bootsteps
+from click import Option
+
+app = Celery("carcelery")
+app.config_from_object("celeryconfig")
+
+app.user_options["worker"].add(Option(
+    ("--stop-on-terminator",), is_flag=True, default=False,
+    help="Shut this worker down after it has run a run's -1 terminator."))
+
+
+class StopOnTerminator(bootsteps.Step):
+    """Passes the option to the tasks, with the PID to signal (pool children inherit both)."""
+
+    def __init__(self, parent, stop_on_terminator=False, **options):
+        super().__init__(parent, **options)
+        parent.app.conf.carcelery_stop_on_terminator = stop_on_terminator
+        parent.app.conf.carcelery_worker_pid = os.getpid()
+
+
+app.steps["worker"].add(StopOnTerminator)

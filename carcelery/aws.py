@@ -1,0 +1,35 @@
+"""boto3 clients, one per service per process.
+
+Clients are made on first use and kept for the life of the process (a worker
+child, the dispatcher), never per task. ``reset()`` drops them after a fork:
+a client's connection pool must not be shared between processes.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import boto3
+from botocore.config import Config
+
+from .settings import settings
+
+# Retries of transient errors (throttling, 5xx, resets) with backoff and jitter,
+# done by botocore itself; a bounded number of attempts.
+_CONFIG = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5, read_timeout=30)
+
+
+@functools.cache
+def session() -> boto3.session.Session:
+    return boto3.session.Session(region_name=settings.region, **settings.credentials)
+
+
+@functools.cache
+def client(service: str):
+    """The process's boto3 client for ``service`` ("s3", "sqs", "rekognition", ...)."""
+    return session().client(service, endpoint_url=settings.endpoint_url, config=_CONFIG)
+
+
+def reset() -> None:
+    session.cache_clear()
+    client.cache_clear()

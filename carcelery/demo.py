@@ -1,0 +1,153 @@
+"""Run the whole pipeline on one machine, on the embedded default.
+
+Starts the emulator and Instance A's and Instance B's workers as real
+processes, runs the real dispatcher over a folder of images, waits for the
+terminator, prints output.txt, and ends the processes it started (by PID).
+
+    python -m carcelery.demo [FOLDER]     # default: ../shared/images/seed
+
+``Stack`` is also what the integration tests and the benchmark start.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import results
+from .settings import DETECT_QUEUE, TEXT_QUEUE
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED_IMAGES = ROOT.parent / "shared" / "images" / "seed"
+
+
+class StackError(RuntimeError):
+    """A process of the stack did not start; the message holds the end of its log."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Stack:
+    """The emulator and the workers, each a process started here and ended here by PID.
+
+    Parameters:
+      workdir: where logs (``<name>.log``) and, unless ``env`` says otherwise, output go.
+      env: settings for every process (CARCELERY_*), on top of this process's environment.
+    """
+
+    def __init__(self, workdir: Path, env: dict[str, str] | None = None):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.env = {**os.environ, "CARCELERY_OUTPUT_DIR": str(self.workdir / "output"), **(env or {})}
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.env["CARCELERY_OUTPUT_DIR"])
+
+    def log(self, name: str) -> str:
+        path = self.workdir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def start(self, name: str, args: list[str], ready: str, timeout: float = 60) -> subprocess.Popen:
+        """Start ``python args...`` as process ``name`` and wait until its log shows ``ready``.
+
+        Raises:
+          StackError: it exited, or ``ready`` did not appear within ``timeout`` seconds.
+        """
+        with open(self.workdir / f"{name}.log", "ab") as log:
+            # Its own session, so that its pool children can be ended with it, by its PID.
+            proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=self.env, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs[name] = proc
+        deadline = time.monotonic() + timeout
+        while ready not in self.log(name):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                self.stop(name)
+                raise StackError(f"{name} did not start:\n{self.log(name)[-3000:]}")
+            time.sleep(0.1)
+        return proc
+
+    def start_emulator(self, folder: Path | None = None) -> subprocess.Popen:
+        args = ["-m", "carcelery.emulator"] + (["--from", str(folder)] if folder else [])
+        return self.start("emulator", args, "ready:")
+
+    def start_worker(self, name: str, queue: str, concurrency: int = 2, *extra: str) -> subprocess.Popen:
+        args = ["-m", "celery", "-A", "carcelery", "worker", "-Q", queue, "-n", f"{name}@%h",
+                "-c", str(concurrency), "--loglevel", "INFO", *extra]
+        return self.start(name, args, " ready.", timeout=120)
+
+    def start_all(self, folder: Path | None = None, concurrency: int = 2) -> "Stack":
+        """The emulator (with ``folder`` uploaded), Instance A's worker and Instance B's worker."""
+        self.start_emulator(folder)
+        self.start_worker("worker_a", DETECT_QUEUE, concurrency)
+        self.start_worker("worker_b", TEXT_QUEUE, concurrency)
+        return self
+
+    def run(self, module: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        """Run ``python -m module args...`` to its end, with the stack's settings."""
+        return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=self.env,
+                              capture_output=True, text=True, timeout=timeout)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to process ``name`` and its children (its process group, whose id is its PID)."""
+        proc = self.procs[name]
+        if proc.poll() is None:
+            os.killpg(proc.pid, sig)
+
+    def stop(self, *names: str, timeout: float = 30) -> None:
+        """End the named processes (all, by default), the last started first."""
+        for name in reversed(names or list(self.procs)):
+            proc = self.procs.pop(name)
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+
+    def __enter__(self) -> "Stack":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    folder = Path(argv[0]) if argv else SEED_IMAGES
+    if not folder.is_dir():
+        print(f"error: {folder} is not a folder of images; pass one: python -m carcelery.demo FOLDER",
+              file=sys.stderr)
+        return 2
+    with Stack(ROOT / "output" / "logs", {"CARCELERY_OUTPUT_DIR": os.environ.get(
+            "CARCELERY_OUTPUT_DIR", str(ROOT / "output"))}) as stack:
+        print(f"starting the emulator and both workers (logs in {stack.workdir})", flush=True)
+        try:
+            stack.start_all()
+        except StackError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        done = stack.run("carcelery.dispatch", "--from", str(folder), "--force", "--wait")
+        print(done.stdout, end="")
+        print(done.stderr, end="", file=sys.stderr)
+    output = stack.output_dir / results.OUTPUT
+    if not output.exists():
+        return done.returncode or 1
+    print(f"\n==> {output} <==")
+    print(output.read_text(), end="")
+    return done.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

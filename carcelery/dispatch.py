@@ -1,0 +1,87 @@
+"""Instance A's dispatcher: scan the bucket and send one chain per image, in one chord.
+
+    python -m carcelery.dispatch [--from DIR] [--bucket B] [--prefix P] [--force] [--wait]
+
+Per image, ``detect_car`` is chained to ``recognize_text``; the chord's
+callback is the ``-1`` terminator, delivered to Instance B's queue. Images
+dispatched before with the same ETag are skipped unless ``--force``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import uuid
+from pathlib import Path
+
+from celery import chain, chord
+
+from . import ledger, storage
+from .settings import settings
+from .tasks import detect_car, recognize_text, terminate
+
+
+def dispatch(bucket: str, prefix: str = "", force: bool = False) -> dict:
+    """List ``bucket`` under ``prefix`` and send the run.
+
+    Raises:
+      botocore.exceptions.ClientError: the bucket or the ledger is missing or not reachable
+        (``storage.explain`` says which, and the fix); nothing has been sent then.
+
+    Returns:
+      The run: ``id``, ``bucket``, ``prefix``, ``images`` (count sent), ``skipped``
+      (already dispatched) and ``result`` (the terminator's AsyncResult).
+    """
+    run = {"id": uuid.uuid4().hex[:12], "bucket": bucket, "prefix": prefix}
+    listed = list(storage.list_images(bucket, prefix))
+    todo = [image for image in listed if ledger.claim(image, run["id"], force)]
+    run["images"], run["skipped"] = len(todo), len(listed) - len(todo)
+    header = [chain(detect_car.s({"bucket": i.bucket, "key": i.key, "etag": i.etag}), recognize_text.s())
+              for i in todo]
+    body = terminate.s(run={k: run[k] for k in ("id", "bucket", "prefix", "images")})
+    # A chord of no tasks never fires its callback: send the terminator alone.
+    run["result"] = chord(header)(body) if header else body.delay([])
+    return run
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m carcelery.dispatch", description=__doc__.split("\n")[0])
+    parser.add_argument("--from", dest="folder", type=Path, help="upload this folder's images into the bucket first")
+    parser.add_argument("--bucket", default=settings.bucket, help="S3 bucket (default: CARCELERY_BUCKET)")
+    parser.add_argument("--prefix", default=settings.key_prefix, help="only keys under this prefix")
+    parser.add_argument("--force", action="store_true", help="dispatch images already dispatched with the same ETag")
+    parser.add_argument("--wait", action="store_true", help="wait for the terminator and print output.txt")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds --wait waits (default 600)")
+    args = parser.parse_args(argv)
+    try:
+        if args.folder:
+            keys = storage.upload_folder(args.folder, args.bucket, args.prefix)
+            print(f"uploaded {len(keys)} images from {args.folder} to s3://{args.bucket}/{args.prefix}")
+        run = dispatch(args.bucket, args.prefix, args.force)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - known AWS errors become one clear line
+        reason = storage.explain(exc, args.bucket)
+        if reason is None:
+            raise
+        print(f"error: {reason}", file=sys.stderr)
+        return 2
+    print(f"run {run['id']}: dispatched {run['images']} images from s3://{args.bucket}/{args.prefix}"
+          + (f", skipped {run['skipped']} already dispatched (--force to redo)" if run["skipped"] else ""))
+    if not run["images"]:
+        print("nothing to recognize: the terminator was sent alone, output.txt will be empty of new lines")
+    if not args.wait:
+        return 0
+    summary = run["result"].get(timeout=args.timeout, interval=0.2)
+    print(f"run {summary['run']}: {summary['images']} images, {summary['cars']} cars, "
+          f"{len(summary['failed'])} failed; output in {summary['output_dir']}")
+    for failure in summary["failed"]:
+        print(f"  failed: {failure['image']} at {failure['stage']}: {failure['reason']}")
+    print(json.dumps({k: summary[k] for k in ("run", "images", "cars")}))
+    return 1 if summary["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

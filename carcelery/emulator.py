@@ -1,0 +1,56 @@
+"""The embedded AWS: a moto server for S3, SQS, SNS and DynamoDB on 127.0.0.1.
+
+Starts the server, creates the bucket, queues and tables, optionally uploads a
+folder of images, prints one ``ready`` line, and serves until stopped
+(SIGINT or SIGTERM). State lives in this process's memory.
+
+    python -m carcelery.emulator [--from DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from .settings import settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m carcelery.emulator", description=__doc__.split("\n")[0])
+    parser.add_argument("--from", dest="folder", type=Path, help="upload this folder's images into the bucket")
+    args = parser.parse_args(argv)
+    if settings.target != "emulator":
+        parser.error("CARCELERY_TARGET is 'aws': the emulator is for the embedded default only")
+
+    from moto.server import ThreadedMotoServer
+
+    from . import provision, storage
+
+    # One log line per HTTP request would bury everything else.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    # moto's threaded server binds 0.0.0.0 unless told: pass the address.
+    server = ThreadedMotoServer(ip_address=settings.emulator_host, port=settings.emulator_port, verbose=False)
+    try:
+        server.start()
+    except OSError as exc:
+        print(f"error: cannot listen on {settings.endpoint_url} ({exc}); stop what uses it "
+              f"or set CARCELERY_EMULATOR_PORT", file=sys.stderr)
+        return 1
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    provision.everything()
+    uploaded = storage.upload_folder(args.folder, settings.bucket, settings.key_prefix) if args.folder else []
+    print(f"ready: emulator on {settings.endpoint_url}, bucket {settings.bucket} "
+          f"({len(uploaded)} images uploaded)", flush=True)
+    stop.wait()
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

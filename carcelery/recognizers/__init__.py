@@ -1,0 +1,33 @@
+"""Recognizers: one interface (``base.Recognizer``), one module per backend.
+
+- ``local``: offline models, the embedded default (``local.py``).
+- ``rekognition``: AWS Rekognition (``rekognition.py``).
+- ``noop``: answers at once, for measuring the pipeline (``noop.py``).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+
+from .base import CAR, Box, Image, ImageError, Label, Recognizer, TextLine, car_confidence, to_dict
+
+BACKENDS = {
+    "local": "carcelery.recognizers.local:LocalRecognizer",
+    "rekognition": "carcelery.recognizers.rekognition:RekognitionRecognizer",
+    "noop": "carcelery.recognizers.noop:NoopRecognizer",
+}
+
+__all__ = ["CAR", "Box", "Image", "ImageError", "Label", "Recognizer", "TextLine",
+           "car_confidence", "to_dict", "get", "BACKENDS"]
+
+
+@functools.cache
+def get(name: str) -> Recognizer:
+    """The process's recognizer of backend ``name``, made (and its models loaded) on first use.
+
+    Raises:
+      KeyError: ``name`` is not one of BACKENDS.
+    """
+    module, cls = BACKENDS[name].split(":")
+    return getattr(importlib.import_module(module), cls)()

@@ -1,0 +1,109 @@
+"""The one interface every recognizer backend implements, and the types it returns.
+
+Boxes are fractions of the image's width and height, as in Rekognition's
+``BoundingBox``; confidences are percentages (0-100), as in Rekognition.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+CAR = "Car"
+
+
+class ImageError(Exception):
+    """The image itself cannot be recognized (corrupt, too large, not an image).
+
+    Permanent: retrying the same object gives the same answer. The message
+    names the image and what to do about it.
+    """
+
+
+@dataclass(frozen=True)
+class Box:
+    left: float
+    top: float
+    width: float
+    height: float
+
+
+@dataclass(frozen=True)
+class Label:
+    name: str
+    confidence: float
+    boxes: tuple[Box, ...] = ()
+
+
+@dataclass(frozen=True)
+class TextLine:
+    text: str
+    confidence: float
+    box: Box | None = None
+
+
+@dataclass(frozen=True)
+class Image:
+    """An image to recognize: its name, where it lives in S3 if it does, and how to read its bytes.
+
+    ``read`` is called only by backends that need the bytes; Rekognition
+    reads an S3 object itself.
+    """
+
+    name: str
+    read: Callable[[], bytes] = field(repr=False, compare=False)
+    bucket: str | None = None
+    key: str | None = None
+
+
+def to_dict(value) -> dict:
+    """A result type as plain JSON-able data."""
+    return asdict(value)
+
+
+class Recognizer(abc.ABC):
+    """Finds labels (among them ``Car``) and lines of text in an image.
+
+    Implementations load their models or clients once, in ``__init__``, and are
+    kept per process.
+    """
+
+    #: The backend's name in CARCELERY_RECOGNIZER.
+    name: str
+    #: Car confidence (0-100) at or above which this backend's answer means a car.
+    car_threshold: float
+
+    @abc.abstractmethod
+    def labels(self, image: Image) -> list[Label]:
+        """Detect objects in ``image``.
+
+        Parameters:
+          image: the image to look at.
+
+        Raises:
+          ImageError: the image cannot be recognized (corrupt, too large, not an image).
+
+        Returns:
+          One Label per object name, with its highest confidence and the box of
+          each instance found.
+        """
+
+    @abc.abstractmethod
+    def text(self, image: Image) -> list[TextLine]:
+        """Read the lines of text in ``image`` (lines, not single words).
+
+        Parameters:
+          image: the image to read.
+
+        Raises:
+          ImageError: the image cannot be recognized.
+
+        Returns:
+          The lines found, top to bottom, each with its confidence and box.
+        """
+
+
+def car_confidence(labels: list[Label]) -> float:
+    """The confidence of the ``Car`` label, 0 when there is none."""
+    return max((label.confidence for label in labels if label.name == CAR), default=0.0)

@@ -1,0 +1,128 @@
+"""The embedded default: offline models, loaded once per process.
+
+- Objects: SSD MobileNet v2 COCO (8-bit quantized TFLite) on ai-edge-litert.
+- Text: RapidOCR's PP-OCR ONNX models, shipped inside the rapidocr wheel.
+
+The detector's scores are not Rekognition confidences: they come in coarse
+steps (0.418, 0.5, 0.582, 0.66, 0.789, 0.84, 0.91, ...) and close-ups of cars
+often score 0.5-0.8. On the ten seed images the cars score 0.789-0.91, the
+night street Rekognition put below 90 scores 0.66, and the car door of 6.jpg
+only 0.418: 70 separates them best (9 of 10 agree with Rekognition; 6.jpg,
+which holds no text, is the one miss). See README, "Recognizers".
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import numpy as np
+import PIL.Image
+
+from .. import weights
+from ..settings import settings
+from .base import Box, Image, ImageError, Label, Recognizer, TextLine
+
+# Larger images are refused rather than decoded: a 20000x20000 RGB image is
+# 1.2 GB of pixels. JPEGs are decoded at a reduced scale first (draft), so only
+# very large non-JPEG images reach this limit.
+MAX_PIXELS = 64_000_000
+# Neither model gains from more pixels than this: the detector sees 300x300,
+# and PP-OCR limits its input's long side to 2000.
+MAX_SIDE = 2000
+# Detections below this score are noise, not labels.
+MIN_SCORE = 0.4
+
+# We check sizes ourselves, after JPEG draft mode has shrunk the image.
+PIL.Image.MAX_IMAGE_PIXELS = None
+
+
+def decode(image: Image) -> PIL.Image.Image:
+    """The image as RGB, its long side at most MAX_SIDE.
+
+    Raises:
+      ImageError: empty, not an image, truncated, or too large to decode safely.
+    """
+    data = image.read()
+    if not data:
+        raise ImageError(f"{image.name} is empty (0 bytes); upload the image again")
+    try:
+        pic = PIL.Image.open(io.BytesIO(data))
+        pic.draft("RGB", (MAX_SIDE, MAX_SIDE))
+        width, height = pic.size
+        if width * height > MAX_PIXELS:
+            raise ImageError(f"{image.name} is {width}x{height} pixels, over the local backend's "
+                             f"limit of {MAX_PIXELS:,}; downscale it (e.g. to {MAX_SIDE} px on its long side)")
+        if pic.mode in ("RGBA", "LA", "PA") or "transparency" in pic.info:
+            # Transparent pixels shown on white, as a viewer shows them: their
+            # hidden colour is arbitrary and misleads OCR (7.jpg reads "LP 610 LBS" on black).
+            rgba = pic.convert("RGBA")
+            pic = PIL.Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            pic.alpha_composite(rgba)
+        pic = pic.convert("RGB")
+    except ImageError:
+        raise
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{image.name} is not a readable image ({exc}); "
+                         f"replace it with a JPEG or PNG file") from None
+    pic.thumbnail((MAX_SIDE, MAX_SIDE))
+    return pic
+
+
+class LocalRecognizer(Recognizer):
+    name = "local"
+    car_threshold = 70.0
+
+    def __init__(self, model_dir=None, threads: int | None = None):
+        from ai_edge_litert.interpreter import Interpreter
+        from rapidocr import RapidOCR
+
+        threads = threads or settings.model_threads
+        model_dir = weights.require(model_dir or settings.model_dir)
+        self._detector = Interpreter(model_path=str(model_dir / weights.DETECTOR), num_threads=threads)
+        self._detector.allocate_tensors()
+        self._input = self._detector.get_input_details()[0]
+        self._outputs = [d["index"] for d in self._detector.get_output_details()]
+        self._names = {}
+        for line in (model_dir / weights.LABELS).read_text().splitlines():
+            index, name = line.split(maxsplit=1)
+            self._names[int(index)] = name.strip().title()
+        self._ocr = RapidOCR(params={
+            "Global.log_level": "error",
+            "EngineConfig.onnxruntime.intra_op_num_threads": threads,
+            "EngineConfig.onnxruntime.inter_op_num_threads": 1,
+        })
+        logging.getLogger("RapidOCR").setLevel(logging.ERROR)
+
+    def labels(self, image: Image) -> list[Label]:
+        pic = decode(image)
+        _, height, width, _ = self._input["shape"]
+        pixels = np.asarray(pic.resize((width, height)), dtype=np.uint8)[None]
+        self._detector.set_tensor(self._input["index"], pixels)
+        self._detector.invoke()
+        boxes, classes, scores, count = (self._detector.get_tensor(i)[0] for i in self._outputs)
+        found: dict[str, Label] = {}
+        for (top, left, bottom, right), cls, score in zip(boxes[:int(count)], classes, scores):
+            if score < MIN_SCORE:
+                continue
+            name = self._names.get(int(cls), str(int(cls)))
+            box = Box(float(left), float(top), float(right - left), float(bottom - top))
+            old = found.get(name)
+            confidence = round(float(score) * 100, 2)
+            found[name] = Label(name, max(confidence, old.confidence) if old else confidence,
+                                (old.boxes if old else ()) + (box,))
+        return sorted(found.values(), key=lambda label: -label.confidence)
+
+    def text(self, image: Image) -> list[TextLine]:
+        pic = decode(image)
+        result = self._ocr(pic)
+        if result.txts is None:
+            return []
+        width, height = pic.size
+        lines = []
+        for points, text, score in zip(result.boxes, result.txts, result.scores):
+            xs, ys = points[:, 0], points[:, 1]
+            box = Box(float(xs.min() / width), float(ys.min() / height),
+                      float((xs.max() - xs.min()) / width), float((ys.max() - ys.min()) / height))
+            lines.append(TextLine(text, round(float(score) * 100, 2), box))
+        return lines

@@ -1,0 +1,64 @@
+"""AWS Rekognition: DetectLabels and DetectText, one boto3 client per process.
+
+Images that live in S3 are passed by reference (Rekognition reads the object
+itself, nothing is downloaded); local files are sent as bytes.
+"""
+
+from __future__ import annotations
+
+from botocore.exceptions import ClientError
+
+from .. import aws
+from .base import Box, Image, ImageError, Label, Recognizer, TextLine
+
+# Rekognition's answers for these are about the image, not the service:
+# retrying gives the same answer.
+IMAGE_ERRORS = {
+    "InvalidImageFormatException": "is not a JPEG or PNG image; replace it with one",
+    "ImageTooLargeException": "is larger than Rekognition accepts (15 MB in S3, 5 MB as bytes); downscale it",
+    "InvalidS3ObjectException": "cannot be read by Rekognition from S3; check that the object exists "
+                                "and is in the same region as Rekognition",
+}
+# DetectLabels' default; the car decision uses the configured threshold.
+MIN_CONFIDENCE = 50
+
+
+def _box(raw: dict | None) -> Box | None:
+    if not raw:
+        return None
+    return Box(raw["Left"], raw["Top"], raw["Width"], raw["Height"])
+
+
+class RekognitionRecognizer(Recognizer):
+    name = "rekognition"
+    car_threshold = 90.0  # the assignment's
+
+    def __init__(self, client=None):
+        self._client = client or aws.client("rekognition")
+
+    @staticmethod
+    def _image(image: Image) -> dict:
+        if image.bucket and image.key:
+            return {"S3Object": {"Bucket": image.bucket, "Name": image.key}}
+        return {"Bytes": image.read()}
+
+    def _call(self, method, image: Image, **kwargs) -> dict:
+        try:
+            return method(Image=self._image(image), **kwargs)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in IMAGE_ERRORS:
+                raise ImageError(f"{image.name} {IMAGE_ERRORS[code]} (Rekognition: {code})") from None
+            raise
+
+    def labels(self, image: Image) -> list[Label]:
+        answer = self._call(self._client.detect_labels, image, MinConfidence=MIN_CONFIDENCE)
+        return [Label(raw["Name"], raw["Confidence"],
+                      tuple(_box(i.get("BoundingBox")) for i in raw.get("Instances", []) if i.get("BoundingBox")))
+                for raw in answer.get("Labels", [])]
+
+    def text(self, image: Image) -> list[TextLine]:
+        answer = self._call(self._client.detect_text, image)
+        # LINE detections only: WORD detections repeat the same text word by word.
+        return [TextLine(raw["DetectedText"], raw["Confidence"], _box(raw.get("Geometry", {}).get("BoundingBox")))
+                for raw in answer.get("TextDetections", []) if raw.get("Type") == "LINE"]

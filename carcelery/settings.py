@@ -1,0 +1,143 @@
+"""Every setting carcelery reads, from environment variables, in one place.
+
+Nothing configured means the embedded default: the local AWS emulator on
+127.0.0.1 and the local models. ``CARCELERY_TARGET=aws`` switches to real AWS,
+where boto3's standard credential chain applies (nothing is hard-coded).
+
+| variable                  | default                     | meaning                                        |
+|---------------------------|-----------------------------|------------------------------------------------|
+| CARCELERY_TARGET          | emulator                    | ``emulator`` (local moto server) or ``aws``    |
+| CARCELERY_EMULATOR_HOST   | 127.0.0.1                   | address the emulator binds to and is reached at|
+| CARCELERY_EMULATOR_PORT   | 4566                        | its port                                       |
+| CARCELERY_REGION          | $AWS_DEFAULT_REGION or us-east-1 | AWS region of SQS, S3, DynamoDB, Rekognition |
+| CARCELERY_BUCKET          | carcelery-images            | S3 bucket holding the images                   |
+| CARCELERY_KEY_PREFIX      | (empty)                     | only keys under this prefix are dispatched     |
+| CARCELERY_QUEUE_PREFIX    | carcelery-                  | prefix of every SQS queue name                 |
+| CARCELERY_RESULTS_TABLE   | carcelery-results           | DynamoDB table of Celery's result backend      |
+| CARCELERY_LEDGER_TABLE    | carcelery-ledger            | DynamoDB table of the images already dispatched (key, ETag) |
+| CARCELERY_SCAN_INTERVAL   | 60                          | seconds between the beat's scans for new images |
+| CARCELERY_RECOGNIZER      | local                       | ``local``, ``rekognition`` or ``noop``         |
+| CARCELERY_CAR_THRESHOLD   | the recognizer's own        | car confidence (0-100) at or above which an image holds a car |
+| CARCELERY_OUTPUT_DIR      | output                      | where Instance B writes output.txt and results.jsonl |
+| CARCELERY_MODEL_DIR       | ~/.cache/carcelery/models   | where setup puts the local detector model      |
+| CARCELERY_MODEL_THREADS   | 1                           | threads per model; parallelism comes from worker processes |
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+TARGETS = ("emulator", "aws")
+RECOGNIZERS = ("local", "rekognition", "noop")
+
+# Celery queue names (SQS names get CARCELERY_QUEUE_PREFIX in front).
+DETECT_QUEUE = "detect"  # Instance A: car detection
+TEXT_QUEUE = "text"      # Instance B: text recognition and the -1 terminator
+# Longer than the longest task, so a message is redelivered only when its worker died.
+VISIBILITY_TIMEOUT = 300
+
+# The emulator accepts any credentials; these are not secrets, and using fixed
+# ones keeps real credentials from the environment away from it.
+EMULATOR_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+
+class ConfigError(ValueError):
+    """A setting has a value carcelery cannot use; the message names it and the fix."""
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(name) or default
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r} is not one of {', '.join(allowed)}; set it to one of them")
+    return value
+
+
+def _number(env: Mapping[str, str], name: str, default, kind=int):
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number; set it to one, or unset it for {default!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    target: str = "emulator"
+    emulator_host: str = "127.0.0.1"
+    emulator_port: int = 4566
+    region: str = "us-east-1"
+    bucket: str = "carcelery-images"
+    key_prefix: str = ""
+    queue_prefix: str = "carcelery-"
+    results_table: str = "carcelery-results"
+    ledger_table: str = "carcelery-ledger"
+    scan_interval: float = 60.0
+    recognizer: str = "local"
+    car_threshold: float | None = None
+    output_dir: Path = Path("output")
+    model_dir: Path = Path("~/.cache/carcelery/models").expanduser()
+    model_threads: int = 1
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        threshold = _number(env, "CARCELERY_CAR_THRESHOLD", None, float)
+        if threshold is not None and not 0 <= threshold <= 100:
+            raise ConfigError(f"CARCELERY_CAR_THRESHOLD={threshold} is outside 0-100")
+        return cls(
+            target=_choice(env, "CARCELERY_TARGET", "emulator", TARGETS),
+            emulator_host=env.get("CARCELERY_EMULATOR_HOST") or cls.emulator_host,
+            emulator_port=_number(env, "CARCELERY_EMULATOR_PORT", cls.emulator_port),
+            region=env.get("CARCELERY_REGION") or env.get("AWS_DEFAULT_REGION") or cls.region,
+            bucket=env.get("CARCELERY_BUCKET") or cls.bucket,
+            key_prefix=env.get("CARCELERY_KEY_PREFIX", ""),
+            queue_prefix=env.get("CARCELERY_QUEUE_PREFIX") or cls.queue_prefix,
+            results_table=env.get("CARCELERY_RESULTS_TABLE") or cls.results_table,
+            ledger_table=env.get("CARCELERY_LEDGER_TABLE") or cls.ledger_table,
+            scan_interval=_number(env, "CARCELERY_SCAN_INTERVAL", cls.scan_interval, float),
+            recognizer=_choice(env, "CARCELERY_RECOGNIZER", "local", RECOGNIZERS),
+            car_threshold=threshold,
+            output_dir=Path(env.get("CARCELERY_OUTPUT_DIR") or cls.output_dir),
+            model_dir=Path(env["CARCELERY_MODEL_DIR"]).expanduser() if env.get("CARCELERY_MODEL_DIR") else cls.model_dir,
+            model_threads=_number(env, "CARCELERY_MODEL_THREADS", cls.model_threads),
+        )
+
+    @property
+    def endpoint_url(self) -> str | None:
+        """The emulator's URL, or None on AWS (boto3 then picks the region's endpoints)."""
+        if self.target == "emulator":
+            return f"http://{self.emulator_host}:{self.emulator_port}"
+        return None
+
+    @property
+    def credentials(self) -> dict[str, str]:
+        """Explicit boto3 credentials for the emulator; none on AWS (boto3's own chain)."""
+        return dict(EMULATOR_CREDENTIALS) if self.target == "emulator" else {}
+
+    @property
+    def broker_url(self) -> str:
+        if self.target == "emulator":
+            c = self.credentials
+            return f"sqs://{c['aws_access_key_id']}:{c['aws_secret_access_key']}@{self.emulator_host}:{self.emulator_port}"
+        return "sqs://"
+
+    @property
+    def result_backend(self) -> str:
+        # Celery's DynamoDB backend counts chord parts natively and is shared
+        # between hosts, which the two-instance deployment needs. The emulator's
+        # address goes to Celery as dynamodb_endpoint_url (celeryconfig.py).
+        c = self.credentials
+        auth = f"{c['aws_access_key_id']}:{c['aws_secret_access_key']}@" if c else ""
+        return f"dynamodb://{auth}{self.region}/{self.results_table}"
+
+    def queue_name(self, queue: str) -> str:
+        """The SQS name of a Celery queue (kombu adds the prefix the same way)."""
+        return f"{self.queue_prefix}{queue}"
+
+
+settings = Settings.from_env()

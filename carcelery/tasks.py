@@ -1,0 +1,134 @@
+"""The pipeline's tasks.
+
+Per image, ``detect_car`` (Instance A) is chained to ``recognize_text``
+(Instance B); all the chains sit in one chord whose callback, ``terminate``,
+is the ``-1`` terminator: Instance B writes output.txt when it arrives.
+``scan_bucket`` is the beat's periodic scan for new images.
+
+A task never raises for a bad image or a permanent AWS error: it returns a
+record with ``error`` set, so the chord still completes and the failure is
+written down. Transient errors are retried with backoff, a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+
+from celery.signals import worker_process_init
+from celery.utils.log import get_task_logger
+
+from . import aws, recognizers, results, storage
+from .app import app
+from .settings import settings
+
+logger = get_task_logger(__name__)
+
+MAX_RETRIES = 5
+
+
+def recognizer() -> recognizers.Recognizer:
+    return recognizers.get(settings.recognizer)
+
+
+def threshold() -> float:
+    return settings.car_threshold if settings.car_threshold is not None else recognizer().car_threshold
+
+
+@worker_process_init.connect
+def _load_models(**_):
+    # Each worker process gets its own clients (not the parent's, across a
+    # fork) and loads its models before the first task, not during it.
+    aws.reset()
+    recognizer()
+
+
+def _image(ref: dict) -> recognizers.Image:
+    return recognizers.Image(ref["key"], lambda: storage.read(ref["bucket"], ref["key"]),
+                             bucket=ref["bucket"], key=ref["key"])
+
+
+def _backoff(retries: int) -> float:
+    # Exponential, capped, with jitter so that throttled workers do not retry in step.
+    return min(60.0, 2.0 ** retries) * random.uniform(0.5, 1.5)
+
+
+def _attempt(task, ref: dict, stage: str, work) -> dict:
+    """``work()``'s record, or a failure record naming the reason; transient errors are retried."""
+    started = time.perf_counter()
+    try:
+        record = work()
+    except recognizers.ImageError as exc:
+        reason = str(exc)
+    except Exception as exc:  # noqa: BLE001 - sorted below into permanent and transient
+        reason = storage.explain(exc, ref["bucket"], ref["key"])
+        if reason is None:
+            if task.request.retries < MAX_RETRIES:
+                logger.warning("image=%s stage=%s transient error, retrying: %r", ref["key"], stage, exc)
+                raise task.retry(exc=exc, countdown=_backoff(task.request.retries), max_retries=MAX_RETRIES)
+            reason = f"{type(exc).__name__}: {exc} (gave up after {MAX_RETRIES} retries)"
+    else:
+        elapsed = time.perf_counter() - started
+        if stage == "detect":
+            outcome = f"car={'yes' if record['car'] else 'no'} confidence={record['car_confidence']:.1f}"
+        else:
+            outcome = f"lines={len(record['text'])}"
+        logger.info("image=%s stage=%s %s time=%.3fs", ref["key"], stage, outcome, elapsed)
+        return record
+    logger.error("image=%s stage=%s failed: %s", ref["key"], stage, reason)
+    return results.failure(ref["key"], stage, reason, bucket=ref["bucket"], key=ref["key"], etag=ref.get("etag"))
+
+
+@app.task(bind=True, name="carcelery.tasks.detect_car")
+def detect_car(self, ref: dict) -> dict:
+    """Instance A: does the image ``ref`` (bucket, key, etag) hold a car?"""
+    def work():
+        labels = recognizer().labels(_image(ref))
+        return results.detection(ref["key"], bucket=ref["bucket"], key=ref["key"], etag=ref.get("etag"),
+                                 labels=labels, threshold=threshold())
+    return _attempt(self, ref, "detect", work)
+
+
+@app.task(bind=True, name="carcelery.tasks.recognize_text")
+def recognize_text(self, record: dict) -> dict:
+    """Instance B: read the text of a car image; other records pass through unchanged."""
+    if not record["car"] or "error" in record:
+        return record
+    return _attempt(self, record, "text", lambda: results.with_text(record, recognizer().text(_image(record))))
+
+
+@app.task(name="carcelery.tasks.terminate")
+def terminate(records: list[dict], run: dict) -> dict:
+    """Instance B, the ``-1`` terminator: write output.txt and results.jsonl for the run.
+
+    Returns:
+      The run's summary, with the text of output.txt.
+    """
+    text = results.write(settings.output_dir, records)
+    failed = [{"image": r["image"], **r["error"]} for r in records if "error" in r]
+    summary = {
+        "run": run["id"], "bucket": run["bucket"], "images": len(records),
+        "cars": sum(1 for r in records if r["car"]), "failed": failed,
+        "output_dir": str(settings.output_dir.resolve()), "output": text,
+    }
+    logger.info("run=%s terminator -1: %d images, %d cars, %d failed, output in %s",
+                run["id"], summary["images"], summary["cars"], len(failed), summary["output_dir"])
+    for failure in failed:
+        logger.warning("run=%s image=%s failed at %s: %s", run["id"], failure["image"],
+                       failure["stage"], failure["reason"])
+    main_pid = app.conf.get("carcelery_worker_pid")
+    if app.conf.get("carcelery_stop_on_terminator") and main_pid:
+        logger.info("run=%s: --stop-on-terminator, shutting this worker down", run["id"])
+        os.kill(main_pid, signal.SIGTERM)  # warm shutdown: this task finishes first
+    return summary
+
+
+@app.task(name="carcelery.tasks.scan_bucket")
+def scan_bucket() -> dict:
+    """The beat's scan: dispatch the images that are new or changed since they were last dispatched."""
+    from .dispatch import dispatch
+
+    run = dispatch(settings.bucket, settings.key_prefix)
+    return {key: run[key] for key in ("id", "images", "skipped")}

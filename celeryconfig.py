@@ -1,0 +1,52 @@
+"""Celery configuration of carcelery (``app.config_from_object("celeryconfig")``).
+
+Values come from carcelery.settings, which reads the environment; see README,
+"Configuration".
+"""
+
+from carcelery.settings import DETECT_QUEUE, TEXT_QUEUE, VISIBILITY_TIMEOUT, settings
+
+broker_url = settings.broker_url
+broker_connection_retry_on_startup = True
+broker_transport_options = {
+    "region": settings.region,
+    "queue_name_prefix": settings.queue_prefix,
+    "is_secure": settings.target == "aws",
+    "visibility_timeout": VISIBILITY_TIMEOUT,
+    # Long polling: one ReceiveMessage waits up to 1 s for work on the server
+    # side, and the next one follows at once (an empty poll adds polling_interval).
+    "wait_time_seconds": 1,
+    "polling_interval": 0.1,
+}
+
+result_backend = settings.result_backend
+dynamodb_endpoint_url = settings.endpoint_url
+result_extended = False
+
+# JSON only: a message can never make a worker unpickle code.
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+result_accept_content = ["json"]
+
+imports = ["carcelery.tasks"]
+task_default_queue = DETECT_QUEUE
+task_routes = {
+    "carcelery.tasks.detect_car": {"queue": DETECT_QUEUE},
+    "carcelery.tasks.scan_bucket": {"queue": DETECT_QUEUE},
+    "carcelery.tasks.recognize_text": {"queue": TEXT_QUEUE},
+    "carcelery.tasks.terminate": {"queue": TEXT_QUEUE},
+}
+
+# A task is acknowledged when it is done, so a task whose worker dies is
+# delivered again; one message at a time per process for CPU-bound tasks.
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+
+beat_schedule = {
+    "scan-bucket-for-new-images": {
+        "task": "carcelery.tasks.scan_bucket",
+        "schedule": settings.scan_interval,
+    },
+}
