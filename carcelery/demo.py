@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from . import results
-from .settings import DETECT_QUEUE, TEXT_QUEUE
+from .settings import DETECT_QUEUE, TEXT_QUEUE, settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED_IMAGES = ROOT.parent / "shared" / "images" / "seed"
@@ -28,12 +27,6 @@ SEED_IMAGES = ROOT.parent / "shared" / "images" / "seed"
 
 class StackError(RuntimeError):
     """A process of the stack did not start; the message holds the end of its log."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Stack:
@@ -130,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {folder} is not a folder of images; pass one: python -m carcelery.demo FOLDER",
               file=sys.stderr)
         return 2
-    with Stack(ROOT / "output" / "logs", {"CARCELERY_OUTPUT_DIR": os.environ.get(
-            "CARCELERY_OUTPUT_DIR", str(ROOT / "output"))}) as stack:
+    output_dir = settings.output_dir.resolve()
+    with Stack(output_dir / "logs", {"CARCELERY_OUTPUT_DIR": str(output_dir)}) as stack:
         print(f"starting the emulator and both workers (logs in {stack.workdir})", flush=True)
         try:
             stack.start_all()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from celery import chain, chord
 
-from . import ledger, storage
+from . import ledger, provision, storage
 from .settings import settings
 from .tasks import detect_car, recognize_text, terminate
 
@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.folder:
+            provision.bucket(args.bucket)
             keys = storage.upload_folder(args.folder, args.bucket, args.prefix)
             print(f"uploaded {len(keys)} images from {args.folder} to s3://{args.bucket}/{args.prefix}")
         run = dispatch(args.bucket, args.prefix, args.force)

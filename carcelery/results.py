@@ -78,18 +78,21 @@ def read_records(folder: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def write(folder: Path, records: Iterable[dict]) -> str:
-    """Write ``records`` to ``folder``, merged with the records already there.
+def write(folder: Path, bucket: str, records: Iterable[dict]) -> str:
+    """Write a run's ``records`` of ``bucket`` to ``folder``.
 
-    A record replaces an earlier one of the same bucket and key, so a task run
-    twice, or an image dispatched again, leaves one result and one line.
+    The files describe one bucket: records already there for the same bucket
+    are kept unless a new record of the same image replaces them (so a task run
+    twice, or an image dispatched again, leaves one result and one line, and a
+    scan of new images only keeps the older lines); records of another bucket
+    are dropped.
 
     Returns:
       The text of output.txt.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    merged = {(r.get("bucket"), r["image"]): r for r in read_records(folder)}
-    merged.update({(r.get("bucket"), r["image"]): r for r in records})
+    merged = {r["image"]: r for r in read_records(folder) if r.get("bucket") == bucket}
+    merged.update({r["image"]: r for r in records})
     ordered = sorted(merged.values(), key=lambda r: natural_key(r["image"]))
     _write_atomically(folder / RESULTS, "".join(json.dumps(r, sort_keys=True) + "\n" for r in ordered))
     text = "".join(line + "\n" for line in output_lines(ordered))

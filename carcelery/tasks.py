@@ -34,7 +34,7 @@ def recognizer() -> recognizers.Recognizer:
 
 
 def threshold() -> float:
-    return settings.car_threshold if settings.car_threshold is not None else recognizer().car_threshold
+    return recognizers.threshold(recognizer(), settings.car_threshold)
 
 
 @worker_process_init.connect
@@ -106,7 +106,7 @@ def terminate(records: list[dict], run: dict) -> dict:
     Returns:
       The run's summary, with the text of output.txt.
     """
-    text = results.write(settings.output_dir, records)
+    text = results.write(settings.output_dir, run["bucket"], records)
     failed = [{"image": r["image"], **r["error"]} for r in records if "error" in r]
     summary = {
         "run": run["id"], "bucket": run["bucket"], "images": len(records),

@@ -19,7 +19,7 @@ BACKENDS = {
 }
 
 __all__ = ["CAR", "Box", "Image", "ImageError", "Label", "Recognizer", "TextLine",
-           "car_confidence", "to_dict", "get", "BACKENDS"]
+           "car_confidence", "to_dict", "get", "threshold", "BACKENDS"]
 
 
 @functools.cache
@@ -31,3 +31,8 @@ def get(name: str) -> Recognizer:
     """
     module, cls = BACKENDS[name].split(":")
     return getattr(importlib.import_module(module), cls)()
+
+
+def threshold(recognizer: Recognizer, configured: float | None) -> float:
+    """The car threshold in force: the configured one (CARCELERY_CAR_THRESHOLD), else the backend's own."""
+    return configured if configured is not None else recognizer.car_threshold

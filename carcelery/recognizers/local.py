@@ -62,11 +62,19 @@ def decode(image: Image) -> PIL.Image.Image:
         pic = pic.convert("RGB")
     except ImageError:
         raise
+    except PIL.UnidentifiedImageError:
+        raise ImageError(f"{image.name} is not an image (not JPEG, PNG or another known format); "
+                         f"remove it or replace it with a JPEG or PNG file") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{image.name} is not a readable image ({exc}); "
-                         f"replace it with a JPEG or PNG file") from None
+        raise ImageError(f"{image.name} is a damaged image ({exc}); upload it again") from None
     pic.thumbnail((MAX_SIDE, MAX_SIDE))
     return pic
+
+
+def _box(left, top, right, bottom) -> Box:
+    """A Box from corners given as fractions, clipped to the image."""
+    left, top, right, bottom = (min(1.0, max(0.0, round(float(v), 4))) for v in (left, top, right, bottom))
+    return Box(left, top, round(right - left, 4), round(bottom - top, 4))
 
 
 class LocalRecognizer(Recognizer):
@@ -106,7 +114,7 @@ class LocalRecognizer(Recognizer):
             if score < MIN_SCORE:
                 continue
             name = self._names.get(int(cls), str(int(cls)))
-            box = Box(float(left), float(top), float(right - left), float(bottom - top))
+            box = _box(left, top, right, bottom)
             old = found.get(name)
             confidence = round(float(score) * 100, 2)
             found[name] = Label(name, max(confidence, old.confidence) if old else confidence,
@@ -121,8 +129,7 @@ class LocalRecognizer(Recognizer):
         width, height = pic.size
         lines = []
         for points, text, score in zip(result.boxes, result.txts, result.scores):
-            xs, ys = points[:, 0], points[:, 1]
-            box = Box(float(xs.min() / width), float(ys.min() / height),
-                      float((xs.max() - xs.min()) / width), float((ys.max() - ys.min()) / height))
+            xs, ys = points[:, 0] / width, points[:, 1] / height
+            box = _box(xs.min(), ys.min(), xs.max(), ys.max())
             lines.append(TextLine(text, round(float(score) * 100, 2), box))
         return lines

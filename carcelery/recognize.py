@@ -1,0 +1,61 @@
+"""Try the recognizers on local image files, without the pipeline.
+
+    python -m carcelery.recognize [--backend local|rekognition|noop] [--json] IMAGE...
+
+Per image: whether it holds a car (and how sure), the labels with their boxes,
+and the text lines. ``--json`` prints one JSON object per image and line, the
+same record the pipeline writes to results.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import recognizers, results
+from .settings import settings
+
+
+def analyze(path: Path, recognizer: recognizers.Recognizer, threshold: float) -> dict:
+    """The record of one local image: labels, car decision, and text (read on every image)."""
+    image = recognizers.Image(path.name, path.read_bytes)
+    try:
+        record = results.detection(path.name, labels=recognizer.labels(image), threshold=threshold)
+        return results.with_text(record, recognizer.text(image))
+    except (recognizers.ImageError, OSError) as exc:
+        return results.failure(path.name, "recognize", str(exc))
+
+
+def describe(record: dict) -> str:
+    if "error" in record:
+        return f"{record['image']}: FAILED: {record['error']['reason']}"
+    lines = [f"{record['image']}: {'car' if record['car'] else 'no car'} "
+             f"(car confidence {record['car_confidence']:.1f}, threshold {record['threshold']:.0f})"]
+    for label in record["labels"]:
+        boxes = " ".join("[{left:.2f} {top:.2f} {width:.2f} {height:.2f}]".format(**b) for b in label["boxes"])
+        lines.append(f"  label {label['name']} {label['confidence']:.1f} {boxes}".rstrip())
+    for line in record["text"]:
+        lines.append(f"  text  {line['text']!r} {line['confidence']:.1f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m carcelery.recognize", description=__doc__.split("\n")[0])
+    parser.add_argument("--backend", choices=sorted(recognizers.BACKENDS), default=settings.recognizer)
+    parser.add_argument("--json", action="store_true", help="one JSON object per image and line")
+    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    args = parser.parse_args(argv)
+    recognizer = recognizers.get(args.backend)
+    threshold = recognizers.threshold(recognizer, settings.car_threshold)
+    failed = 0
+    for path in args.images:
+        record = analyze(path, recognizer, threshold)
+        failed += "error" in record
+        print(json.dumps(record) if args.json else describe(record), flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

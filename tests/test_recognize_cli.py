@@ -1,0 +1,23 @@
+import json
+
+from carcelery.demo import Stack
+
+
+def test_json_lines_per_image(seed_dir, tmp_path):
+    (tmp_path / "bad.jpg").write_bytes(b"")
+    done = Stack(tmp_path).run("carcelery.recognize", "--json", str(seed_dir / "7.jpg"),
+                               str(seed_dir / "8.jpg"), str(tmp_path / "bad.jpg"))
+    assert done.returncode == 1, "a failed image makes the exit code 1"
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["image"] for r in rows] == ["7.jpg", "8.jpg", "bad.jpg"]
+    assert rows[0]["car"] is True and 0 <= rows[0]["car_confidence"] <= 100
+    assert [t["text"] for t in rows[0]["text"]] == ["LP 610 LB"]
+    assert rows[1]["car"] is False and rows[1]["labels"]
+    assert "empty" in rows[2]["error"]["reason"]
+
+
+def test_human_readable(seed_dir, tmp_path):
+    done = Stack(tmp_path).run("carcelery.recognize", str(seed_dir / "4.jpg"))
+    assert done.returncode == 0
+    assert done.stdout.startswith("4.jpg: car (car confidence")
+    assert "text  'YHI9 OTZ'" in done.stdout
