@@ -8,6 +8,9 @@ from carcelery.settings import DETECT_QUEUE, TEXT_QUEUE, VISIBILITY_TIMEOUT, set
 
 broker_url = settings.broker_url
 broker_connection_retry_on_startup = True
+# kombu's SQS transport plus broadcast over SNS, for Flower and remote control.
+broker_transport = "carcelery.transport:Transport"
+event_exchange = "celeryev"
 broker_transport_options = {
     "region": settings.region,
     "queue_name_prefix": settings.queue_prefix,
@@ -17,7 +20,16 @@ broker_transport_options = {
     # side, and the next one follows at once (an empty poll adds polling_interval).
     "wait_time_seconds": 1,
     "polling_interval": 0.1,
+    # Monitoring: remote control and events, broadcast through SNS topics.
+    "supports_fanout": settings.monitoring,
+    "broadcast_exchanges": [event_exchange],
 }
+
+# Every task event is one SNS publish (batched per event-loop turn by the
+# worker): with monitoring off, workers send none. Task-sent events would be one
+# publish per task more, from the dispatcher: off unless asked for.
+worker_send_task_events = settings.monitoring
+task_send_sent_event = settings.monitoring and settings.task_sent_events
 
 result_backend = settings.result_backend
 dynamodb_endpoint_url = settings.endpoint_url

@@ -21,6 +21,11 @@ where boto3's standard credential chain applies (nothing is hard-coded).
 | CARCELERY_OUTPUT_DIR      | output                      | where Instance B writes output.txt and results.jsonl |
 | CARCELERY_MODEL_DIR       | ~/.cache/carcelery/models   | where setup puts the local detector model      |
 | CARCELERY_MODEL_THREADS   | 1                           | threads per model; parallelism comes from worker processes |
+| CARCELERY_MONITORING      | on                          | ``on``: task events and remote control over SNS (Flower, ``celery inspect``); ``off``: neither, for raw throughput |
+| CARCELERY_TASK_SENT_EVENTS| off                         | ``on``: the dispatcher sends task-sent events too (one SNS publish per task) |
+| CARCELERY_FLOWER_PORT     | 5555                        | port of Flower (``python -m carcelery.flower``) on 127.0.0.1 |
+| CARCELERY_FLOWER_USER     | (unset)                     | with CARCELERY_FLOWER_PASSWORD: Flower asks for this user (HTTP basic auth) |
+| CARCELERY_FLOWER_PASSWORD | (unset)                     | that user's password                           |
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from typing import Mapping
 
 TARGETS = ("emulator", "aws")
 RECOGNIZERS = ("local", "rekognition", "noop")
+SWITCH = {"on": True, "1": True, "true": True, "off": False, "0": False, "false": False}
 
 # Celery queue names (SQS names get CARCELERY_QUEUE_PREFIX in front).
 DETECT_QUEUE = "detect"  # Instance A: car detection
@@ -53,6 +59,15 @@ def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str,
     if value not in allowed:
         raise ConfigError(f"{name}={value!r} is not one of {', '.join(allowed)}; set it to one of them")
     return value
+
+
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw not in SWITCH:
+        raise ConfigError(f"{name}={raw!r} is neither on nor off; set it to one of them")
+    return SWITCH[raw]
 
 
 def _number(env: Mapping[str, str], name: str, default, kind=int):
@@ -82,6 +97,11 @@ class Settings:
     output_dir: Path = Path("output")
     model_dir: Path = Path("~/.cache/carcelery/models").expanduser()
     model_threads: int = 1
+    monitoring: bool = True
+    task_sent_events: bool = False
+    flower_port: int = 5555
+    flower_user: str = ""
+    flower_password: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -105,6 +125,11 @@ class Settings:
             output_dir=Path(env.get("CARCELERY_OUTPUT_DIR") or cls.output_dir),
             model_dir=Path(env["CARCELERY_MODEL_DIR"]).expanduser() if env.get("CARCELERY_MODEL_DIR") else cls.model_dir,
             model_threads=_number(env, "CARCELERY_MODEL_THREADS", cls.model_threads),
+            monitoring=_switch(env, "CARCELERY_MONITORING", cls.monitoring),
+            task_sent_events=_switch(env, "CARCELERY_TASK_SENT_EVENTS", cls.task_sent_events),
+            flower_port=_number(env, "CARCELERY_FLOWER_PORT", cls.flower_port),
+            flower_user=env.get("CARCELERY_FLOWER_USER", ""),
+            flower_password=env.get("CARCELERY_FLOWER_PASSWORD", ""),
         )
 
     @property

@@ -1,0 +1,175 @@
+"""Transient SQS queues: queues that live only as long as the process that made them.
+
+AMQP deletes an exclusive or auto-delete queue (an event receiver's, a worker's
+mailbox, a caller's reply queue) when its connection ends. SQS keeps a queue
+until it is deleted, and SNS goes on delivering every event to it, so each
+queue left behind slows every later event. Here each such queue carries a
+lease: a tag holding the time until which its owner is known to be alive,
+renewed while the owner declares or polls it. The owner deletes its queues and
+their SNS subscriptions when it exits; what a crashed owner left behind (its
+lease ran out) is swept by the next process that makes a transient queue.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import time
+from typing import Callable, Iterable
+
+from botocore.exceptions import ClientError
+
+LEASE_TAG = "carcelery-lease"
+_MISSING = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NonExistentQueue")
+
+
+def _missing(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") in _MISSING
+
+
+def _pages(client, method: str, key: str, **params) -> Iterable:
+    for page in client.get_paginator(method).paginate(**params):
+        yield from page.get(key, [])
+
+
+class Leases:
+    """The transient queues of one process under one queue-name prefix.
+
+    Parameters:
+      sqs, sns: boto3 clients of the account and region of the queues.
+      prefix: queues and SNS topics whose names start with it are this pipeline's.
+      ttl: seconds a lease lasts; it is renewed once a third of it has passed.
+      clock: the time in seconds since the epoch (tests pass their own).
+    """
+
+    def __init__(self, sqs, sns, prefix: str, ttl: float, clock: Callable[[], float] = time.time):
+        self.sqs, self.sns, self.prefix, self.ttl, self.clock = sqs, sns, prefix, ttl, clock
+        self.owned: dict[str, float] = {}  # queue URL -> when its lease was last written
+        self.owner = os.getpid()
+
+    def claim(self, url: str) -> bool:
+        """Make queue ``url`` ours and write its lease.
+
+        Returns:
+          False if the queue no longer exists (it was swept), else True.
+        Raises:
+          botocore.exceptions.ClientError: SQS refused the tag for another reason.
+        """
+        now = self.clock()
+        try:
+            self.sqs.tag_queue(QueueUrl=url, Tags={LEASE_TAG: str(int(now + self.ttl))})
+        except ClientError as exc:
+            if not _missing(exc):
+                raise
+            self.owned.pop(url, None)
+            return False
+        self.owned[url] = now
+        return True
+
+    def renew(self, url: str) -> None:
+        """Write the lease of queue ``url`` again if it is ours and a third of it has passed.
+
+        Raises:
+          botocore.exceptions.ClientError: SQS refused the tag for another reason than a missing queue.
+        """
+        written = self.owned.get(url)
+        if written is not None and self.clock() - written >= self.ttl / 3:
+            self.claim(url)
+
+    def release_all(self) -> None:
+        """Delete our queues and their SNS subscriptions (in the owning process only).
+
+        A forked child inherits this object but not the queues: it does nothing.
+        """
+        if os.getpid() != self.owner or not self.owned:
+            return
+        deleted = {arn for url in list(self.owned) if (arn := self._delete(url))}
+        self.owned.clear()
+        self._unsubscribe(lambda endpoint: endpoint in deleted)
+
+    def sweep(self, keep: Iterable[str] = ()) -> list[str]:
+        """Delete the queues whose lease ran out, then SNS subscriptions to queues that are gone.
+
+        Parameters:
+          keep: queue names not to delete (the one about to be declared again by its new owner).
+        Returns:
+          The URLs of the queues deleted.
+        """
+        now, keep = self.clock(), set(keep)
+        expired = [url for url in _pages(self.sqs, "list_queues", "QueueUrls", QueueNamePrefix=self.prefix)
+                   if url not in self.owned and url.rsplit("/", 1)[-1] not in keep and self._lease(url) < now]
+        deleted = {arn for url in expired if (arn := self._delete(url))}
+        self._unsubscribe(lambda endpoint: endpoint in deleted or not self._exists(endpoint))
+        return expired
+
+    def _lease(self, url: str) -> float:
+        """The end of the queue's lease; infinite for a queue without one (not transient)."""
+        try:
+            tags = self.sqs.list_queue_tags(QueueUrl=url).get("Tags", {})
+        except ClientError as exc:
+            if _missing(exc):
+                return float("inf")
+            raise
+        return float(tags[LEASE_TAG]) if LEASE_TAG in tags else float("inf")
+
+    def _delete(self, url: str) -> str | None:
+        """Delete queue ``url``; returns its ARN, or None if it was gone already."""
+        try:
+            arn = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+            self.sqs.delete_queue(QueueUrl=url)
+        except ClientError as exc:
+            if _missing(exc):
+                return None
+            raise
+        return arn
+
+    def _exists(self, queue_arn: str) -> bool:
+        # One call per subscription, not ListQueues: a new queue can be missing
+        # from ListQueues for a while (eventual consistency).
+        try:
+            self.sqs.get_queue_url(QueueName=queue_arn.rsplit(":", 1)[-1])
+        except ClientError as exc:
+            if _missing(exc):
+                return False
+            raise
+        return True
+
+    def _unsubscribe(self, gone: Callable[[str], bool]) -> None:
+        """Remove the SQS subscriptions of this prefix's SNS topics whose queue ARN is ``gone``."""
+        for topic in _pages(self.sns, "list_topics", "Topics"):
+            arn = topic["TopicArn"]
+            if not arn.rsplit(":", 1)[-1].startswith(self.prefix):
+                continue
+            for sub in _pages(self.sns, "list_subscriptions_by_topic", "Subscriptions", TopicArn=arn):
+                if sub.get("Protocol") == "sqs" and gone(sub["Endpoint"]):
+                    self.sns.unsubscribe(SubscriptionArn=sub["SubscriptionArn"])
+
+
+_registry: dict[tuple, Leases] = {}
+
+
+def for_process(key: tuple, make: Callable[[], Leases]) -> tuple[Leases, bool]:
+    """This process's Leases for ``key`` (endpoint, region, prefix), made by ``make`` on first use.
+
+    Returns:
+      The Leases, and whether they were made by this call (the caller then sweeps).
+    """
+    key = (os.getpid(), *key)
+    if key in _registry:
+        return _registry[key], False
+    leases = _registry[key] = make()
+    return leases, True
+
+
+def existing(key: tuple) -> Leases | None:
+    """This process's Leases for ``key``, or None if it has made no transient queue there."""
+    return _registry.get((os.getpid(), *key))
+
+
+@atexit.register
+def _release_at_exit() -> None:
+    for leases in list(_registry.values()):
+        try:
+            leases.release_all()
+        except Exception:  # noqa: BLE001 - the emulator or network may be gone at exit; leases then expire
+            pass

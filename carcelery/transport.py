@@ -1,0 +1,136 @@
+"""kombu's SQS transport, with what Flower and ``celery inspect`` need: broadcast over SNS.
+
+Used through Celery's ``broker_transport`` setting (``carcelery.transport:Transport``).
+Out of the box, over SQS, Celery neither starts remote control (the transport
+declares no fanout) nor gets events out of a worker (its event exchange is a
+topic exchange, which a virtual transport routes inside one process only). With
+the transport option ``supports_fanout`` this transport:
+
+- declares fanout, so workers start remote control; kombu publishes fanout
+  messages to an SNS topic to which each bound queue is subscribed;
+- broadcasts the exchanges named in ``broadcast_exchanges`` (Celery's event
+  exchange) as fanout; their receivers bind them with ``#``, i.e. everything;
+- routes a remote-control reply to the caller's reply queue, which was bound in
+  the caller's process, not the replier's;
+- deletes no-ack messages with the blocking client where there is no event loop
+  (Flower, ``celery events``, ``celery inspect``);
+- gives exclusive and auto-delete queues a lease (``carcelery.leases``): deleted
+  with their SNS subscriptions when the process exits, swept when left behind.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+
+from kombu.pidbox import Mailbox
+from kombu.transport import SQS
+from kombu.transport.SQS.exceptions import DoesNotExistQueueException
+from kombu.utils.objects import cached_property
+
+from . import leases
+
+# Every broadcast queue's lease: renewed while its owner polls it (every second or so).
+DEFAULT_LEASE_SECONDS = 300
+
+
+class Channel(SQS.Channel):
+    """An SQS channel with SNS broadcast, reply routing and transient queues (see the module)."""
+
+    @cached_property
+    def broadcast_exchanges(self) -> frozenset[str]:
+        return frozenset(self.transport_options.get("broadcast_exchanges", ()))
+
+    @cached_property
+    def lease_seconds(self) -> float:
+        return float(self.transport_options.get("lease_seconds", DEFAULT_LEASE_SECONDS))
+
+    def exchange_declare(self, exchange=None, type="direct", *args, **kwargs):
+        """Declare ``exchange``; a broadcast exchange is declared fanout whatever its type.
+
+        Parameters, raises and returns: kombu's ``Channel.exchange_declare``.
+        """
+        if self.supports_fanout and exchange in self.broadcast_exchanges:
+            type = "fanout"
+        return super().exchange_declare(exchange, type, *args, **kwargs)
+
+    def queue_declare(self, queue=None, passive=False, **kwargs):
+        """Declare ``queue``; an exclusive or auto-delete one gets a lease.
+
+        Parameters, raises and returns: kombu's ``Channel.queue_declare``.
+        """
+        if not (kwargs.get("exclusive") or kwargs.get("auto_delete")):
+            return super().queue_declare(queue, passive, **kwargs)
+        registry = self._leases(keep=queue)
+        declared = super().queue_declare(queue, passive, **kwargs)
+        if not registry.claim(self._new_queue(declared.queue)):
+            # Swept by another process after this one cached its URL: make it again.
+            self._queue_cache.pop(self.canonical_queue_name(declared.queue), None)
+            registry.claim(self._new_queue(declared.queue))
+        return declared
+
+    def after_reply_message_received(self, queue):
+        """Keep the reply queue for the next call (kombu deletes it after each call).
+
+        SQS refuses to create a queue for 60 s after one of the same name was
+        deleted, and a caller (Flower) reuses its reply queue's name; the
+        queue's lease deletes it when the caller exits.
+        """
+
+    @property
+    def _leases_key(self) -> tuple:
+        return (self.endpoint_url, self.region, self.queue_name_prefix)
+
+    def _leases(self, keep: str) -> leases.Leases:
+        """This process's leases; made, and stale queues swept, on the first transient queue."""
+        registry, made = leases.for_process(self._leases_key, lambda: leases.Leases(
+            self.sqs(), self.fanout.get_client(), self.queue_name_prefix, self.lease_seconds))
+        if made:
+            for url in registry.sweep(keep=[self.canonical_queue_name(keep)]):
+                self._queue_cache.pop(url.rsplit("/", 1)[-1], None)
+        return registry
+
+    def _renew(self, queue: str) -> None:
+        registry = leases.existing(self._leases_key)
+        if registry is not None:
+            registry.renew(self._new_queue(queue))
+
+    def _receive_message(self, queue, *args, **kwargs):
+        self._renew(queue)
+        return super()._receive_message(queue, *args, **kwargs)
+
+    def _get_async(self, queue, *args, **kwargs):
+        self._renew(queue)
+        return super()._get_async(queue, *args, **kwargs)
+
+    def _lookup(self, exchange, routing_key, default=None):
+        queues = super()._lookup(exchange, routing_key, default)
+        if queues or not fnmatch.fnmatchcase(exchange or "", Mailbox.reply_exchange_fmt % "*"):
+            return queues
+        # A reply queue is bound in the caller's process, so it is unknown here;
+        # kombu's pidbox names it "<routing key>.<reply exchange>".
+        queue = f"{routing_key}.{exchange}"
+        try:
+            self._resolve_queue_url(queue)
+        except DoesNotExistQueueException:
+            return []  # the caller is gone: nobody waits for this reply
+        return [queue]
+
+    def _delete_message(self, queue_name, message):
+        if self.hub is not None:
+            return super()._delete_message(queue_name, message)
+        # kombu deletes with its asynchronous client, which needs an event loop;
+        # Flower's and `celery events`' receivers have none.
+        self.sqs(queue=self.canonical_queue_name(queue_name)).delete_message(
+            QueueUrl=self._new_queue(queue_name), ReceiptHandle=message["ReceiptHandle"])
+
+
+class Transport(SQS.Transport):
+    """kombu's SQS transport with this module's Channel; declares fanout when ``supports_fanout``."""
+
+    Channel = Channel
+
+    def __init__(self, client, **kwargs):
+        super().__init__(client, **kwargs)
+        if client.transport_options.get("supports_fanout"):
+            # Celery starts a worker's remote control only on a transport that declares fanout.
+            self.implements = self.implements.extend(exchange_type=self.implements.exchange_type | {"fanout"})
