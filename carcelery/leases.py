@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import threading
 import time
 from typing import Callable, Iterable
 
@@ -46,6 +47,7 @@ class Leases:
         self.sqs, self.sns, self.prefix, self.ttl, self.clock = sqs, sns, prefix, ttl, clock
         self.owned: dict[str, float] = {}  # queue URL -> when its lease was last written
         self.owner = os.getpid()
+        self.closed = False  # released: the process is exiting, no queue may be made any more
 
     def claim(self, url: str) -> bool:
         """Make queue ``url`` ours and write its lease.
@@ -81,8 +83,9 @@ class Leases:
 
         A forked child inherits this object but not the queues: it does nothing.
         """
-        if os.getpid() != self.owner or not self.owned:
+        if os.getpid() != self.owner:
             return
+        self.closed = True
         deleted = {arn for url in list(self.owned) if (arn := self._delete(url))}
         self.owned.clear()
         self._unsubscribe(lambda endpoint: endpoint in deleted)
@@ -146,6 +149,8 @@ class Leases:
 
 
 _registry: dict[tuple, Leases] = {}
+# Flower declares its event queue and its reply queues from several threads at once.
+_registry_lock = threading.Lock()
 
 
 def for_process(key: tuple, make: Callable[[], Leases]) -> tuple[Leases, bool]:
@@ -155,10 +160,11 @@ def for_process(key: tuple, make: Callable[[], Leases]) -> tuple[Leases, bool]:
       The Leases, and whether they were made by this call (the caller then sweeps).
     """
     key = (os.getpid(), *key)
-    if key in _registry:
-        return _registry[key], False
-    leases = _registry[key] = make()
-    return leases, True
+    with _registry_lock:
+        if key in _registry:
+            return _registry[key], False
+        leases = _registry[key] = make()
+        return leases, True
 
 
 def existing(key: tuple) -> Leases | None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import fnmatch
 
+from kombu.exceptions import ChannelError
 from kombu.pidbox import Mailbox
 from kombu.transport import SQS
 from kombu.transport.SQS.exceptions import DoesNotExistQueueException
@@ -67,6 +68,14 @@ class Channel(SQS.Channel):
             self._queue_cache.pop(self.canonical_queue_name(declared.queue), None)
             registry.claim(self._new_queue(declared.queue))
         return declared
+
+    def _create_queue(self, queue_name, attributes):
+        registry = leases.existing(self._leases_key)
+        if registry is not None and registry.closed:
+            # This process is exiting and has deleted its transient queues; a
+            # consumer thread reconnecting (Flower's) would make its queue again.
+            raise ChannelError(f"not creating queue {queue_name!r}: this process is exiting")
+        return super()._create_queue(queue_name, attributes)
 
     def after_reply_message_received(self, queue):
         """Keep the reply queue for the next call (kombu deletes it after each call).

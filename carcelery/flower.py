@@ -1,0 +1,42 @@
+"""Flower, Celery's web monitor, for this pipeline, on 127.0.0.1 only.
+
+    python -m carcelery.flower [FLOWER OPTION...]
+
+Runs ``celery -A carcelery flower`` in this process (its PID stays Flower's),
+on ``CARCELERY_FLOWER_PORT``. With ``CARCELERY_FLOWER_USER`` and
+``CARCELERY_FLOWER_PASSWORD`` set, Flower asks for them (HTTP basic auth); they
+reach Flower through its environment, not its command line, which ``ps`` shows.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from .settings import Settings, settings
+
+
+def command(config: Settings, extra: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Flower's command line and environment for ``config``.
+
+    Parameters:
+      config: the settings (port, user, password).
+      extra: more Flower options, appended.
+    Returns:
+      The argv (``python -m celery ...``) and the environment to run it with.
+    """
+    argv = [sys.executable, "-m", "celery", "-A", "carcelery", "flower",
+            "--address=127.0.0.1", f"--port={config.flower_port}", *extra]
+    env = dict(os.environ)
+    if config.flower_user and config.flower_password:
+        env["FLOWER_BASIC_AUTH"] = f"{config.flower_user}:{config.flower_password}"
+    return argv, env
+
+
+def main(argv: list[str] | None = None) -> None:
+    args, env = command(settings, sys.argv[1:] if argv is None else argv)
+    os.execve(sys.executable, args, env)
+
+
+if __name__ == "__main__":
+    main()
