@@ -79,6 +79,10 @@ class Stack:
                 "-c", str(concurrency), "--loglevel", "INFO", *extra]
         return self.start(name, args, " ready.", timeout=120)
 
+    def start_flower(self) -> subprocess.Popen:
+        """Flower (``python -m carcelery.flower``), on ``CARCELERY_FLOWER_PORT`` of the stack's settings."""
+        return self.start("flower", ["-m", "carcelery.flower"], "Visit me at")
+
     def start_all(self, folder: Path | None = None, concurrency: int = 2) -> "Stack":
         """The emulator (with ``folder`` uploaded), Instance A's worker and Instance B's worker."""
         self.start_emulator(folder)

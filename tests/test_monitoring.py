@@ -1,0 +1,180 @@
+"""Monitoring over SQS: Flower, remote control and clean-up, with real processes.
+
+Each stack has queues (and SNS topics) of its own prefix on the session's
+emulator, the noop recognizer, and Flower on a free loopback port.
+"""
+
+import base64
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+
+import pytest
+
+from carcelery import aws, provision
+from carcelery.demo import ROOT, Stack
+
+USER, PASSWORD = "watcher", "not-a-secret"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def monitored_stack(workdir) -> Stack:
+    return Stack(workdir, {"CARCELERY_QUEUE_PREFIX": f"m{uuid.uuid4().hex[:8]}-", "CARCELERY_RECOGNIZER": "noop",
+                           "CARCELERY_FLOWER_PORT": str(free_port()), "CARCELERY_FLOWER_USER": USER,
+                           "CARCELERY_FLOWER_PASSWORD": PASSWORD})
+
+
+def flower_url(stack, path: str) -> str:
+    return f"http://127.0.0.1:{stack.env['CARCELERY_FLOWER_PORT']}{path}"
+
+
+def flower_get(stack, path: str):
+    auth = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    request = urllib.request.Request(flower_url(stack, path), headers={"Authorization": f"Basic {auth}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
+def inspect_ping(stack) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "celery", "-A", "carcelery", "inspect", "ping", "--timeout", "5"],
+                          cwd=ROOT, env=stack.env, capture_output=True, text=True, timeout=60)
+
+
+def leftovers(prefix: str) -> tuple[list[str], list[str]]:
+    """This prefix's queues other than the two task queues, and its SNS topics' subscriptions."""
+    urls = aws.client("sqs").list_queues(QueueNamePrefix=prefix).get("QueueUrls", [])
+    queues = sorted({url.rsplit("/", 1)[-1] for url in urls} - {f"{prefix}detect", f"{prefix}text"})
+    sns = aws.client("sns")
+    topics = [t["TopicArn"] for t in sns.list_topics()["Topics"] if t["TopicArn"].rsplit(":", 1)[-1].startswith(prefix)]
+    return queues, [s["Endpoint"] for t in topics for s in sns.list_subscriptions_by_topic(TopicArn=t)["Subscriptions"]]
+
+
+def wait_for(check, ready=bool, timeout: float = 60):
+    """``check()``'s first answer that is ``ready``; fails the test with its last answer after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = check()
+        if ready(answer) or time.monotonic() > deadline:
+            assert ready(answer), f"still {answer!r} after {timeout} s"
+            return answer
+        time.sleep(1)
+
+
+def start_flower(stack):
+    """Flower, once its event queue is subscribed (events sent before that never reach it)."""
+    stack.start_flower()
+    prefix = stack.env["CARCELERY_QUEUE_PREFIX"]
+    wait_for(lambda: [s for s in leftovers(prefix)[1] if "celeryev" in s])
+
+
+@pytest.fixture(scope="module")
+def watched(emulator, seed_dir, tmp_path_factory):
+    """Both workers and Flower, after one run over the seed images in a bucket of its own."""
+    with monitored_stack(tmp_path_factory.mktemp("watched")) as stack:
+        stack.start_worker("worker_a", "detect", 1)
+        stack.start_worker("worker_b", "text", 1)
+        start_flower(stack)
+        bucket = f"test-{uuid.uuid4().hex[:12]}"
+        provision.bucket(bucket)
+        done = stack.run("carcelery.dispatch", "--from", str(seed_dir), "--bucket", bucket, "--wait", "--timeout", "300")
+        assert done.returncode == 0, done.stderr
+        yield stack, bucket
+
+
+def run_tasks(stack, bucket):
+    """Flower's tasks of the run in ``bucket``, once all 21 (10 + 10 + terminator) are there and done."""
+    def mine():
+        tasks = flower_get(stack, "/api/tasks")
+        return {uid: t for uid, t in tasks.items() if bucket in (t.get("args") or "") + (t.get("result") or "")}
+    return wait_for(mine, lambda tasks: len(tasks) == 21 and all(t["state"] == "SUCCESS" for t in tasks.values()))
+
+
+def test_flower_shows_both_workers_and_every_task_of_the_run(watched, seed_dir):
+    stack, bucket = watched
+    workers = wait_for(lambda: {name for name in flower_get(stack, "/api/workers?refresh=1")
+                                if name.startswith(("worker_a@", "worker_b@"))} or None)
+    assert {name.split("@")[0] for name in workers} == {"worker_a", "worker_b"}
+    tasks = run_tasks(stack, bucket)
+    by_name = {}
+    for task in tasks.values():
+        by_name.setdefault(task["name"], []).append(task)
+    images = sorted(p.name for p in seed_dir.glob("*.jpg"))
+    for name, worker in (("carcelery.tasks.detect_car", "worker_a@"), ("carcelery.tasks.recognize_text", "worker_b@")):
+        assert sorted(next(i for i in images if f"'{i}'" in t["args"] or f'"{i}"' in t["args"])
+                      for t in by_name[name]) == images, name
+        assert all(t["worker"].startswith(worker) for t in by_name[name]), name
+    assert len(by_name["carcelery.tasks.terminate"]) == 1
+
+
+def test_flower_wants_the_password(watched):
+    stack, _ = watched
+    with pytest.raises(urllib.error.HTTPError, match="401"):
+        urllib.request.urlopen(flower_url(stack, "/api/workers"), timeout=30)
+
+
+def test_inspect_ping_gets_replies_from_both_workers(watched):
+    stack, _ = watched
+    done = inspect_ping(stack)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "worker_a@" in done.stdout and "worker_b@" in done.stdout and "2 nodes online" in done.stdout
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (scripts/setup does not install it; "
+                                               ".ci/run does: apt-get install chromium)")
+def test_flower_tasks_page_in_headless_chromium(watched, tmp_path):
+    stack, bucket = watched
+    tasks = run_tasks(stack, bucket)
+    url = flower_url(stack, "/tasks").replace("//", f"//{USER}:{PASSWORD}@", 1)
+    # The page fills its table by JavaScript; the virtual time budget lets it finish.
+    page = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                           f"--user-data-dir={tmp_path / 'chromium'}", "--virtual-time-budget=10000",
+                           "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    assert page.returncode == 0, page.stderr[-2000:]
+    rows = [uid for uid in tasks if f'<tr id="{uid}"' in page.stdout]
+    assert len(rows) >= 10, page.stdout[-3000:]
+    assert "carcelery.tasks.detect_car" in page.stdout or "carcelery.tasks.recognize_text" in page.stdout
+    assert "SUCCESS" in page.stdout
+
+
+def test_nothing_is_left_after_a_clean_shutdown(emulator, tmp_path):
+    stack = monitored_stack(tmp_path)
+    prefix = stack.env["CARCELERY_QUEUE_PREFIX"]
+    with stack:
+        stack.start_worker("worker_a", "detect", 1)
+        stack.start_worker("worker_b", "text", 1)
+        start_flower(stack)
+        assert inspect_ping(stack).returncode == 0
+        wait_for(lambda: flower_get(stack, "/api/workers?refresh=1"))
+        queues, subscriptions = leftovers(prefix)
+        assert any("celeryev" in q for q in queues) and any("pidbox" in q for q in queues), queues
+        assert len(subscriptions) >= 3, "Flower's event queue and both workers' mailboxes"
+    assert leftovers(prefix) == ([], [])
+
+
+def test_what_a_crashed_process_left_is_swept_at_the_next_start(emulator, tmp_path):
+    stack = monitored_stack(tmp_path)
+    prefix = stack.env["CARCELERY_QUEUE_PREFIX"]
+    sqs, sns = aws.client("sqs"), aws.client("sns")
+    # What a killed Flower leaves: its event queue, subscribed, its lease run out.
+    url = sqs.create_queue(QueueName=f"{prefix}celeryev-crashed", tags={"carcelery-lease": str(int(time.time()) - 1)})["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    topic = sns.create_topic(Name=f"{prefix}celeryev")["TopicArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
+    # A live one's queue: its lease still runs.
+    alive = sqs.create_queue(QueueName=f"{prefix}celeryev-alive", tags={"carcelery-lease": str(int(time.time()) + 600)})
+    assert leftovers(prefix)[0] == [f"{prefix}celeryev-alive", f"{prefix}celeryev-crashed"]
+    inspect_ping(stack)  # no workers: it makes its reply queue, and sweeps first
+    assert leftovers(prefix) == ([f"{prefix}celeryev-alive"], [])
+    sqs.delete_queue(QueueUrl=alive["QueueUrl"])
