@@ -45,3 +45,19 @@ def test_threshold_and_paths_are_parsed():
     assert s.car_threshold == 85.5
     assert str(s.output_dir) == "/tmp/x"
     assert not str(s.model_dir).startswith("~")
+
+
+def test_monitoring_is_on_and_task_sent_events_off_by_default():
+    s = Settings.from_env({})
+    assert s.monitoring is True and s.task_sent_events is False
+    assert (s.flower_port, s.flower_user, s.flower_password) == (5555, "", "")
+
+
+@pytest.mark.parametrize("raw, expected", [("off", False), ("0", False), ("False", False), ("on", True), ("1", True)])
+def test_monitoring_switch(raw, expected):
+    assert Settings.from_env({"CARCELERY_MONITORING": raw}).monitoring is expected
+
+
+def test_a_bad_switch_names_the_variable():
+    with pytest.raises(ConfigError, match="CARCELERY_TASK_SENT_EVENTS"):
+        Settings.from_env({"CARCELERY_TASK_SENT_EVENTS": "maybe"})
