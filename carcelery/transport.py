@@ -12,8 +12,8 @@ the transport option ``supports_fanout`` this transport:
   exchange) as fanout; their receivers bind them with ``#``, i.e. everything;
 - routes a remote-control reply to the caller's reply queue, which was bound in
   the caller's process, not the replier's;
-- deletes no-ack messages with the blocking client where there is no event loop
-  (Flower, ``celery events``, ``celery inspect``);
+- deletes no-ack messages with the blocking client, a batch per receive, where
+  there is no event loop (Flower, ``celery events``, ``celery inspect``);
 - gives exclusive and auto-delete queues a lease (``carcelery.leases``): deleted
   with their SNS subscriptions when the process exits, swept when left behind.
 """
@@ -23,12 +23,16 @@ from __future__ import annotations
 import fnmatch
 
 from kombu.exceptions import ChannelError
+from kombu.log import get_logger
 from kombu.pidbox import Mailbox
 from kombu.transport import SQS
 from kombu.transport.SQS.exceptions import DoesNotExistQueueException
+from kombu.utils.encoding import bytes_to_str
 from kombu.utils.objects import cached_property
 
 from . import leases
+
+logger = get_logger(__name__)
 
 # Every broadcast queue's lease: renewed while its owner polls it (every second or so).
 DEFAULT_LEASE_SECONDS = 300
@@ -124,13 +128,21 @@ class Channel(SQS.Channel):
             return []  # the caller is gone: nobody waits for this reply
         return [queue]
 
-    def _delete_message(self, queue_name, message):
-        if self.hub is not None:
-            return super()._delete_message(queue_name, message)
-        # kombu deletes with its asynchronous client, which needs an event loop;
-        # Flower's and `celery events`' receivers have none.
-        self.sqs(queue=self.canonical_queue_name(queue_name)).delete_message(
-            QueueUrl=self._new_queue(queue_name), ReceiptHandle=message["ReceiptHandle"])
+    def _messages_to_python(self, messages, queue):
+        if self.hub is not None or queue not in self._noack_queues:
+            return super()._messages_to_python(messages, queue)
+        # A no-ack message is deleted on receipt. kombu deletes each with its
+        # asynchronous client, which needs an event loop that Flower's, `celery
+        # events`' and `celery inspect`'s receivers lack; one batch call per
+        # receive also spares SQS nine calls in ten.
+        answer = self.sqs(queue=self.canonical_queue_name(queue)).delete_message_batch(
+            QueueUrl=self._new_queue(queue),
+            Entries=[{"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(messages)])
+        for failed in answer.get("Failed", []):
+            logger.warning("SQS did not delete a message of %s (%s): it will be received again",
+                           queue, failed.get("Message") or failed.get("Code"))
+        return [self._prepare_json_payload(bytes_to_str(self._decode_python_message_body(m["Body"])))
+                for m in messages]
 
 
 class Transport(SQS.Transport):
