@@ -34,8 +34,9 @@ from . import leases
 
 logger = get_logger(__name__)
 
-# Every broadcast queue's lease: renewed while its owner polls it (every second or so).
-DEFAULT_LEASE_SECONDS = 300
+# How long a transient queue outlives its owner's last declare or poll before a
+# start-up sweeps it: long enough that a busy owner never loses its queue.
+LEASE_SECONDS = 300
 
 
 class Channel(SQS.Channel):
@@ -44,10 +45,6 @@ class Channel(SQS.Channel):
     @cached_property
     def broadcast_exchanges(self) -> frozenset[str]:
         return frozenset(self.transport_options.get("broadcast_exchanges", ()))
-
-    @cached_property
-    def lease_seconds(self) -> float:
-        return float(self.transport_options.get("lease_seconds", DEFAULT_LEASE_SECONDS))
 
     def exchange_declare(self, exchange=None, type="direct", *args, **kwargs):
         """Declare ``exchange``; a broadcast exchange is declared fanout whatever its type.
@@ -96,7 +93,7 @@ class Channel(SQS.Channel):
     def _leases(self, keep: str) -> leases.Leases:
         """This process's leases; made, and stale queues swept, on the first transient queue."""
         registry, made = leases.for_process(self._leases_key, lambda: leases.Leases(
-            self.sqs(), self.fanout.get_client(), self.queue_name_prefix, self.lease_seconds))
+            self.sqs(), self.fanout.get_client(), self.queue_name_prefix, LEASE_SECONDS))
         if made:
             for url in registry.sweep(keep=[self.canonical_queue_name(keep)]):
                 self._queue_cache.pop(url.rsplit("/", 1)[-1], None)
