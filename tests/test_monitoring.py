@@ -178,3 +178,14 @@ def test_what_a_crashed_process_left_is_swept_at_the_next_start(emulator, tmp_pa
     inspect_ping(stack)  # no workers: it makes its reply queue, and sweeps first
     assert leftovers(prefix) == ([f"{prefix}celeryev-alive"], [])
     sqs.delete_queue(QueueUrl=alive["QueueUrl"])
+
+
+def test_monitoring_off_makes_no_topic_and_no_mailbox(emulator, tmp_path):
+    stack = monitored_stack(tmp_path)
+    stack.env["CARCELERY_MONITORING"] = "off"
+    prefix = stack.env["CARCELERY_QUEUE_PREFIX"]
+    with stack:
+        stack.start_worker("worker_a", "detect", 1)
+        assert "No nodes replied" in inspect_ping(stack).stderr
+        assert leftovers(prefix) == ([], [])
+        assert not [t for t in aws.client("sns").list_topics()["Topics"] if f":{prefix}" in t["TopicArn"]]
