@@ -13,6 +13,7 @@ lease ran out) is swept by the next process that makes a transient queue.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import threading
 import time
@@ -21,6 +22,7 @@ from typing import Callable, Iterable
 from botocore.exceptions import ClientError
 
 LEASE_TAG = "carcelery-lease"
+logger = logging.getLogger(__name__)
 _MISSING = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NonExistentQueue")
 
 
@@ -177,5 +179,6 @@ def _release_at_exit() -> None:
     for leases in list(_registry.values()):
         try:
             leases.release_all()
-        except Exception:  # noqa: BLE001 - the emulator or network may be gone at exit; leases then expire
-            pass
+        except Exception as exc:  # noqa: BLE001 - at exit the emulator or network may be gone already
+            logger.warning("could not delete this process's transient queues (%s); the next start sweeps "
+                           "them once their lease runs out", exc)
