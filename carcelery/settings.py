@@ -20,6 +20,9 @@ where boto3's standard credential chain applies (nothing is hard-coded).
 | CARCELERY_CAR_THRESHOLD   | the recognizer's own        | car confidence (0-100) at or above which an image holds a car |
 | CARCELERY_OUTPUT_DIR      | output                      | where Instance B writes output.txt and results.jsonl |
 | CARCELERY_MODEL_DIR       | ~/.cache/carcelery/models   | where setup puts the local detector model      |
+| CARCELERY_VISIBILITY_TIMEOUT | 300                      | seconds a received task stays hidden; longer than the longest task, so a task is redelivered only when its worker died |
+| CARCELERY_MAX_RECEIVES    | 5                           | receives after which SQS moves a message to the dead-letter queue |
+| CARCELERY_RATE_LIMIT      | (none)                      | per-worker-process rate limit of the recognition tasks, Celery's form ("5/s") |
 | CARCELERY_MODEL_THREADS   | 1                           | threads per model; parallelism comes from worker processes |
 """
 
@@ -36,8 +39,7 @@ RECOGNIZERS = ("local", "rekognition", "noop")
 # Celery queue names (SQS names get CARCELERY_QUEUE_PREFIX in front).
 DETECT_QUEUE = "detect"  # Instance A: car detection
 TEXT_QUEUE = "text"      # Instance B: text recognition and the -1 terminator
-# Longer than the longest task, so a message is redelivered only when its worker died.
-VISIBILITY_TIMEOUT = 300
+DEAD_LETTER_QUEUE = "dead-letter"  # where SQS moves a message received too often
 
 # The emulator accepts any credentials; these are not secrets, and using fixed
 # ones keeps real credentials from the environment away from it.
@@ -82,6 +84,9 @@ class Settings:
     output_dir: Path = Path("output")
     model_dir: Path = Path("~/.cache/carcelery/models").expanduser()
     model_threads: int = 1
+    visibility_timeout: int = 300
+    max_receives: int = 5
+    rate_limit: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -105,6 +110,9 @@ class Settings:
             output_dir=Path(env.get("CARCELERY_OUTPUT_DIR") or cls.output_dir),
             model_dir=Path(env["CARCELERY_MODEL_DIR"]).expanduser() if env.get("CARCELERY_MODEL_DIR") else cls.model_dir,
             model_threads=_number(env, "CARCELERY_MODEL_THREADS", cls.model_threads),
+            visibility_timeout=_number(env, "CARCELERY_VISIBILITY_TIMEOUT", cls.visibility_timeout),
+            max_receives=_number(env, "CARCELERY_MAX_RECEIVES", cls.max_receives),
+            rate_limit=env.get("CARCELERY_RATE_LIMIT") or None,
         )
 
     @property
@@ -133,7 +141,8 @@ class Settings:
         # address goes to Celery as dynamodb_endpoint_url (celeryconfig.py).
         c = self.credentials
         auth = f"{c['aws_access_key_id']}:{c['aws_secret_access_key']}@" if c else ""
-        return f"dynamodb://{auth}{self.region}/{self.results_table}"
+        return (f"carcelery.backend:OncePerPartDynamoDBBackend+"
+                f"dynamodb://{auth}{self.region}/{self.results_table}")
 
     def queue_name(self, queue: str) -> str:
         """The SQS name of a Celery queue (kombu adds the prefix the same way)."""
