@@ -1,11 +1,11 @@
 """Celery's DynamoDB result backend, counting each chord part once.
 
-SQS delivers at least once: a task whose worker dies after it stored its
-result but before it acknowledged its message runs again. Celery's backend
-would then count that chord part twice, fire the terminator before the last
-image is done, and fail the run. Here a part counts only the first time its
-task id reports; the second run's result (the same record) just replaces the
-first.
+SQS delivers at least once: a task whose worker dies after it reported its
+result but before it acknowledged its message runs again. Celery's counter
+would then count that chord part twice and fire the terminator before the
+last image is done. Here the counter is the set of the task ids that have
+reported, grown atomically (DynamoDB ``ADD`` to a string set): a second report
+of the same task leaves the count as it was.
 
 ``celeryconfig.result_backend`` names this class in front of the
 ``dynamodb://`` URL (Celery's ``module:Class+url`` form).
@@ -13,28 +13,40 @@ first.
 
 from __future__ import annotations
 
-from botocore.exceptions import ClientError
-from celery.backends.dynamodb import DynamoDBBackend
-from celery.utils.log import get_logger
+import contextlib
+import threading
 
-logger = get_logger(__name__)
+from celery.backends.dynamodb import DynamoDBBackend
 
 
 class OncePerPartDynamoDBBackend(DynamoDBBackend):
-    def _first_report(self, task_id: str, group_id: str) -> bool:
-        """True the first time ``task_id`` reports as a part of chord ``group_id``."""
-        marker = self._prepare_put_request(f"chord-part-{group_id}-{task_id}", "1")
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._reporting = threading.local()  # the task whose chord part is being counted
+
+    @contextlib.contextmanager
+    def counting(self, task_id: str):
+        """Within it, ``incr`` counts ``task_id`` (once, however often)."""
+        self._reporting.task_id = task_id
         try:
-            self._get_client().put_item(**marker, ConditionExpression="attribute_not_exists(#k)",
-                                        ExpressionAttributeNames={"#k": self._key_field.name})
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+            yield
+        finally:
+            self._reporting.task_id = None
 
     def on_chord_part_return(self, request, state, result, **kwargs):
-        if request.group and not self._first_report(request.id, request.group):
-            logger.warning("task %s of chord %s ran again (redelivered); counted once", request.id, request.group)
-            return
-        super().on_chord_part_return(request, state, result, **kwargs)
+        with self.counting(request.id):
+            super().on_chord_part_return(request, state, result, **kwargs)
+
+    def incr(self, key: bytes) -> int:
+        """The number of distinct tasks that have reported to chord counter ``key``, this one included."""
+        task_id = getattr(self._reporting, "task_id", None)
+        if task_id is None:
+            return super().incr(key)
+        # str(key), as Celery's own incr and delete name the item.
+        answer = self._get_client().update_item(
+            **self._prepare_get_request(str(key)),
+            UpdateExpression="ADD parts :part",
+            ExpressionAttributeValues={":part": {"SS": [task_id]}},
+            ReturnValues="UPDATED_NEW",
+        )
+        return len(answer["Attributes"]["parts"]["SS"])
