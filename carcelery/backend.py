@@ -47,6 +47,6 @@ class OncePerPartDynamoDBBackend(DynamoDBBackend):
             **self._prepare_get_request(str(key)),
             UpdateExpression="ADD parts :part",
             ExpressionAttributeValues={":part": {"SS": [task_id]}},
-            ReturnValues="UPDATED_NEW",
+            ReturnValues="ALL_NEW",
         )
         return len(answer["Attributes"]["parts"]["SS"])
