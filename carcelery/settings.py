@@ -23,7 +23,7 @@ where boto3's standard credential chain applies (nothing is hard-coded).
 | CARCELERY_VISIBILITY_TIMEOUT | 300                      | seconds a received task stays hidden; longer than the longest task, so a task is redelivered only when its worker died |
 | CARCELERY_MAX_RECEIVES    | 5                           | receives after which SQS moves a message to the dead-letter queue |
 | CARCELERY_RATE_LIMIT      | (none)                      | per-worker-process rate limit of the recognition tasks, Celery's form ("5/s") |
-| CARCELERY_MODEL_THREADS   | 1                           | threads per model; parallelism comes from worker processes |
+| CARCELERY_MODEL_THREADS   | 1                           | threads per model (0: the libraries' defaults); parallelism comes from worker processes |
 """
 
 from __future__ import annotations
