@@ -38,20 +38,30 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def peak_rss_mb(pid: int) -> dict[str, float]:
-    """VmHWM of ``pid`` and of its children, in MB, by PID."""
-    found = {}
+def _tree(pid: int):
+    """(pid, /proc status text, /proc stat fields) of ``pid`` and of all its descendants."""
     pending = [pid]
     while pending:
         current = pending.pop()
         try:
             status = Path(f"/proc/{current}/status").read_text()
+            stat = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
             children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
         except FileNotFoundError:
             continue
-        found[str(current)] = int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
+        yield current, status, stat
         pending += [int(child) for child in children]
-    return found
+
+
+def peak_rss_mb(pid: int) -> dict[str, float]:
+    """VmHWM of ``pid`` and of its descendants, in MB, by PID."""
+    return {str(p): int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024 for p, status, _ in _tree(pid)}
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and its live descendants."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    return sum(int(stat[11]) + int(stat[12]) for _, _, stat in _tree(pid)) / ticks
 
 
 def model_time(images, backend: str) -> dict:
@@ -88,6 +98,8 @@ def run_pipeline(stack, concurrency: tuple[int, int]) -> dict:
 
     stack.start_worker("worker_a", "detect", concurrency[0])
     stack.start_worker("worker_b", "text", concurrency[1])
+    names = ("emulator", "worker_a", "worker_b")
+    cpu_before = {name: cpu_s(stack.procs[name].pid) for name in names}
     started = time.time()
     proc = subprocess.Popen([sys.executable, "-m", "carcelery.dispatch", "--bucket", BUCKET, "--wait"],
                             cwd=ROOT, env=stack.env, stdout=subprocess.PIPE, text=True)
@@ -97,6 +109,7 @@ def run_pipeline(stack, concurrency: tuple[int, int]) -> dict:
             sent_at = time.time()
     proc.wait()
     wall = (stack.output_dir / results.OUTPUT).stat().st_mtime - started
+    cpu = {name: cpu_s(stack.procs[name].pid) - cpu_before[name] for name in names}
     rss = {name: peak_rss_mb(stack.procs[name].pid) for name in ("worker_a", "worker_b")}
     stack.stop("worker_b", "worker_a")
     detect, text = log_times(stack.log("worker_a"), "detect"), log_times(stack.log("worker_b"), "text")
@@ -108,6 +121,7 @@ def run_pipeline(stack, concurrency: tuple[int, int]) -> dict:
             "text_tasks_sum": sum(s for _, s in text),
         },
         "peak_rss_mb": rss,
+        "cpu_s": cpu,
     }
 
 
@@ -181,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         "model_s": {"detect": models["detect_s"], "text": models["text_s"]},
         "ideal_s": ideal, "efficiency": ideal / wall,
         "baseline_wall_s": baseline, "speedup_vs_baseline": baseline / wall,
-        "stage_s": pipeline["stage_s"], "peak_rss_mb": pipeline["peak_rss_mb"],
+        "stage_s": pipeline["stage_s"], "peak_rss_mb": pipeline["peak_rss_mb"], "cpu_s": pipeline["cpu_s"],
         "emulator_sqs": rates,
         "pipeline_vs_emulator_send": (args.images / wall) / rates["send_per_s"],
         "exit_code": pipeline["exit_code"],
@@ -197,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             ("text tasks (sum)", f"{pipeline['stage_s']['text_tasks_sum']:.2f} s"),
             ("emulator SQS send/recv/delete", "{send_per_s:.0f} / {receive_per_s:.0f} / {delete_per_s:.0f} per s"
              .format(**rates))]
+    rows += [(f"CPU during the run, {name}", f"{seconds:.2f} s") for name, seconds in pipeline["cpu_s"].items()]
     rows += [(f"peak RSS {name}", ", ".join(f"{v:.0f}" for v in rss.values()) + " MB")
              for name, rss in pipeline["peak_rss_mb"].items()]
     for label, value in rows:

@@ -23,6 +23,10 @@ from .settings import DETECT_QUEUE, TEXT_QUEUE, settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED_IMAGES = ROOT.parent / "shared" / "images" / "seed"
+# Messages each worker process holds ahead. Detection is quick: a deeper
+# prefetch lets one ReceiveMessage fetch several. Text recognition is slow:
+# one at a time, so that no worker hoards work others could do (as Procfile).
+PREFETCH = {DETECT_QUEUE: 8, TEXT_QUEUE: 1}
 
 
 class StackError(RuntimeError):
@@ -78,7 +82,7 @@ class Stack:
 
     def start_worker(self, name: str, queue: str, concurrency: int = 2, *extra: str) -> subprocess.Popen:
         args = ["-m", "celery", "-A", "carcelery", "worker", "-Q", queue, "-n", f"{name}@%h",
-                "-c", str(concurrency), "--loglevel", "INFO", *extra]
+                "-c", str(concurrency), "--prefetch-multiplier", str(PREFETCH[queue]), "--loglevel", "INFO", *extra]
         return self.start(name, args, " ready.", timeout=120)
 
     def start_all(self, folder: Path | None = None, concurrency: int = 2) -> "Stack":

@@ -35,7 +35,7 @@ def dispatch(bucket: str, prefix: str = "", force: bool = False) -> dict:
     """
     run = {"id": uuid.uuid4().hex[:12], "bucket": bucket, "prefix": prefix}
     listed = list(storage.list_images(bucket, prefix))
-    todo = [image for image in listed if ledger.claim(image, run["id"], force)]
+    todo = ledger.claim(listed, run["id"], force)
     run["images"], run["skipped"] = len(todo), len(listed) - len(todo)
     header = [chain(detect_car.s({"bucket": i.bucket, "key": i.key, "etag": i.etag}), recognize_text.s())
               for i in todo]
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         print("nothing to recognize: the terminator was sent alone, output.txt will be empty of new lines")
     if not args.wait:
         return 0
-    summary = run["result"].get(timeout=args.timeout, interval=0.2)
+    summary = run["result"].get(timeout=args.timeout, interval=0.5)
     print(f"run {summary['run']}: {summary['images']} images, {summary['cars']} cars, "
           f"{len(summary['failed'])} failed; output in {summary['output_dir']}")
     for failure in summary["failed"]:

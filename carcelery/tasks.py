@@ -81,7 +81,9 @@ def _attempt(task, ref: dict, stage: str, work) -> dict:
     return results.failure(ref["key"], stage, reason, bucket=ref["bucket"], key=ref["key"], etag=ref.get("etag"))
 
 
-@app.task(bind=True, name="carcelery.tasks.detect_car")
+# Its result travels to recognize_text inside the chain's next message: storing it too would
+# cost one write to the result backend per image for nobody.
+@app.task(bind=True, name="carcelery.tasks.detect_car", ignore_result=True)
 def detect_car(self, ref: dict) -> dict:
     """Instance A: does the image ``ref`` (bucket, key, etag) hold a car?"""
     def work():
