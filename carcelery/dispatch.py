@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     summary = run["result"].get(timeout=args.timeout, interval=0.5)
     print(f"run {summary['run']}: {summary['images']} images, {summary['cars']} cars, "
-          f"{len(summary['failed'])} failed; output in {summary['output_dir']}")
+          f"{len(summary['failed'])} failed; output in {summary['output_dir']}, report {summary['report']}")
     for failure in summary["failed"]:
         print(f"  failed: {failure['image']} at {failure['stage']}: {failure['reason']}")
     print(json.dumps({k: summary[k] for k in ("run", "images", "cars")}))

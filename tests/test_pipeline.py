@@ -47,6 +47,8 @@ def test_seed_images_end_to_end(pipeline, bucket, seed_dir):
     assert "image=4.jpg stage=detect car=yes" in pipeline.log("worker_a")
     assert "image=4.jpg stage=text lines=1" in pipeline.log("worker_b")
     assert "stage=text" not in pipeline.log("worker_a")
+    page = (pipeline.output_dir / "report.html").read_text()
+    assert page.count("<figure") == 10 and page.count("data:image/jpeg") == 10 and "LP 610 LB" in page
 
 
 def test_a_second_run_skips_what_was_done_and_force_redoes_it(pipeline, bucket, seed_dir):
