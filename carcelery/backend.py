@@ -50,3 +50,9 @@ class OncePerPartDynamoDBBackend(DynamoDBBackend):
             ReturnValues="ALL_NEW",
         )
         return len(answer["Attributes"]["parts"]["SS"])
+
+    def parts_done(self, group_id: str) -> int:
+        """How many tasks of chord ``group_id`` have reported so far (0 once the chord is done)."""
+        key = str(self.get_key_for_chord(group_id))
+        item = self._get_client().get_item(**self._prepare_get_request(key)).get("Item", {})
+        return len(item.get("parts", {}).get("SS", []))

@@ -30,6 +30,8 @@ def test_seed_images_end_to_end(pipeline, bucket, seed_dir):
     done = dispatch(pipeline, "--from", str(seed_dir), "--bucket", bucket)
     assert done.returncode == 0, done.stderr
     assert "uploaded 10 images" in done.stdout and "10 images, 5 cars, 0 failed" in done.stdout
+    assert "sent: [##############################] 10/10 (100%)" in done.stderr
+    assert done.stderr.rstrip().endswith("done: [##############################] 10/10 (100%)")
     lines = output(pipeline).splitlines()
     assert len(lines) == 3, lines
     for line, pattern in zip(lines, SEED_OUTPUT):
