@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 from typing import TextIO
 
+from botocore.exceptions import EndpointConnectionError
 from celery import chain, chord
 from celery.signals import after_task_publish
 
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bucket", default=settings.bucket, help="S3 bucket (default: CARCELERY_BUCKET)")
     parser.add_argument("--prefix", default=settings.key_prefix, help="only keys under this prefix")
     parser.add_argument("--force", action="store_true", help="dispatch images already dispatched with the same ETag")
-    parser.add_argument("--wait", action="store_true", help="wait for the terminator and print output.txt")
+    parser.add_argument("--wait", action="store_true", help="follow the run to its terminator and print its summary")
     parser.add_argument("--timeout", type=float, default=600, help="seconds --wait waits (default 600)")
     args = parser.parse_args(argv)
     try:
@@ -119,6 +120,11 @@ def main(argv: list[str] | None = None) -> int:
         run = dispatch(args.bucket, args.prefix, args.force, stream=sys.stderr)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except EndpointConnectionError as exc:
+        hint = "start it: python -m carcelery.emulator" if settings.target == "emulator" else "check the network"
+        print(f"error: cannot reach {settings.endpoint_url or exc.kwargs.get('endpoint_url')}; {hint}",
+              file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - known AWS errors become one clear line
         reason = storage.explain(exc, args.bucket)

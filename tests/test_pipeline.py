@@ -100,6 +100,12 @@ def test_missing_bucket_is_a_clear_error_before_anything_is_sent(pipeline):
     assert "Traceback" not in done.stderr and "run " not in done.stdout
 
 
+def test_no_emulator_is_a_clear_error(tmp_path):
+    done = Stack(tmp_path, {"CARCELERY_EMULATOR_PORT": "9"}).run("carcelery.dispatch")
+    assert done.returncode == 2
+    assert done.stderr == "error: cannot reach http://127.0.0.1:9; start it: python -m carcelery.emulator\n"
+
+
 def own_stack(tmp_path, **env):
     """Workers on queues of their own (their own prefix), on the session's emulator."""
     prefix = f"t{uuid.uuid4().hex[:8]}-"
