@@ -4,7 +4,8 @@ Values come from carcelery.settings, which reads the environment; see README,
 "Configuration".
 """
 
-from carcelery.settings import DETECT_QUEUE, TEXT_QUEUE, VISIBILITY_TIMEOUT, settings
+from carcelery.provision import queue_attributes
+from carcelery.settings import DETECT_QUEUE, TEXT_QUEUE, settings
 
 broker_url = settings.broker_url
 broker_connection_retry_on_startup = True
@@ -15,7 +16,9 @@ broker_transport_options = {
     "region": settings.region,
     "queue_name_prefix": settings.queue_prefix,
     "is_secure": settings.target == "aws",
-    "visibility_timeout": VISIBILITY_TIMEOUT,
+    "visibility_timeout": settings.visibility_timeout,
+    # Queues kombu creates itself (not provisioned) are encrypted too.
+    "sqs-creation-attributes": queue_attributes(dead_letter_arn=None),
     # Long polling: one ReceiveMessage waits up to 1 s for work on the server
     # side, and the next one follows at once (an empty poll adds polling_interval).
     "wait_time_seconds": 1,
@@ -55,6 +58,10 @@ task_routes = {
 task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
+
+# Rekognition has per-second quotas; unset, tasks run as fast as they come.
+task_annotations = {name: {"rate_limit": settings.rate_limit}
+                    for name in ("carcelery.tasks.detect_car", "carcelery.tasks.recognize_text")}
 
 beat_schedule = {
     "scan-bucket-for-new-images": {

@@ -23,6 +23,10 @@ from .settings import DETECT_QUEUE, TEXT_QUEUE, settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED_IMAGES = ROOT.parent / "shared" / "images" / "seed"
+# Messages each worker process holds ahead. Detection is quick: a deeper
+# prefetch lets one ReceiveMessage fetch several. Text recognition is slow:
+# one at a time, so that no worker hoards work others could do (as Procfile).
+PREFETCH = {DETECT_QUEUE: 8, TEXT_QUEUE: 1}
 
 
 class StackError(RuntimeError):
@@ -47,9 +51,10 @@ class Stack:
     def output_dir(self) -> Path:
         return Path(self.env["CARCELERY_OUTPUT_DIR"])
 
-    def log(self, name: str) -> str:
+    def log(self, name: str, since: int = 0) -> str:
+        """What process ``name`` has written, from byte ``since`` on."""
         path = self.workdir / f"{name}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
+        return path.read_bytes()[since:].decode(errors="replace") if path.exists() else ""
 
     def start(self, name: str, args: list[str], ready: str, timeout: float = 60) -> subprocess.Popen:
         """Start ``python args...`` as process ``name`` and wait until its log shows ``ready``.
@@ -58,12 +63,13 @@ class Stack:
           StackError: it exited, or ``ready`` did not appear within ``timeout`` seconds.
         """
         with open(self.workdir / f"{name}.log", "ab") as log:
+            start = log.tell()  # a restarted process appends: look for ``ready`` after this
             # Its own session, so that its pool children can be ended with it, by its PID.
             proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=self.env, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)
         self.procs[name] = proc
         deadline = time.monotonic() + timeout
-        while ready not in self.log(name):
+        while ready not in self.log(name, start):
             if proc.poll() is not None or time.monotonic() > deadline:
                 self.stop(name)
                 raise StackError(f"{name} did not start:\n{self.log(name)[-3000:]}")
@@ -76,7 +82,7 @@ class Stack:
 
     def start_worker(self, name: str, queue: str, concurrency: int = 2, *extra: str) -> subprocess.Popen:
         args = ["-m", "celery", "-A", "carcelery", "worker", "-Q", queue, "-n", f"{name}@%h",
-                "-c", str(concurrency), "--loglevel", "INFO", *extra]
+                "-c", str(concurrency), "--prefetch-multiplier", str(PREFETCH[queue]), "--loglevel", "INFO", *extra]
         return self.start(name, args, " ready.", timeout=120)
 
     def start_flower(self) -> subprocess.Popen:

@@ -2,6 +2,9 @@
 
     python -m carcelery.dispatch [--from DIR] [--bucket B] [--prefix P] [--force] [--wait]
 
+Shows progress on stderr while it lists, sends and (with ``--wait``) waits: a
+bar on a terminal, a line every few seconds otherwise.
+
 Per image, ``detect_car`` is chained to ``recognize_text``; the chord's
 callback is the ``-1`` terminator, delivered to Instance B's queue. Images
 dispatched before with the same ETag are skipped unless ``--force``.
@@ -12,18 +15,29 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import uuid
 from pathlib import Path
+from typing import TextIO
 
+from botocore.exceptions import EndpointConnectionError
 from celery import chain, chord
+from celery.signals import after_task_publish
 
 from . import ledger, provision, storage
+from .app import app
+from .progress import Progress
 from .settings import settings
 from .tasks import detect_car, recognize_text, terminate
 
 
-def dispatch(bucket: str, prefix: str = "", force: bool = False) -> dict:
+def dispatch(bucket: str, prefix: str = "", force: bool = False, stream: TextIO | None = None) -> dict:
     """List ``bucket`` under ``prefix`` and send the run.
+
+    Parameters:
+      bucket, prefix: where the images are.
+      force: send images already dispatched with the same ETag too.
+      stream: where to show progress while listing and sending (None: nowhere).
 
     Raises:
       botocore.exceptions.ClientError: the bucket or the ledger is missing or not reachable
@@ -34,15 +48,59 @@ def dispatch(bucket: str, prefix: str = "", force: bool = False) -> dict:
       (already dispatched) and ``result`` (the terminator's AsyncResult).
     """
     run = {"id": uuid.uuid4().hex[:12], "bucket": bucket, "prefix": prefix}
-    listed = list(storage.list_images(bucket, prefix))
-    todo = [image for image in listed if ledger.claim(image, run["id"], force)]
+    listing = Progress("listed", stream=stream) if stream else None
+    listed = []
+    for image in storage.list_images(bucket, prefix):
+        listed.append(image)
+        if listing:
+            listing.update(len(listed))
+    if listing:
+        listing.close()
+    todo = ledger.claim(listed, run["id"], force)
     run["images"], run["skipped"] = len(todo), len(listed) - len(todo)
     header = [chain(detect_car.s({"bucket": i.bucket, "key": i.key, "etag": i.etag}), recognize_text.s())
               for i in todo]
     body = terminate.s(run={k: run[k] for k in ("id", "bucket", "prefix", "images")})
-    # A chord of no tasks never fires its callback: send the terminator alone.
-    run["result"] = chord(header)(body) if header else body.delay([])
+    sending = Progress("sent", total=len(todo), stream=stream) if stream and todo else None
+
+    def sent(sender=None, **_):
+        if sender == detect_car.name:
+            sending.update(sending.done + 1)
+
+    if sending:
+        after_task_publish.connect(sent, weak=False)
+    try:
+        # A chord of no tasks never fires its callback: send the terminator alone.
+        run["result"] = chord(header)(body) if header else body.delay([])
+    finally:
+        if sending:
+            after_task_publish.disconnect(sent)
+            sending.close()
     return run
+
+
+def wait(run: dict, timeout: float, stream: TextIO) -> dict:
+    """Wait for the run's terminator, showing the images done as they advance.
+
+    Raises:
+      TimeoutError: the run did not end within ``timeout`` seconds.
+
+    Returns:
+      The terminator's summary.
+    """
+    result, group = run["result"], run["result"].parent
+    done = Progress("done", total=run["images"], stream=stream) if group else None
+    deadline = time.monotonic() + timeout
+    while not result.ready():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"run {run['id']} did not end within {timeout:.0f} s")
+        if done:
+            done.update(app.backend.parts_done(group.id))
+        time.sleep(0.5)
+    if done:
+        done.update(run["images"])
+        done.close()
+    return result.get()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bucket", default=settings.bucket, help="S3 bucket (default: CARCELERY_BUCKET)")
     parser.add_argument("--prefix", default=settings.key_prefix, help="only keys under this prefix")
     parser.add_argument("--force", action="store_true", help="dispatch images already dispatched with the same ETag")
-    parser.add_argument("--wait", action="store_true", help="wait for the terminator and print output.txt")
+    parser.add_argument("--wait", action="store_true", help="follow the run to its terminator and print its summary")
     parser.add_argument("--timeout", type=float, default=600, help="seconds --wait waits (default 600)")
     args = parser.parse_args(argv)
     try:
@@ -59,9 +117,14 @@ def main(argv: list[str] | None = None) -> int:
             provision.bucket(args.bucket)
             keys = storage.upload_folder(args.folder, args.bucket, args.prefix)
             print(f"uploaded {len(keys)} images from {args.folder} to s3://{args.bucket}/{args.prefix}")
-        run = dispatch(args.bucket, args.prefix, args.force)
+        run = dispatch(args.bucket, args.prefix, args.force, stream=sys.stderr)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except EndpointConnectionError as exc:
+        hint = "start it: python -m carcelery.emulator" if settings.target == "emulator" else "check the network"
+        print(f"error: cannot reach {settings.endpoint_url or exc.kwargs.get('endpoint_url')}; {hint}",
+              file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - known AWS errors become one clear line
         reason = storage.explain(exc, args.bucket)
@@ -75,9 +138,13 @@ def main(argv: list[str] | None = None) -> int:
         print("nothing to recognize: the terminator was sent alone, output.txt will be empty of new lines")
     if not args.wait:
         return 0
-    summary = run["result"].get(timeout=args.timeout, interval=0.2)
+    try:
+        summary = wait(run, args.timeout, sys.stderr)
+    except TimeoutError as exc:
+        print(f"error: {exc}; the workers may be down or busy (is Instance B's worker running?)", file=sys.stderr)
+        return 3
     print(f"run {summary['run']}: {summary['images']} images, {summary['cars']} cars, "
-          f"{len(summary['failed'])} failed; output in {summary['output_dir']}")
+          f"{len(summary['failed'])} failed; output in {summary['output_dir']}, report {summary['report']}")
     for failure in summary["failed"]:
         print(f"  failed: {failure['image']} at {failure['stage']}: {failure['reason']}")
     print(json.dumps({k: summary[k] for k in ("run", "images", "cars")}))

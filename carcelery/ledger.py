@@ -2,43 +2,67 @@
 
 It is what makes a scan dispatch new (or changed) images only, and what keeps
 a second run over the same bucket from paying for the same recognition again.
+Reads and writes go in batches (100 and 25 items per request, DynamoDB's
+limits): one request per image would make dispatching as slow as recognizing.
+Two dispatchers racing over the same new image may both send it; the results
+are idempotent, so that costs a recognition, not a wrong output.
 """
 
 from __future__ import annotations
 
-from botocore.exceptions import ClientError
+from typing import Iterable
 
 from . import aws
 from .settings import settings
-from .storage import S3Image, error_code
+from .storage import S3Image
 
 KEY = "image"  # the table's hash key: "<bucket>/<key>"
+READ_BATCH, WRITE_BATCH = 100, 25
 
 
-def claim(image: S3Image, run_id: str, force: bool = False) -> bool:
-    """Record ``image`` as dispatched in run ``run_id``.
+def _key(image: S3Image) -> str:
+    return f"{image.bucket}/{image.key}"
+
+
+def _chunks(items: list, size: int) -> Iterable[list]:
+    return (items[i:i + size] for i in range(0, len(items), size))
+
+
+def dispatched(images: list[S3Image]) -> dict[str, str]:
+    """The ETag each of ``images`` had when it was last dispatched, by "<bucket>/<key>"."""
+    dynamodb = aws.client("dynamodb")
+    found = {}
+    for chunk in _chunks(sorted({_key(i) for i in images}), READ_BATCH):
+        request = {settings.ledger_table: {"Keys": [{KEY: {"S": k}} for k in chunk]}}
+        while request:
+            answer = dynamodb.batch_get_item(RequestItems=request)
+            for item in answer["Responses"].get(settings.ledger_table, []):
+                found[item[KEY]["S"]] = item["etag"]["S"]
+            request = answer.get("UnprocessedKeys") or None
+    return found
+
+
+def claim(images: list[S3Image], run_id: str, force: bool = False) -> list[S3Image]:
+    """Record ``images`` as dispatched in run ``run_id``, and return those to dispatch.
 
     Parameters:
-      image: the S3 object, with its ETag.
-      run_id: the run dispatching it.
-      force: claim it even if this ETag was dispatched before.
+      images: the S3 objects, with their ETags.
+      run_id: the run dispatching them.
+      force: claim them all, even those dispatched before with the same ETag.
 
     Raises:
       botocore.exceptions.ClientError: the table is missing or not writable.
 
     Returns:
-      False when the same object (same ETag) was dispatched before and ``force`` is off.
+      ``images`` less those dispatched before with the same ETag (unless ``force``).
     """
-    item = {KEY: {"S": f"{image.bucket}/{image.key}"}, "etag": {"S": image.etag}, "run": {"S": run_id}}
-    condition = {} if force else {
-        "ConditionExpression": "attribute_not_exists(image) OR etag <> :etag",
-        "ExpressionAttributeValues": {":etag": {"S": image.etag}},
-    }
-    try:
-        aws.client("dynamodb").put_item(TableName=settings.ledger_table, Item=item, **condition)
-    except ClientError as exc:
-        if error_code(exc) == "ConditionalCheckFailedException":
-            return False
-        raise
-    return True
-
+    before = {} if force else dispatched(images)
+    todo = [i for i in images if before.get(_key(i)) != i.etag]
+    dynamodb = aws.client("dynamodb")
+    for chunk in _chunks(todo, WRITE_BATCH):
+        request = {settings.ledger_table: [
+            {"PutRequest": {"Item": {KEY: {"S": _key(i)}, "etag": {"S": i.etag}, "run": {"S": run_id}}}}
+            for i in chunk]}
+        while request:
+            request = dynamodb.batch_write_item(RequestItems=request).get("UnprocessedItems") or None
+    return todo

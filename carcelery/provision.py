@@ -8,18 +8,24 @@ with the rights to create them; on the emulator ``carcelery.emulator`` runs it.
 
 from __future__ import annotations
 
+import json
 import sys
 
 from botocore.exceptions import ClientError
 
 from . import aws, ledger
-from .settings import DETECT_QUEUE, TEXT_QUEUE, VISIBILITY_TIMEOUT, settings
+from .settings import DEAD_LETTER_QUEUE, DETECT_QUEUE, TEXT_QUEUE, settings
 from .storage import error_code, explain
 
-QUEUE_ATTRIBUTES = {
-    "VisibilityTimeout": str(VISIBILITY_TIMEOUT),
-    "SqsManagedSseEnabled": "true",
-}
+def queue_attributes(dead_letter_arn: str | None) -> dict[str, str]:
+    """Attributes of a work queue: encrypted at rest, and with a redrive policy
+    (a message received CARCELERY_MAX_RECEIVES times goes to the dead-letter
+    queue instead of looping) when ``dead_letter_arn`` is given."""
+    attributes = {"VisibilityTimeout": str(settings.visibility_timeout), "SqsManagedSseEnabled": "true"}
+    if dead_letter_arn:
+        attributes["RedrivePolicy"] = json.dumps(
+            {"deadLetterTargetArn": dead_letter_arn, "maxReceiveCount": str(settings.max_receives)})
+    return attributes
 
 
 def bucket(name: str) -> None:
@@ -35,10 +41,25 @@ def bucket(name: str) -> None:
     s3.create_bucket(Bucket=name, **extra)
 
 
-def queues() -> list[str]:
+def queue(name: str, attributes: dict[str, str]) -> str:
+    """The URL of SQS queue ``name``, created if missing, with ``attributes`` set."""
     sqs = aws.client("sqs")
-    return [sqs.create_queue(QueueName=settings.queue_name(q), Attributes=QUEUE_ATTRIBUTES)["QueueUrl"]
-            for q in (DETECT_QUEUE, TEXT_QUEUE)]
+    try:
+        url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    except ClientError as exc:
+        if error_code(exc) not in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
+            raise
+        return sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+    sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
+    return url
+
+
+def queues() -> list[str]:
+    """The dead-letter queue, then the work queues that redrive to it."""
+    sqs = aws.client("sqs")
+    dead = queue(settings.queue_name(DEAD_LETTER_QUEUE), queue_attributes(None))
+    arn = sqs.get_queue_attributes(QueueUrl=dead, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    return [dead] + [queue(settings.queue_name(q), queue_attributes(arn)) for q in (DETECT_QUEUE, TEXT_QUEUE)]
 
 
 def table(name: str, key: str) -> None:
@@ -70,8 +91,8 @@ def main() -> int:
     except Exception as exc:  # noqa: BLE001 - one clear line instead of a traceback
         print(f"error: {explain(exc, settings.bucket) or exc}", file=sys.stderr)
         return 1
-    print(f"ready: bucket {settings.bucket}, queues {settings.queue_name(DETECT_QUEUE)} and "
-          f"{settings.queue_name(TEXT_QUEUE)}, tables {settings.ledger_table} and {settings.results_table}")
+    print(f"ready: bucket {settings.bucket}, queues {settings.queue_name(DETECT_QUEUE)}, "
+          f"{settings.queue_name(TEXT_QUEUE)} and {settings.queue_name(DEAD_LETTER_QUEUE)}, tables {settings.ledger_table} and {settings.results_table}")
     return 0
 
 

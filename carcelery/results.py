@@ -59,12 +59,13 @@ def output_lines(records: Iterable[dict]) -> list[str]:
     return lines
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str) -> None:
     # Readers see the old file or the new one, never half of one.
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the output from other readers
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
@@ -94,7 +95,7 @@ def write(folder: Path, bucket: str, records: Iterable[dict]) -> str:
     merged = {r["image"]: r for r in read_records(folder) if r.get("bucket") == bucket}
     merged.update({r["image"]: r for r in records})
     ordered = sorted(merged.values(), key=lambda r: natural_key(r["image"]))
-    _write_atomically(folder / RESULTS, "".join(json.dumps(r, sort_keys=True) + "\n" for r in ordered))
+    write_atomically(folder / RESULTS, "".join(json.dumps(r, sort_keys=True) + "\n" for r in ordered))
     text = "".join(line + "\n" for line in output_lines(ordered))
-    _write_atomically(folder / OUTPUT, text)
+    write_atomically(folder / OUTPUT, text)
     return text

@@ -20,7 +20,10 @@ where boto3's standard credential chain applies (nothing is hard-coded).
 | CARCELERY_CAR_THRESHOLD   | the recognizer's own        | car confidence (0-100) at or above which an image holds a car |
 | CARCELERY_OUTPUT_DIR      | output                      | where Instance B writes output.txt and results.jsonl |
 | CARCELERY_MODEL_DIR       | ~/.cache/carcelery/models   | where setup puts the local detector model      |
-| CARCELERY_MODEL_THREADS   | 1                           | threads per model; parallelism comes from worker processes |
+| CARCELERY_VISIBILITY_TIMEOUT | 300                      | seconds a received task stays hidden; longer than the longest task, so a task is redelivered only when its worker died |
+| CARCELERY_MAX_RECEIVES    | 5                           | receives after which SQS moves a message to the dead-letter queue |
+| CARCELERY_RATE_LIMIT      | (none)                      | per-worker-process rate limit of the recognition tasks, Celery's form ("5/s") |
+| CARCELERY_MODEL_THREADS   | 1                           | threads per model (0: the libraries' defaults); parallelism comes from worker processes |
 | CARCELERY_MONITORING      | on                          | ``on``: task events and remote control over SNS (Flower, ``celery inspect``); ``off``: neither, for raw throughput |
 | CARCELERY_TASK_SENT_EVENTS| off                         | ``on``: the dispatcher sends task-sent events too (one SNS publish per task) |
 | CARCELERY_FLOWER_PORT     | 5555                        | port of Flower (``python -m carcelery.flower``) on 127.0.0.1 |
@@ -42,8 +45,7 @@ SWITCH = {"on": True, "1": True, "true": True, "off": False, "0": False, "false"
 # Celery queue names (SQS names get CARCELERY_QUEUE_PREFIX in front).
 DETECT_QUEUE = "detect"  # Instance A: car detection
 TEXT_QUEUE = "text"      # Instance B: text recognition and the -1 terminator
-# Longer than the longest task, so a message is redelivered only when its worker died.
-VISIBILITY_TIMEOUT = 300
+DEAD_LETTER_QUEUE = "dead-letter"  # where SQS moves a message received too often
 
 # The emulator accepts any credentials; these are not secrets, and using fixed
 # ones keeps real credentials from the environment away from it.
@@ -97,6 +99,9 @@ class Settings:
     output_dir: Path = Path("output")
     model_dir: Path = Path("~/.cache/carcelery/models").expanduser()
     model_threads: int = 1
+    visibility_timeout: int = 300
+    max_receives: int = 5
+    rate_limit: str | None = None
     monitoring: bool = True
     task_sent_events: bool = False
     flower_port: int = 5555
@@ -125,6 +130,9 @@ class Settings:
             output_dir=Path(env.get("CARCELERY_OUTPUT_DIR") or cls.output_dir),
             model_dir=Path(env["CARCELERY_MODEL_DIR"]).expanduser() if env.get("CARCELERY_MODEL_DIR") else cls.model_dir,
             model_threads=_number(env, "CARCELERY_MODEL_THREADS", cls.model_threads),
+            visibility_timeout=_number(env, "CARCELERY_VISIBILITY_TIMEOUT", cls.visibility_timeout),
+            max_receives=_number(env, "CARCELERY_MAX_RECEIVES", cls.max_receives),
+            rate_limit=env.get("CARCELERY_RATE_LIMIT") or None,
             monitoring=_switch(env, "CARCELERY_MONITORING", cls.monitoring),
             task_sent_events=_switch(env, "CARCELERY_TASK_SENT_EVENTS", cls.task_sent_events),
             flower_port=_number(env, "CARCELERY_FLOWER_PORT", cls.flower_port),
@@ -158,7 +166,8 @@ class Settings:
         # address goes to Celery as dynamodb_endpoint_url (celeryconfig.py).
         c = self.credentials
         auth = f"{c['aws_access_key_id']}:{c['aws_secret_access_key']}@" if c else ""
-        return f"dynamodb://{auth}{self.region}/{self.results_table}"
+        return (f"carcelery.backend:OncePerPartDynamoDBBackend+"
+                f"dynamodb://{auth}{self.region}/{self.results_table}")
 
     def queue_name(self, queue: str) -> str:
         """The SQS name of a Celery queue (kombu adds the prefix the same way)."""

@@ -20,7 +20,7 @@ import time
 from celery.signals import worker_process_init
 from celery.utils.log import get_task_logger
 
-from . import aws, recognizers, results, storage
+from . import aws, recognizers, report, results, storage
 from .app import app
 from .settings import settings
 
@@ -81,7 +81,9 @@ def _attempt(task, ref: dict, stage: str, work) -> dict:
     return results.failure(ref["key"], stage, reason, bucket=ref["bucket"], key=ref["key"], etag=ref.get("etag"))
 
 
-@app.task(bind=True, name="carcelery.tasks.detect_car")
+# Its result travels to recognize_text inside the chain's next message: storing it too would
+# cost one write to the result backend per image for nobody.
+@app.task(bind=True, name="carcelery.tasks.detect_car", ignore_result=True)
 def detect_car(self, ref: dict) -> dict:
     """Instance A: does the image ``ref`` (bucket, key, etag) hold a car?"""
     def work():
@@ -101,17 +103,19 @@ def recognize_text(self, record: dict) -> dict:
 
 @app.task(name="carcelery.tasks.terminate")
 def terminate(records: list[dict], run: dict) -> dict:
-    """Instance B, the ``-1`` terminator: write output.txt and results.jsonl for the run.
+    """Instance B, the ``-1`` terminator: write output.txt, results.jsonl and report.html for the run.
 
     Returns:
       The run's summary, with the text of output.txt.
     """
     text = results.write(settings.output_dir, run["bucket"], records)
+    page = report.write(settings.output_dir, run["id"], sorted(records, key=lambda r: results.natural_key(r["image"])),
+                        read=lambda r: storage.read(r["bucket"], r["key"]))
     failed = [{"image": r["image"], **r["error"]} for r in records if "error" in r]
     summary = {
         "run": run["id"], "bucket": run["bucket"], "images": len(records),
         "cars": sum(1 for r in records if r["car"]), "failed": failed,
-        "output_dir": str(settings.output_dir.resolve()), "output": text,
+        "output_dir": str(settings.output_dir.resolve()), "output": text, "report": str(page.resolve()),
     }
     logger.info("run=%s terminator -1: %d images, %d cars, %d failed, output in %s",
                 run["id"], summary["images"], summary["cars"], len(failed), summary["output_dir"])

@@ -25,6 +25,8 @@ os.environ.update({
     "CARCELERY_EMULATOR_PORT": str(_PORT),
     "CARCELERY_OUTPUT_DIR": str(_WORKDIR / "output"),
     "CARCELERY_RECOGNIZER": "local",
+    # The emulator records requests only when a test asks it to (test_iam.py).
+    "MOTO_RECORDER_FILEPATH": str(_WORKDIR / "emulator-requests.jsonl"),
 })
 for name in ("CARCELERY_BUCKET", "CARCELERY_KEY_PREFIX", "CARCELERY_CAR_THRESHOLD", "CARCELERY_QUEUE_PREFIX"):
     os.environ.pop(name, None)

@@ -30,6 +30,8 @@ def test_seed_images_end_to_end(pipeline, bucket, seed_dir):
     done = dispatch(pipeline, "--from", str(seed_dir), "--bucket", bucket)
     assert done.returncode == 0, done.stderr
     assert "uploaded 10 images" in done.stdout and "10 images, 5 cars, 0 failed" in done.stdout
+    assert "sent: [##############################] 10/10 (100%)" in done.stderr
+    assert done.stderr.rstrip().endswith("done: [##############################] 10/10 (100%)")
     lines = output(pipeline).splitlines()
     assert len(lines) == 3, lines
     for line, pattern in zip(lines, SEED_OUTPUT):
@@ -47,6 +49,8 @@ def test_seed_images_end_to_end(pipeline, bucket, seed_dir):
     assert "image=4.jpg stage=detect car=yes" in pipeline.log("worker_a")
     assert "image=4.jpg stage=text lines=1" in pipeline.log("worker_b")
     assert "stage=text" not in pipeline.log("worker_a")
+    page = (pipeline.output_dir / "report.html").read_text()
+    assert page.count("<figure") == 10 and page.count("data:image/jpeg") == 10 and "LP 610 LB" in page
 
 
 def test_a_second_run_skips_what_was_done_and_force_redoes_it(pipeline, bucket, seed_dir):
@@ -94,6 +98,12 @@ def test_missing_bucket_is_a_clear_error_before_anything_is_sent(pipeline):
     assert done.stderr.strip() == ("error: bucket 'no-such-bucket-anywhere' does not exist; create it "
                                    "(python -m carcelery.provision) or set CARCELERY_BUCKET to an existing one")
     assert "Traceback" not in done.stderr and "run " not in done.stdout
+
+
+def test_no_emulator_is_a_clear_error(tmp_path):
+    done = Stack(tmp_path, {"CARCELERY_EMULATOR_PORT": "9"}).run("carcelery.dispatch")
+    assert done.returncode == 2
+    assert done.stderr == "error: cannot reach http://127.0.0.1:9; start it: python -m carcelery.emulator\n"
 
 
 def own_stack(tmp_path, **env):

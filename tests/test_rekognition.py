@@ -64,6 +64,12 @@ def test_image_errors_are_permanent_and_named(stubbed, code, says):
         recognizer.labels(S3_IMAGE)
 
 
+def test_local_files_over_5_mb_are_refused_before_calling(stubbed):
+    recognizer, _ = stubbed
+    with pytest.raises(ImageError, match="big.jpg is 5,242,881 bytes, over Rekognition's 5,242,880"):
+        recognizer.labels(Image("big.jpg", lambda: b"x" * (5 * 1024 * 1024 + 1)))
+
+
 def test_other_errors_propagate(stubbed):
     recognizer, stub = stubbed
     stub.add_client_error("detect_labels", service_error_code="ThrottlingException", http_status_code=400)

@@ -37,6 +37,19 @@ MIN_SCORE = 0.4
 PIL.Image.MAX_IMAGE_PIXELS = None
 
 
+def on_white(pic: PIL.Image.Image) -> PIL.Image.Image:
+    """``pic`` as RGB, its transparent pixels shown on white, as a viewer shows them.
+
+    The colour hidden under a transparent pixel is arbitrary and misleads OCR
+    (the seed's 7.jpg reads "LP 610 LBS" on black).
+    """
+    if pic.mode in ("RGBA", "LA", "PA") or "transparency" in pic.info:
+        rgba = pic.convert("RGBA")
+        pic = PIL.Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        pic.alpha_composite(rgba)
+    return pic.convert("RGB")
+
+
 def decode(image: Image) -> PIL.Image.Image:
     """The image as RGB, its long side at most MAX_SIDE.
 
@@ -53,13 +66,7 @@ def decode(image: Image) -> PIL.Image.Image:
         if width * height > MAX_PIXELS:
             raise ImageError(f"{image.name} is {width}x{height} pixels, over the local backend's "
                              f"limit of {MAX_PIXELS:,}; downscale it (e.g. to {MAX_SIDE} px on its long side)")
-        if pic.mode in ("RGBA", "LA", "PA") or "transparency" in pic.info:
-            # Transparent pixels shown on white, as a viewer shows them: their
-            # hidden colour is arbitrary and misleads OCR (7.jpg reads "LP 610 LBS" on black).
-            rgba = pic.convert("RGBA")
-            pic = PIL.Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            pic.alpha_composite(rgba)
-        pic = pic.convert("RGB")
+        pic = on_white(pic)
     except ImageError:
         raise
     except PIL.UnidentifiedImageError:
@@ -85,9 +92,12 @@ class LocalRecognizer(Recognizer):
         from ai_edge_litert.interpreter import Interpreter
         from rapidocr import RapidOCR
 
-        threads = threads or settings.model_threads
+        threads = settings.model_threads if threads is None else threads
+        # 0: each library's default (several threads per image), which TFLite
+        # spells None and onnxruntime -1.
+        default = threads <= 0
         model_dir = weights.require(model_dir or settings.model_dir)
-        self._detector = Interpreter(model_path=str(model_dir / weights.DETECTOR), num_threads=threads)
+        self._detector = Interpreter(model_path=str(model_dir / weights.DETECTOR), num_threads=None if default else threads)
         self._detector.allocate_tensors()
         self._input = self._detector.get_input_details()[0]
         self._outputs = [d["index"] for d in self._detector.get_output_details()]
@@ -97,7 +107,7 @@ class LocalRecognizer(Recognizer):
             self._names[int(index)] = name.strip().title()
         self._ocr = RapidOCR(params={
             "Global.log_level": "error",
-            "EngineConfig.onnxruntime.intra_op_num_threads": threads,
+            "EngineConfig.onnxruntime.intra_op_num_threads": -1 if default else threads,
             "EngineConfig.onnxruntime.inter_op_num_threads": 1,
         })
         logging.getLogger("RapidOCR").setLevel(logging.ERROR)

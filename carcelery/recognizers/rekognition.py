@@ -21,6 +21,8 @@ IMAGE_ERRORS = {
 }
 # DetectLabels' default; the car decision uses the configured threshold.
 MIN_CONFIDENCE = 50
+# Rekognition's limit for images sent as bytes (S3 objects may be up to 15 MB).
+MAX_BYTES = 5 * 1024 * 1024
 
 
 def _box(raw: dict | None) -> Box | None:
@@ -40,7 +42,11 @@ class RekognitionRecognizer(Recognizer):
     def _image(image: Image) -> dict:
         if image.bucket and image.key:
             return {"S3Object": {"Bucket": image.bucket, "Name": image.key}}
-        return {"Bytes": image.read()}
+        data = image.read()
+        if len(data) > MAX_BYTES:
+            raise ImageError(f"{image.name} is {len(data):,} bytes, over Rekognition's {MAX_BYTES:,} for images "
+                             f"sent as bytes; downscale it, or put it in S3 (up to 15 MB)")
+        return {"Bytes": data}
 
     def _call(self, method, image: Image, **kwargs) -> dict:
         try:

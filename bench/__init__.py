@@ -1,0 +1,1 @@
+"""Benchmarks of carcelery: ``python -m bench.pipeline --help``."""

@@ -1,0 +1,225 @@
+"""The whole pipeline's speed, against the ideal and against the assignment's design.
+
+    python -m bench.pipeline --images N [--backend local|noop] [--json FILE]
+
+In one run, on a fresh emulator of its own (a free loopback port):
+1. makes N distinct images from the seed images and uploads them;
+2. model time: every image through the detector, the car images through OCR, one
+   process, one thread per model; ideal wall time = model time / cores;
+3. the pipeline: both workers and the dispatcher, timed from the dispatcher's start
+   to output.txt written; per-stage times from the workers' logs; peak RSS per process;
+4. the baseline: the assignment's two scripts (bench/baseline.py), same models, same emulator;
+5. the emulator's own SQS rates from one client (SendMessage, ReceiveMessage, DeleteMessage).
+Prints a table; ``--json`` writes the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED = ROOT.parent / "shared" / "images" / "seed"
+BUCKET = "bench-images"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _tree(pid: int):
+    """(pid, /proc status text, /proc stat fields) of ``pid`` and of all its descendants."""
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+            stat = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except FileNotFoundError:
+            continue
+        yield current, status, stat
+        pending += [int(child) for child in children]
+
+
+def peak_rss_mb(pid: int) -> dict[str, float]:
+    """VmHWM of ``pid`` and of its descendants, in MB, by PID."""
+    return {str(p): int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024 for p, status, _ in _tree(pid)}
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and its live descendants."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    return sum(int(stat[11]) + int(stat[12]) for _, _, stat in _tree(pid)) / ticks
+
+
+def model_time(images, backend: str) -> dict:
+    """Seconds of model work per stage, one process, one thread per model."""
+    from carcelery import recognizers
+
+    recognizer = recognizers.get(backend)
+    threshold = recognizers.threshold(recognizer, None)
+    detect = text = 0.0
+    cars = 0
+    for name, data in images:
+        image = recognizers.Image(name, lambda data=data: data)
+        started = time.perf_counter()
+        car = recognizers.car_confidence(recognizer.labels(image)) >= threshold
+        detect += time.perf_counter() - started
+        if car:
+            cars += 1
+            started = time.perf_counter()
+            recognizer.text(image)
+            text += time.perf_counter() - started
+    return {"detect_s": detect, "text_s": text, "cars": cars}
+
+
+def log_times(log: str, stage: str) -> list[tuple[float, float]]:
+    """(end timestamp, task seconds) of every task of ``stage`` in a worker log."""
+    found = []
+    for stamp, seconds in re.findall(rf"\[(\d{{4}}-\S+ \S+?),\d+: INFO/\S+\] .*stage={stage} .*time=([\d.]+)s", log):
+        found.append((datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S").timestamp(), float(seconds)))
+    return found
+
+
+def run_pipeline(stack, concurrency: tuple[int, int]) -> dict:
+    from carcelery import results
+
+    stack.start_worker("worker_a", "detect", concurrency[0])
+    stack.start_worker("worker_b", "text", concurrency[1])
+    names = ("emulator", "worker_a", "worker_b")
+    cpu_before = {name: cpu_s(stack.procs[name].pid) for name in names}
+    started = time.time()
+    proc = subprocess.Popen([sys.executable, "-m", "carcelery.dispatch", "--bucket", BUCKET, "--wait"],
+                            cwd=ROOT, env=stack.env, stdout=subprocess.PIPE, text=True)
+    sent_at = None
+    for line in proc.stdout:
+        if sent_at is None and " dispatched " in line:
+            sent_at = time.time()
+    proc.wait()
+    wall = (stack.output_dir / results.OUTPUT).stat().st_mtime - started
+    cpu = {name: cpu_s(stack.procs[name].pid) - cpu_before[name] for name in names}
+    rss = {name: peak_rss_mb(stack.procs[name].pid) for name in ("worker_a", "worker_b")}
+    stack.stop("worker_b", "worker_a")
+    detect, text = log_times(stack.log("worker_a"), "detect"), log_times(stack.log("worker_b"), "text")
+    return {
+        "wall_s": wall, "exit_code": proc.returncode,
+        "stage_s": {
+            "dispatch_send": (sent_at or started) - started,
+            "detect_tasks_sum": sum(s for _, s in detect),
+            "text_tasks_sum": sum(s for _, s in text),
+        },
+        "peak_rss_mb": rss,
+        "cpu_s": cpu,
+    }
+
+
+def run_baseline(stack) -> float:
+    from carcelery import aws
+
+    url = aws.client("sqs").create_queue(QueueName="bench-baseline")["QueueUrl"]
+    env = {**stack.env, "CARCELERY_MODEL_THREADS": "0", "CARCELERY_OUTPUT_DIR": str(stack.workdir / "baseline")}
+    started = time.perf_counter()
+    reader = subprocess.Popen([sys.executable, "-m", "bench.baseline", "text", url], cwd=ROOT, env=env)
+    subprocess.run([sys.executable, "-m", "bench.baseline", "detect", url], cwd=ROOT, env=env, check=True)
+    reader.wait()
+    return time.perf_counter() - started
+
+
+def sqs_rates(count: int = 300) -> dict:
+    """The emulator's SQS operations per second, one client, one message per request."""
+    from carcelery import aws
+
+    sqs = aws.client("sqs")
+    url = sqs.create_queue(QueueName="bench-rates")["QueueUrl"]
+    rates, handles = {}, []
+    started = time.perf_counter()
+    for i in range(count):
+        sqs.send_message(QueueUrl=url, MessageBody=str(i))
+    rates["send_per_s"] = count / (time.perf_counter() - started)
+    started = time.perf_counter()
+    for _ in range(count):
+        handles += [m["ReceiptHandle"] for m in sqs.receive_message(QueueUrl=url).get("Messages", [])]
+    rates["receive_per_s"] = count / (time.perf_counter() - started)
+    started = time.perf_counter()
+    for handle in handles:
+        sqs.delete_message(QueueUrl=url, ReceiptHandle=handle)
+    rates["delete_per_s"] = len(handles) / (time.perf_counter() - started)
+    return rates
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.pipeline", description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--backend", choices=("local", "noop"), default="local")
+    parser.add_argument("--concurrency", default="2,2", help="worker processes of Instance A and B (default 2,2)")
+    parser.add_argument("--seed-dir", type=Path, default=SEED)
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    args = parser.parse_args(argv)
+    concurrency = tuple(int(c) for c in args.concurrency.split(","))
+    workdir = Path(tempfile.mkdtemp(prefix="carcelery-bench-"))
+    # This process and every process it starts use the benchmark's own emulator.
+    os.environ.update({"CARCELERY_TARGET": "emulator", "CARCELERY_EMULATOR_PORT": str(free_port()),
+                       "CARCELERY_BUCKET": BUCKET, "CARCELERY_RECOGNIZER": args.backend,
+                       "CARCELERY_OUTPUT_DIR": str(workdir / "output"), "CARCELERY_QUEUE_PREFIX": "bench-"})
+    from bench.images import variants
+    from carcelery import aws
+    from carcelery.demo import Stack
+
+    images = variants(args.seed_dir, args.images)
+    models = model_time(images, args.backend)
+    cores = os.cpu_count() or 1
+    ideal = (models["detect_s"] + models["text_s"]) / cores
+    with Stack(workdir) as stack:
+        stack.start_emulator()
+        for name, data in images:
+            aws.client("s3").put_object(Bucket=BUCKET, Key=name, Body=data)
+        pipeline = run_pipeline(stack, concurrency)
+        baseline = run_baseline(stack)
+        rates = sqs_rates()
+    wall = pipeline["wall_s"]
+    figures = {
+        "images": args.images, "backend": args.backend, "cores": cores, "concurrency": list(concurrency),
+        "cars": models["cars"], "wall_s": wall, "images_per_s": args.images / wall,
+        "model_s": {"detect": models["detect_s"], "text": models["text_s"]},
+        "ideal_s": ideal, "efficiency": ideal / wall,
+        "baseline_wall_s": baseline, "speedup_vs_baseline": baseline / wall,
+        "stage_s": pipeline["stage_s"], "peak_rss_mb": pipeline["peak_rss_mb"], "cpu_s": pipeline["cpu_s"],
+        "emulator_sqs": rates,
+        "pipeline_vs_emulator_send": (args.images / wall) / rates["send_per_s"],
+        "exit_code": pipeline["exit_code"],
+    }
+    print(f"images {args.images} ({models['cars']} cars), backend {args.backend}, {cores} cores, "
+          f"workers A={concurrency[0]} B={concurrency[1]}")
+    rows = [("pipeline wall", f"{wall:.2f} s"), ("images per second", f"{args.images / wall:.1f}"),
+            ("model time (1 thread)", f"detect {models['detect_s']:.2f} s + text {models['text_s']:.2f} s"),
+            ("ideal wall (model/cores)", f"{ideal:.2f} s"), ("efficiency", f"{ideal / wall:.2f}"),
+            ("baseline wall", f"{baseline:.2f} s"), ("speedup vs baseline", f"{baseline / wall:.2f}"),
+            ("dispatch send", f"{pipeline['stage_s']['dispatch_send']:.2f} s"),
+            ("detect tasks (sum)", f"{pipeline['stage_s']['detect_tasks_sum']:.2f} s"),
+            ("text tasks (sum)", f"{pipeline['stage_s']['text_tasks_sum']:.2f} s"),
+            ("emulator SQS send/recv/delete", "{send_per_s:.0f} / {receive_per_s:.0f} / {delete_per_s:.0f} per s"
+             .format(**rates))]
+    rows += [(f"CPU during the run, {name}", f"{seconds:.2f} s") for name, seconds in pipeline["cpu_s"].items()]
+    rows += [(f"peak RSS {name}", ", ".join(f"{v:.0f}" for v in rss.values()) + " MB")
+             for name, rss in pipeline["peak_rss_mb"].items()]
+    for label, value in rows:
+        print(f"  {label:<32} {value}")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    return pipeline["exit_code"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""README's IAM policy lists exactly the AWS calls the code makes, as the emulator records them."""
+
+import base64
+import json
+import re
+import urllib.parse
+import urllib.request
+
+from test_pipeline import dispatch, own_stack
+
+from carcelery.demo import ROOT
+
+
+def recorder(emulator, verb):
+    url = f"http://127.0.0.1:{emulator.env['CARCELERY_EMULATOR_PORT']}/moto-api/recorder/{verb}"
+    with urllib.request.urlopen(urllib.request.Request(url, method="GET" if verb.startswith("download") else "POST")) as r:
+        return r.read().decode()
+
+
+def action(entry) -> str:
+    """The IAM action of one recorded request."""
+    headers = {k.lower(): v for k, v in entry["headers"].items()}
+    service = re.search(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/", headers.get("authorization", "")).group(1)
+    target = headers.get("x-amz-target")
+    if target:
+        return f"{service}:{target.split('.')[-1]}"
+    url = urllib.parse.urlsplit(entry["url"])
+    query = urllib.parse.parse_qs(url.query)
+    if service != "s3":
+        body = entry["body"] or ""
+        if entry.get("body_encoded"):
+            body = base64.b64decode(body).decode()
+        return f"{service}:{(query.get('Action') or urllib.parse.parse_qs(body)['Action'])[0]}"
+    parts = [p for p in url.path.split("/") if p]
+    if len(parts) == 1:  # the bucket itself
+        return {"GET": "s3:ListBucket", "HEAD": "s3:ListBucket", "PUT": "s3:CreateBucket"}[entry["method"]]
+    return {"GET": "s3:GetObject", "HEAD": "s3:GetObject", "PUT": "s3:PutObject"}[entry["method"]]
+
+
+# Made for us, not by our code: Rekognition reads S3 objects with the caller's
+# rights, and kombu returns a message to its queue (visibility 0) when a worker is lost.
+ON_OUR_BEHALF = {"s3:GetObject", "sqs:ChangeMessageVisibility"}
+
+
+def readme_policy_actions():
+    text = (ROOT / "README.md").read_text()
+    policy = json.loads(re.search(r"<!-- iam-policy -->\s*```json\n(.*?)```", text, re.S).group(1))
+    return {a for statement in policy["Statement"] for a in statement["Action"]}
+
+
+def test_readme_policy_is_exactly_what_the_code_calls(emulator, seed_dir, tmp_path):
+    recorder(emulator, "reset-recording")
+    recorder(emulator, "start-recording")
+    try:
+        with own_stack(tmp_path, CARCELERY_RECOGNIZER="rekognition", CARCELERY_CAR_THRESHOLD="0",
+                       CARCELERY_BUCKET=f"iam-{tmp_path.name[-8:].lower().replace('_', '-')}") as stack:
+            for _ in range(2):  # creates, then finds and updates
+                assert stack.run("carcelery.provision").returncode == 0
+            stack.start_worker("worker_a", "detect", 1)
+            stack.start_worker("worker_b", "text", 1)
+            done = dispatch(stack, "--from", str(seed_dir))
+            assert done.returncode == 0, done.stderr
+            assert dispatch(stack).returncode == 0  # a second run: the ledger's refusals too
+    finally:
+        recorder(emulator, "stop-recording")
+    called = {action(json.loads(line)) for line in recorder(emulator, "download-recording").splitlines() if line}
+    assert called | ON_OUR_BEHALF == readme_policy_actions()

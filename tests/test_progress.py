@@ -1,0 +1,38 @@
+import io
+
+from carcelery.progress import Progress
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_a_bar_on_a_terminal():
+    out = Terminal()
+    bar = Progress("done", total=4, stream=out)
+    for done in (1, 2, 2, 4):
+        bar.update(done)
+    bar.close()
+    frames = out.getvalue().split("\r")[1:]
+    assert frames[0] == "done: [#######.......................] 1/4 (25%)"
+    assert frames[-1] == "done: [##############################] 4/4 (100%)\n"
+    assert len(frames) == 4, "an unchanged count is not redrawn"
+
+
+def test_plain_lines_elsewhere_are_few():
+    out = io.StringIO()
+    bar = Progress("sent", total=100, stream=out, every=3600)
+    for done in range(1, 101):
+        bar.update(done)
+    bar.close()
+    assert out.getvalue().splitlines() == ["sent: [..............................] 1/100 (1%)",
+                                           "sent: [##############################] 100/100 (100%)"]
+
+
+def test_unknown_total_counts():
+    out = io.StringIO()
+    bar = Progress("listed", stream=out, every=0)
+    bar.update(3)
+    bar.close()
+    assert out.getvalue() == "listed: 3\n"

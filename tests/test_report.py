@@ -1,0 +1,57 @@
+"""report.html: every image with its boxes, confidences and output.txt's lines; seen in headless Chromium."""
+
+import shutil
+import subprocess
+
+import PIL.Image
+import pytest
+
+from carcelery import report, results
+from carcelery.recognizers import Box, Label, TextLine
+
+
+def seed_records():
+    car = results.detection("4.jpg", bucket="b", key="4.jpg", etag="e", threshold=70,
+                            labels=[Label("Car", 78.9, (Box(0.08, 0.12, 0.77, 0.72),)),
+                                    Label("Person", 50.0, (Box(0.1, 0.1, 0.1, 0.1),))])
+    car = results.with_text(car, [TextLine("YHI9 OTZ", 89.3, Box(0.59, 0.54, 0.14, 0.09))])
+    other = results.detection("<b>8.jpg", bucket="b", key="<b>8.jpg", etag="e", threshold=70, labels=[])
+    broken = results.failure("9.jpg", "detect", "9.jpg is empty (0 bytes); upload the image again", bucket="b")
+    return [car, other, broken]
+
+
+@pytest.fixture
+def page(tmp_path, seed_dir):
+    images = {"4.jpg": (seed_dir / "4.jpg").read_bytes(), "<b>8.jpg": (seed_dir / "8.jpg").read_bytes()}
+    return report.write(tmp_path, "run1", seed_records(), read=lambda r: images[r["image"]])
+
+
+def test_page_holds_every_image_its_boxes_and_the_output(page):
+    text = page.read_text()
+    assert page.name == "report.html"
+    assert text.count("<figure") == 3 and text.count("data:image/jpeg;base64,") == 2
+    assert '<div class="box car" style="left:8.00%;top:12.00%;width:77.00%;height:72.00%">' in text
+    assert "YHI9 OTZ 89.3" in text and '<div class="box text"' in text and '<div class="box label"' in text
+    assert '<pre id="output">4.jpg: YHI9 OTZ</pre>' in text
+    assert "&lt;b&gt;8.jpg" in text and "<b>8.jpg" not in text, "names are escaped"
+    assert "failed at detect:</span> 9.jpg is empty" in text and "(no preview)" in text
+
+
+@pytest.mark.skipif(not shutil.which("chromium"), reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_chromium_renders_the_report(page, tmp_path):
+    shot = tmp_path / "report.png"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    done = subprocess.run(["chromium", *flags, "--window-size=1200,900", f"--screenshot={shot}", page.as_uri()],
+                          capture_output=True, text=True, timeout=120)
+    assert shot.exists(), done.stderr[-2000:]
+    pic = PIL.Image.open(shot).convert("RGB")
+    assert pic.size == (1200, 900)
+    # Not a blank page: the photo and the red car box are there.
+    colours = pic.getcolors(maxcolors=1 << 20)
+    assert colours is not None and len(colours) > 1000
+    assert any(r > 200 and g < 80 and b < 80 for _, (r, g, b) in colours), "no red car box drawn"
+    dom = subprocess.run(["chromium", *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True,
+                         timeout=120).stdout
+    assert dom.count("<figure") == 3 and "YHI9 OTZ" in dom
