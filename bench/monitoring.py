@@ -12,23 +12,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import tempfile
 import time
 import uuid
 from pathlib import Path
+
+from .pipeline import free_port
 
 CONFIGS = {
     "off": {"CARCELERY_MONITORING": "off"},
     "on, nobody watching": {"CARCELERY_MONITORING": "on"},
     "on, Flower watching": {"CARCELERY_MONITORING": "on"},
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def subscribed(topic_name: str) -> bool:
