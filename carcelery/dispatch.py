@@ -1,11 +1,11 @@
-"""Instance A's dispatcher: scan the bucket and send one chain per image, in one chord.
+"""Instance A's dispatcher: scan the bucket and send one task per image, in one chord.
 
     python -m carcelery.dispatch [--from DIR] [--bucket B] [--prefix P] [--force] [--wait]
 
 Shows progress on stderr while it lists, sends and (with ``--wait``) waits: a
 bar on a terminal, a line every few seconds otherwise.
 
-Per image, ``detect_car`` is chained to ``recognize_text``; the chord's
+Per image, ``detect_car``, which hands a car image on to ``recognize_text``; the chord's
 callback is the ``-1`` terminator, delivered to Instance B's queue. Images
 dispatched before with the same ETag are skipped unless ``--force``.
 """
@@ -21,14 +21,14 @@ from pathlib import Path
 from typing import TextIO
 
 from botocore.exceptions import EndpointConnectionError
-from celery import chain, chord
+from celery import chord
 from celery.signals import after_task_publish
 
 from . import ledger, provision, storage
 from .app import app
 from .progress import Progress
 from .settings import settings
-from .tasks import detect_car, recognize_text, terminate
+from .tasks import detect_car, terminate
 
 
 def dispatch(bucket: str, prefix: str = "", force: bool = False, stream: TextIO | None = None) -> dict:
@@ -58,8 +58,7 @@ def dispatch(bucket: str, prefix: str = "", force: bool = False, stream: TextIO 
         listing.close()
     todo = ledger.claim(listed, run["id"], force)
     run["images"], run["skipped"] = len(todo), len(listed) - len(todo)
-    header = [chain(detect_car.s({"bucket": i.bucket, "key": i.key, "etag": i.etag}), recognize_text.s())
-              for i in todo]
+    header = [detect_car.s({"bucket": i.bucket, "key": i.key, "etag": i.etag}) for i in todo]
     body = terminate.s(run={k: run[k] for k in ("id", "bucket", "prefix", "images")})
     sending = Progress("sent", total=len(todo), stream=stream) if stream and todo else None
 

@@ -1,8 +1,9 @@
 """The pipeline's tasks.
 
-Per image, ``detect_car`` (Instance A) is chained to ``recognize_text``
-(Instance B); all the chains sit in one chord whose callback, ``terminate``,
-is the ``-1`` terminator: Instance B writes output.txt when it arrives.
+Per image, ``detect_car`` (Instance A) runs in one chord; for a car image it
+hands on to ``recognize_text`` (Instance B) by replacing itself. The chord's
+callback, ``terminate``, is the ``-1`` terminator: Instance B writes output.txt
+when it arrives. Images without a car never reach Instance B's queue.
 ``scan_bucket`` is the beat's periodic scan for new images.
 
 A task never raises for a bad image or a permanent AWS error: it returns a
@@ -81,23 +82,27 @@ def _attempt(task, ref: dict, stage: str, work) -> dict:
     return results.failure(ref["key"], stage, reason, bucket=ref["bucket"], key=ref["key"], etag=ref.get("etag"))
 
 
-# Its result travels to recognize_text inside the chain's next message: storing it too would
-# cost one write to the result backend per image for nobody.
-@app.task(bind=True, name="carcelery.tasks.detect_car", ignore_result=True)
+@app.task(bind=True, name="carcelery.tasks.detect_car")
 def detect_car(self, ref: dict) -> dict:
-    """Instance A: does the image ``ref`` (bucket, key, etag) hold a car?"""
+    """Instance A: does the image ``ref`` (bucket, key, etag) hold a car?
+
+    A car image is handed on: this task is replaced by ``recognize_text``
+    (same task id, same place in the chord), which Instance B runs. Any other
+    image ends here, and its record is this task's result.
+    """
     def work():
         labels = recognizer().labels(_image(ref))
         return results.detection(ref["key"], bucket=ref["bucket"], key=ref["key"], etag=ref.get("etag"),
                                  labels=labels, threshold=threshold())
-    return _attempt(self, ref, "detect", work)
+    record = _attempt(self, ref, "detect", work)
+    if record["car"]:
+        return self.replace(recognize_text.s(record))
+    return record
 
 
 @app.task(bind=True, name="carcelery.tasks.recognize_text")
 def recognize_text(self, record: dict) -> dict:
-    """Instance B: read the text of a car image; other records pass through unchanged."""
-    if not record["car"] or "error" in record:
-        return record
+    """Instance B: read the text of a car image."""
     return _attempt(self, record, "text", lambda: results.with_text(record, recognizer().text(_image(record))))
 
 
