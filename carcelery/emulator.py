@@ -26,20 +26,27 @@ def main(argv: list[str] | None = None) -> int:
     if settings.target != "emulator":
         parser.error("CARCELERY_TARGET is 'aws': the emulator is for the embedded default only")
 
-    from moto.server import ThreadedMotoServer
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import make_server
 
     from . import provision, storage
 
+    class KeepAliveHandler(MotoRequestHandler):
+        # HTTP/1.1: a client keeps its connection, and the server its thread,
+        # instead of a new connection and a new thread per request (HTTP/1.0).
+        protocol_version = "HTTP/1.1"
+
     # One log line per HTTP request would bury everything else.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    # moto's threaded server binds 0.0.0.0 unless told: pass the address.
-    server = ThreadedMotoServer(ip_address=settings.emulator_host, port=settings.emulator_port, verbose=False)
     try:
-        server.start()
+        # The same server as moto's ThreadedMotoServer, which binds 0.0.0.0 unless told.
+        server = make_server(settings.emulator_host, settings.emulator_port, DomainDispatcherApplication(
+            create_backend_app), threaded=True, request_handler=KeepAliveHandler)
     except OSError as exc:
         print(f"error: cannot listen on {settings.endpoint_url} ({exc}); stop what uses it "
               f"or set CARCELERY_EMULATOR_PORT", file=sys.stderr)
         return 1
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -48,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ready: emulator on {settings.endpoint_url}, bucket {settings.bucket} "
           f"({len(uploaded)} images uploaded)", flush=True)
     stop.wait()
-    server.stop()
+    server.shutdown()
     return 0
 
 
