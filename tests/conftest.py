@@ -14,10 +14,17 @@ from pathlib import Path
 
 import pytest
 
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 # Before carcelery is imported: it reads its settings once, at import.
-with socket.socket() as _sock:
-    _sock.bind(("127.0.0.1", 0))
-    _PORT = _sock.getsockname()[1]
+_PORT = free_port()
 _WORKDIR = Path(tempfile.mkdtemp(prefix="carcelery-tests-"))
 os.environ.update({
     "CARCELERY_TARGET": "emulator",
@@ -32,6 +39,12 @@ for name in ("CARCELERY_BUCKET", "CARCELERY_KEY_PREFIX", "CARCELERY_CAR_THRESHOL
     os.environ.pop(name, None)
 
 from carcelery.demo import SEED_IMAGES, Stack  # noqa: E402
+
+
+@pytest.fixture
+def port() -> int:
+    """A free loopback port, for a server a test starts."""
+    return free_port()
 
 
 @pytest.fixture(scope="session")

@@ -101,13 +101,8 @@ def test_a_message_received_too_often_goes_to_the_dead_letter_queue(emulator, tm
 
 
 @pytest.fixture
-def authenticating_aws(tmp_path):
+def authenticating_aws(tmp_path, port):
     """A moto server that checks credentials (it knows none): what AWS says to wrong ones."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     stack = Stack(tmp_path, {"INITIAL_NO_AUTH_ACTION_COUNT": "0"})
     with stack:
         stack.start("aws", ["-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], "Running on")

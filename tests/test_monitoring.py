@@ -7,7 +7,6 @@ emulator, and Flower on a free loopback port.
 import base64
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -17,17 +16,13 @@ import uuid
 
 import pytest
 
+from conftest import free_port
+
 from carcelery import aws, provision
 from carcelery.demo import ROOT, Stack
 
 USER, PASSWORD = "watcher", "not-a-secret"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def monitored_stack(workdir) -> Stack:

@@ -161,12 +161,7 @@ def test_beat_dispatches_new_images_only(emulator, bucket, seed_dir, tmp_path):
         assert sorted(detected) == ["1.jpg", "2.jpg", "3.jpg"], "each image is recognized once"
 
 
-def test_demo_runs_the_seed_images(seed_dir, tmp_path):
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+def test_demo_runs_the_seed_images(seed_dir, tmp_path, port):
     stack = Stack(tmp_path, {"CARCELERY_EMULATOR_PORT": str(port), "CARCELERY_OUTPUT_DIR": str(tmp_path / "out")})
     done = stack.run("carcelery.demo", timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
