@@ -21,15 +21,10 @@ from typing import Callable, Iterable
 
 from botocore.exceptions import ClientError
 
+from .storage import queue_missing
+
 LEASE_TAG = "carcelery-lease"
 logger = logging.getLogger(__name__)
-_MISSING = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NonExistentQueue")
-
-
-def _missing(exc: ClientError) -> bool:
-    return exc.response.get("Error", {}).get("Code") in _MISSING
-
-
 def _pages(client, method: str, key: str, **params) -> Iterable:
     for page in client.get_paginator(method).paginate(**params):
         yield from page.get(key, [])
@@ -63,7 +58,7 @@ class Leases:
         try:
             self.sqs.tag_queue(QueueUrl=url, Tags={LEASE_TAG: str(int(now + self.ttl))})
         except ClientError as exc:
-            if not _missing(exc):
+            if not queue_missing(exc):
                 raise
             self.owned.pop(url, None)
             return False
@@ -112,7 +107,7 @@ class Leases:
         try:
             tags = self.sqs.list_queue_tags(QueueUrl=url).get("Tags", {})
         except ClientError as exc:
-            if _missing(exc):
+            if queue_missing(exc):
                 return float("inf")
             raise
         return float(tags[LEASE_TAG]) if LEASE_TAG in tags else float("inf")
@@ -123,7 +118,7 @@ class Leases:
             arn = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
             self.sqs.delete_queue(QueueUrl=url)
         except ClientError as exc:
-            if _missing(exc):
+            if queue_missing(exc):
                 return None
             raise
         return arn
@@ -134,7 +129,7 @@ class Leases:
         try:
             self.sqs.get_queue_url(QueueName=queue_arn.rsplit(":", 1)[-1])
         except ClientError as exc:
-            if _missing(exc):
+            if queue_missing(exc):
                 return False
             raise
         return True

@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError
 
 from . import aws, ledger
 from .settings import DEAD_LETTER_QUEUE, DETECT_QUEUE, TEXT_QUEUE, settings
-from .storage import error_code, explain
+from .storage import error_code, explain, queue_missing
 
 def queue_attributes(dead_letter_arn: str | None) -> dict[str, str]:
     """Attributes of a work queue: encrypted at rest, and with a redrive policy
@@ -47,7 +47,7 @@ def queue(name: str, attributes: dict[str, str]) -> str:
     try:
         url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
     except ClientError as exc:
-        if error_code(exc) not in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
+        if not queue_missing(exc):
             raise
         return sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
     sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)

@@ -51,6 +51,14 @@ def error_code(exc: Exception) -> str:
     return ""
 
 
+# What SQS answers, depending on protocol and version, about a queue that does not exist.
+QUEUE_MISSING = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NonExistentQueue"})
+
+
+def queue_missing(exc: Exception) -> bool:
+    return error_code(exc) in QUEUE_MISSING
+
+
 def explain(exc: Exception, bucket: str = "", key: str = "") -> str | None:
     """One sentence naming the resource and the fix, for errors no retry can fix; None for the others."""
     if isinstance(exc, NoCredentialsError):
