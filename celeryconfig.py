@@ -54,10 +54,12 @@ task_routes = {
 }
 
 # A task is acknowledged when it is done, so a task whose worker dies is
-# delivered again; one message at a time per process for CPU-bound tasks.
+# delivered again. A worker holds up to 4 messages per process (Celery's
+# default) and hands each to the first free process: fetching one at a time
+# left Instance B waiting on SQS round trips between tasks (README, "Performance").
 task_acks_late = True
 task_reject_on_worker_lost = True
-worker_prefetch_multiplier = 1
+worker_prefetch_multiplier = 4
 
 # Rekognition has per-second quotas; unset, tasks run as fast as they come.
 task_annotations = {name: {"rate_limit": settings.rate_limit}

@@ -8,6 +8,7 @@ a client's connection pool must not be shared between processes.
 from __future__ import annotations
 
 import functools
+from typing import Iterator
 
 import boto3
 from botocore.config import Config
@@ -33,3 +34,24 @@ def client(service: str):
 def reset() -> None:
     session.cache_clear()
     client.cache_clear()
+
+
+# DynamoDB's limit of keys per BatchGetItem.
+READ_BATCH = 100
+
+
+def batch_get(dynamodb, table: str, keys: list[dict]) -> Iterator[dict]:
+    """The items of ``table`` under ``keys`` (DynamoDB key maps), READ_BATCH per request.
+
+    Keys DynamoDB leaves unprocessed (throttling) are asked for again. Items come
+    in no particular order; a missing key yields nothing.
+
+    Raises:
+      botocore.exceptions.ClientError: the table is missing or not readable.
+    """
+    for start in range(0, len(keys), READ_BATCH):
+        request = {table: {"Keys": keys[start:start + READ_BATCH]}}
+        while request:
+            answer = dynamodb.batch_get_item(RequestItems=request)
+            yield from answer["Responses"].get(table, [])
+            request = answer.get("UnprocessedKeys") or None

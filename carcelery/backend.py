@@ -7,6 +7,12 @@ last image is done. Here the counter is the set of the task ids that have
 reported, grown atomically (DynamoDB ``ADD`` to a string set): a second report
 of the same task leaves the count as it was.
 
+Celery's backend reads the whole group back for every part it counts, and the
+part that completes the chord reads each part's result with its own GetItem.
+Here the chord's size is stored with its counter (``set_chord_size``), so a
+part that is not the last one only counts (one UpdateItem), and the results
+are read with BatchGetItem, 100 per request.
+
 ``celeryconfig.result_backend`` names this class in front of the
 ``dynamodb://`` URL (Celery's ``module:Class+url`` form).
 """
@@ -18,8 +24,14 @@ import threading
 
 from celery.backends.dynamodb import DynamoDBBackend
 
+from . import aws
+
 
 class OncePerPartDynamoDBBackend(DynamoDBBackend):
+    # Joining the chord's parts reads them through get_many, hence mget (as
+    # Celery's cache backend does), not one polling get() per part.
+    supports_native_join = True
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._reporting = threading.local()  # the task whose chord part is being counted
@@ -33,9 +45,29 @@ class OncePerPartDynamoDBBackend(DynamoDBBackend):
         finally:
             self._reporting.task_id = None
 
+    def set_chord_size(self, group_id, chord_size):
+        """Store the chord's size with its counter; the dispatcher calls this before sending its last part."""
+        self.client.update_item(**self._prepare_get_request(str(self.get_key_for_chord(group_id))),
+                                UpdateExpression="SET chord_size = :size",
+                                ExpressionAttributeValues={":size": {"N": str(chord_size)}})
+
     def on_chord_part_return(self, request, state, result, **kwargs):
+        if request.group:
+            done, size = self._add_part(str(self.get_key_for_chord(request.group)), request.id)
+            if size is not None and done < size:
+                return  # not the last part: nothing to read back
+        # The last part, or the size is not stored yet: Celery's own code, whose
+        # count of this part (again) leaves the count as it is.
         with self.counting(request.id):
             super().on_chord_part_return(request, state, result, **kwargs)
+
+    def mget(self, keys):
+        """The values under ``keys``, in their order (None where missing), in batches."""
+        keys = [str(key) for key in keys]
+        key, value = self._key_field, self._value_field
+        items = aws.batch_get(self.client, self.table_name, [{key.name: {key.data_type: k}} for k in dict.fromkeys(keys)])
+        found = {item[key.name][key.data_type]: item[value.name][value.data_type] for item in items}
+        return [found.get(k) for k in keys]
 
     def incr(self, key: bytes) -> int:
         """The number of distinct tasks that have reported to chord counter ``key``, this one included."""
@@ -43,16 +75,20 @@ class OncePerPartDynamoDBBackend(DynamoDBBackend):
         if task_id is None:
             return super().incr(key)
         # str(key), as Celery's own incr and delete name the item.
-        answer = self._get_client().update_item(
-            **self._prepare_get_request(str(key)),
+        return self._add_part(str(key), task_id)[0]
+
+    def _add_part(self, key: str, task_id: str) -> tuple[int, int | None]:
+        """Count ``task_id`` in chord counter ``key``: (parts counted, the chord's size if stored)."""
+        answer = self.client.update_item(
+            **self._prepare_get_request(key),
             UpdateExpression="ADD parts :part",
             ExpressionAttributeValues={":part": {"SS": [task_id]}},
             ReturnValues="ALL_NEW",
-        )
-        return len(answer["Attributes"]["parts"]["SS"])
+        )["Attributes"]
+        return len(answer["parts"]["SS"]), int(answer["chord_size"]["N"]) if "chord_size" in answer else None
 
     def parts_done(self, group_id: str) -> int:
         """How many tasks of chord ``group_id`` have reported so far (0 once the chord is done)."""
         key = str(self.get_key_for_chord(group_id))
-        item = self._get_client().get_item(**self._prepare_get_request(key)).get("Item", {})
+        item = self.client.get_item(**self._prepare_get_request(key)).get("Item", {})
         return len(item.get("parts", {}).get("SS", []))

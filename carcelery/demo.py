@@ -23,10 +23,10 @@ from .settings import DETECT_QUEUE, TEXT_QUEUE, settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED_IMAGES = ROOT.parent / "shared" / "images" / "seed"
-# Messages each worker process holds ahead. Detection is quick: a deeper
-# prefetch lets one ReceiveMessage fetch several. Text recognition is slow:
-# one at a time, so that no worker hoards work others could do (as Procfile).
-PREFETCH = {DETECT_QUEUE: 8, TEXT_QUEUE: 1}
+# Messages each worker process holds ahead (as Procfile). Detection is quick:
+# a deeper prefetch lets one ReceiveMessage fetch more. Text recognition keeps
+# celeryconfig's 4: enough that no process waits for SQS between tasks.
+PREFETCH = {DETECT_QUEUE: 8, TEXT_QUEUE: 4}
 
 
 class StackError(RuntimeError):

@@ -5,7 +5,7 @@
 Shows progress on stderr while it lists, sends and (with ``--wait``) waits: a
 bar on a terminal, a line every few seconds otherwise.
 
-Per image, ``detect_car``, which hands a car image on to ``recognize_text``; the chord's
+Per image, ``detect_car`` (sent ten per SQS request), which hands a car image on to ``recognize_text``; the chord's
 callback is the ``-1`` terminator, delivered to Instance B's queue. Images
 dispatched before with the same ETag are skipped unless ``--force``.
 """
@@ -29,6 +29,7 @@ from .app import app
 from .progress import Progress
 from .settings import settings
 from .tasks import detect_car, terminate
+from .transport import batched_sends
 
 
 def dispatch(bucket: str, prefix: str = "", force: bool = False, stream: TextIO | None = None) -> dict:
@@ -70,7 +71,8 @@ def dispatch(bucket: str, prefix: str = "", force: bool = False, stream: TextIO 
         after_task_publish.connect(sent, weak=False)
     try:
         # A chord of no tasks never fires its callback: send the terminator alone.
-        run["result"] = chord(header)(body) if header else body.delay([])
+        with batched_sends():
+            run["result"] = chord(header)(body) if header else body.delay([])
     finally:
         if sending:
             after_task_publish.disconnect(sent)
@@ -99,7 +101,9 @@ def wait(run: dict, timeout: float, stream: TextIO) -> dict:
     if done:
         done.update(run["images"])
         done.close()
-    return result.get()
+    # Not its parents: they are the run's images, and reading each one's result
+    # back would be one request per image; their failures are in the summary.
+    return result.get(follow_parents=False)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,7 @@ from .settings import settings
 from .storage import S3Image
 
 KEY = "image"  # the table's hash key: "<bucket>/<key>"
-READ_BATCH, WRITE_BATCH = 100, 25
+WRITE_BATCH = 25  # DynamoDB's limit per BatchWriteItem
 
 
 def _key(image: S3Image) -> str:
@@ -30,16 +30,9 @@ def _chunks(items: list, size: int) -> Iterable[list]:
 
 def dispatched(images: list[S3Image]) -> dict[str, str]:
     """The ETag each of ``images`` had when it was last dispatched, by "<bucket>/<key>"."""
-    dynamodb = aws.client("dynamodb")
-    found = {}
-    for chunk in _chunks(sorted({_key(i) for i in images}), READ_BATCH):
-        request = {settings.ledger_table: {"Keys": [{KEY: {"S": k}} for k in chunk]}}
-        while request:
-            answer = dynamodb.batch_get_item(RequestItems=request)
-            for item in answer["Responses"].get(settings.ledger_table, []):
-                found[item[KEY]["S"]] = item["etag"]["S"]
-            request = answer.get("UnprocessedKeys") or None
-    return found
+    keys = [{KEY: {"S": k}} for k in sorted({_key(i) for i in images})]
+    return {item[KEY]["S"]: item["etag"]["S"]
+            for item in aws.batch_get(aws.client("dynamodb"), settings.ledger_table, keys)}
 
 
 def claim(images: list[S3Image], run_id: str, force: bool = False) -> list[S3Image]:

@@ -10,17 +10,25 @@ the transport option ``supports_fanout`` this transport:
   messages to an SNS topic to which each bound queue is subscribed;
 - broadcasts the exchanges named in ``broadcast_exchanges`` (Celery's event
   exchange) as fanout; their receivers bind them with ``#``, i.e. everything;
+  while no queue is subscribed to such a topic (nobody watches), its messages
+  are not published at all: SNS would drop them, after one request each;
 - routes a remote-control reply to the caller's reply queue, which was bound in
   the caller's process, not the replier's;
 - deletes no-ack messages with the blocking client, a batch per receive, where
   there is no event loop (Flower, ``celery events``, ``celery inspect``);
 - gives exclusive and auto-delete queues a lease (``carcelery.leases``): deleted
   with their SNS subscriptions when the process exits, swept when left behind.
+
+And, within ``batched_sends()``, it sends messages ten per SendMessageBatch
+request instead of one SendMessage each (the dispatcher's many tasks).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import fnmatch
+import time
 
 from kombu.exceptions import ChannelError
 from kombu.log import get_logger
@@ -38,13 +46,106 @@ logger = get_logger(__name__)
 # start-up sweeps it: long enough that a busy owner never loses its queue.
 LEASE_SECONDS = 300
 
+# How long a process trusts its last look at a broadcast topic's subscribers:
+# a new watcher (Flower) gets events at most WATCH_SECONDS after subscribing;
+# one that left is still sent events for up to WATCHED_SECONDS.
+WATCH_SECONDS, WATCHED_SECONDS = 1.0, 10.0
+
+# SQS's limits for one SendMessageBatch request: 10 messages, 256 KiB of bodies.
+SEND_BATCH, SEND_BATCH_BYTES = 10, 256 * 1024
+
+# The batching clients of the current batched_sends() block, if any.
+_batching: contextvars.ContextVar[list | None] = contextvars.ContextVar("carcelery_batching", default=None)
+
+
+@contextlib.contextmanager
+def batched_sends():
+    """Within it, messages put on SQS queues go out ten per SendMessageBatch request.
+
+    A batch goes when it is full; the rest when the block ends without an error
+    (an error in the block sends nothing more).
+
+    Raises (as the block ends, or on a full batch):
+      kombu.exceptions.ChannelError: SQS refused some of a batch's messages; it says how many and why.
+      botocore.exceptions.ClientError: the request itself failed (no such queue, no permission).
+    """
+    clients: list[_BatchingClient] = []
+    token = _batching.set(clients)
+    try:
+        yield
+    finally:
+        _batching.reset(token)
+    for client in clients:
+        client.flush()
+
+
+class _BatchingClient:
+    """A boto3 SQS client whose ``send_message`` waits to go out in a SendMessageBatch."""
+
+    def __init__(self, client):
+        self.client = client
+        self._pending: dict[str, list[dict]] = {}  # by queue URL
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+    def send_message(self, QueueUrl, **entry):  # noqa: N803 - boto3's parameter name
+        pending = self._pending.setdefault(QueueUrl, [])
+        size = sum(len(e["MessageBody"].encode()) for e in pending) + len(entry["MessageBody"].encode())
+        if len(pending) == SEND_BATCH or (pending and size > SEND_BATCH_BYTES):
+            self._send(QueueUrl)
+        self._pending.setdefault(QueueUrl, []).append(entry)
+
+    def flush(self) -> None:
+        for url in list(self._pending):
+            self._send(url)
+
+    def _send(self, url: str) -> None:
+        entries = {str(n): entry for n, entry in enumerate(self._pending.pop(url))}
+        failed = self.client.send_message_batch(
+            QueueUrl=url, Entries=[{"Id": n, **entry} for n, entry in entries.items()]).get("Failed")
+        if failed:
+            raise ChannelError(f"SQS refused {len(failed)} of {len(entries)} messages to {url}: "
+                               f"{failed[0].get('Message') or failed[0].get('Code')}")
+
 
 class Channel(SQS.Channel):
-    """An SQS channel with SNS broadcast, reply routing and transient queues (see the module)."""
+    """An SQS channel with SNS broadcast, reply routing, transient queues and batched sends (see the module)."""
+
+    def sqs(self, queue=None):
+        client = super().sqs(queue)
+        batching = _batching.get()
+        if batching is None:
+            return client
+        for batcher in batching:
+            if batcher.client is client:
+                return batcher
+        batching.append(_BatchingClient(client))
+        return batching[-1]
 
     @cached_property
     def broadcast_exchanges(self) -> frozenset[str]:
         return frozenset(self.transport_options.get("broadcast_exchanges", ()))
+
+    @cached_property
+    def _watchers(self) -> dict[str, tuple[bool, float]]:
+        return {}  # exchange: (watched, until when that answer holds)
+
+    def _watched(self, exchange: str) -> bool:
+        """Whether any queue is subscribed to broadcast ``exchange``'s SNS topic (as of a recent look)."""
+        watched, until = self._watchers.get(exchange, (False, 0.0))
+        now = time.monotonic()
+        if now >= until:
+            arn = self.fanout._get_or_create_topic(exchange)
+            watched = bool(self.fanout.get_client(exchange).list_subscriptions_by_topic(
+                TopicArn=arn).get("Subscriptions"))
+            self._watchers[exchange] = watched, now + (WATCHED_SECONDS if watched else WATCH_SECONDS)
+        return watched
+
+    def _put_fanout(self, exchange, message, routing_key, **kwargs):
+        if exchange in self.broadcast_exchanges and not self._watched(exchange):
+            return  # nobody watches
+        return super()._put_fanout(exchange, message, routing_key, **kwargs)
 
     def exchange_declare(self, exchange=None, type="direct", *args, **kwargs):
         """Declare ``exchange``; a broadcast exchange is declared fanout whatever its type.

@@ -18,7 +18,7 @@ import pytest
 
 from conftest import free_port
 
-from carcelery import aws, provision
+from carcelery import aws, provision, transport
 from carcelery.demo import ROOT, Stack
 
 USER, PASSWORD = "watcher", "not-a-secret"
@@ -68,10 +68,11 @@ def wait_for(check, ready=bool, timeout: float = 60):
 
 
 def start_flower(stack):
-    """Flower, once its event queue is subscribed (events sent before that never reach it)."""
+    """Flower, once the workers send it events: its event queue is subscribed and they have seen it."""
     stack.start_flower()
     prefix = stack.env["CARCELERY_QUEUE_PREFIX"]
     wait_for(lambda: [s for s in leftovers(prefix)[1] if "celeryev" in s])
+    time.sleep(transport.WATCH_SECONDS)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,58 @@
+"""What one run asks of AWS, request by request, as the emulator records it.
+
+Each request costs SQS, S3 or DynamoDB time (and money on AWS); these are the
+savings the pipeline counts on (README, "Performance"), checked on a run of the
+ten seed images in which every image is a car (noop recognizer), monitoring on
+and nobody watching.
+"""
+
+import collections
+import json
+
+from test_iam import action, body, recorded, recorder
+from test_pipeline import dispatch, own_stack
+
+IMAGES = 10
+
+
+def key_read(entry) -> str:
+    """The item key a DynamoDB GetItem asked for."""
+    key = json.loads(body(entry))["Key"]
+    (value,) = (typed for field in key.values() for typed in field.values())
+    return value
+
+
+def test_one_run_makes_only_the_requests_it_needs(emulator, bucket, seed_dir, tmp_path):
+    with own_stack(tmp_path, CARCELERY_RECOGNIZER="noop") as stack:
+        prefix = stack.env["CARCELERY_QUEUE_PREFIX"]
+        stack.start_worker("worker_a", "detect", 2)
+        stack.start_worker("worker_b", "text", 2)
+        recorder(emulator, "reset-recording")
+        recorder(emulator, "start-recording")
+        try:
+            done = dispatch(stack, "--from", str(seed_dir), "--bucket", bucket)
+        finally:
+            recorder(emulator, "stop-recording")
+        assert done.returncode == 0, done.stderr
+        assert f"{IMAGES} images, {IMAGES} cars, 0 failed" in done.stdout
+    entries = list(recorded(recorder(emulator, "download-recording")))
+    calls = collections.Counter()
+    reads = collections.Counter()
+    for entry in entries:
+        target = entry["headers"].get("X-Amz-Target", "")
+        name = json.loads(body(entry)).get("QueueUrl", "").rsplit("/", 1)[-1] if target.startswith("AmazonSQS") else ""
+        target = target.split(".")[-1]
+        calls[target, name] += 1
+        if target == "GetItem":
+            reads[key_read(entry)] += 1
+    # The dispatcher's ten tasks: one SendMessageBatch, no SendMessage.
+    assert calls["SendMessageBatch", f"{prefix}detect"] == 1
+    assert calls["SendMessage", f"{prefix}detect"] == 0
+    # Nobody watches: no event is published.
+    assert not [e for e in entries if action(e) == "sns:Publish"]
+    # Only the last chord part reads the group back; the parts' results come in one batch.
+    assert sum(n for key, n in reads.items() if "taskset-meta" in key) == 1, reads
+    assert calls["BatchGetItem", ""] >= 1
+    # Each task's result is read once, before it is stored (Celery's guard against
+    # overwriting a success); only the terminator's more often (dispatch --wait).
+    assert sorted(n for key, n in reads.items() if "task-meta" in key)[:-1] == [1] * IMAGES, reads
