@@ -11,7 +11,9 @@ Celery's backend reads the whole group back for every part it counts, and the
 part that completes the chord reads each part's result with its own GetItem.
 Here the chord's size is stored with its counter (``set_chord_size``), so a
 part that is not the last one only counts (one UpdateItem), and the results
-are read with BatchGetItem, 100 per request.
+are read with BatchGetItem, 100 per request. And a result is stored with one
+conditional PutItem, where Celery reads the stored result first so as not to
+overwrite a success.
 
 ``celeryconfig.result_backend`` names this class in front of the
 ``dynamodb://`` URL (Celery's ``module:Class+url`` form).
@@ -22,7 +24,10 @@ from __future__ import annotations
 import contextlib
 import threading
 
+from botocore.exceptions import ClientError
+from celery import states
 from celery.backends.dynamodb import DynamoDBBackend
+from kombu.utils.encoding import bytes_to_str
 
 from . import aws
 
@@ -60,6 +65,26 @@ class OncePerPartDynamoDBBackend(DynamoDBBackend):
         # count of this part (again) leaves the count as it is.
         with self.counting(request.id):
             super().on_chord_part_return(request, state, result, **kwargs)
+
+    def _store_result(self, task_id, result, state, traceback=None, request=None, **kwargs):
+        """Store a task's result, unless a success is stored for it already.
+
+        A task delivered twice (its worker died before acknowledging it) may run
+        twice; its first success stands. One conditional write, on an item
+        attribute ``state``; items without it (Celery's own) are overwritten.
+        """
+        meta = self._get_result_meta(result=result, state=state, traceback=traceback, request=request)
+        meta["task_id"] = bytes_to_str(task_id)
+        put = self._prepare_put_request(str(self.get_key_for_task(task_id)), self.encode(meta))
+        put["Item"]["state"] = {"S": state}
+        try:
+            self.client.put_item(**put, ConditionExpression="attribute_not_exists(#s) OR #s <> :success",
+                                 ExpressionAttributeNames={"#s": "state"},
+                                 ExpressionAttributeValues={":success": {"S": states.SUCCESS}})
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+        return result
 
     def mget(self, keys):
         """The values under ``keys``, in their order (None where missing), in batches."""

@@ -19,8 +19,13 @@ the transport option ``supports_fanout`` this transport:
 - gives exclusive and auto-delete queues a lease (``carcelery.leases``): deleted
   with their SNS subscriptions when the process exits, swept when left behind.
 
-And, within ``batched_sends()``, it sends messages ten per SendMessageBatch
-request instead of one SendMessage each (the dispatcher's many tasks).
+And it saves SQS requests: within ``batched_sends()`` it sends messages ten per
+SendMessageBatch request instead of one SendMessage each (the dispatcher's many
+tasks); in a worker, it deletes the messages of done tasks with one
+DeleteMessageBatch for those acknowledged within ACK_DELAY seconds of each
+other (ten at most), instead of one DeleteMessage each. A worker killed within
+that delay leaves them to be delivered again, as SQS does for any message not
+deleted: tasks are idempotent and their chord parts count once.
 """
 
 from __future__ import annotations
@@ -53,6 +58,8 @@ WATCH_SECONDS, WATCHED_SECONDS = 1.0, 10.0
 
 # SQS's limits for one SendMessageBatch request: 10 messages, 256 KiB of bodies.
 SEND_BATCH, SEND_BATCH_BYTES = 10, 256 * 1024
+# Seconds a worker gathers acknowledgements before deleting their messages.
+ACK_DELAY = 0.05
 
 # The batching clients of the current batched_sends() block, if any.
 _batching: contextvars.ContextVar[list | None] = contextvars.ContextVar("carcelery_batching", default=None)
@@ -233,14 +240,59 @@ class Channel(SQS.Channel):
         # asynchronous client, which needs an event loop that Flower's, `celery
         # events`' and `celery inspect`'s receivers lack; one batch call per
         # receive also spares SQS nine calls in ten.
-        answer = self.sqs(queue=self.canonical_queue_name(queue)).delete_message_batch(
-            QueueUrl=self._new_queue(queue),
-            Entries=[{"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(messages)])
-        for failed in answer.get("Failed", []):
-            logger.warning("SQS did not delete a message of %s (%s): it will be received again",
-                           queue, failed.get("Message") or failed.get("Code"))
+        self._delete(self.canonical_queue_name(queue), self._new_queue(queue), [m["ReceiptHandle"] for m in messages])
         return [self._prepare_json_payload(bytes_to_str(self._decode_python_message_body(m["Body"])))
                 for m in messages]
+
+    @cached_property
+    def _acked(self) -> dict[tuple[str | None, str], list[str]]:
+        return {}  # (queue, queue URL): receipt handles of acknowledged messages, not yet deleted
+
+    def basic_ack(self, delivery_tag, multiple=False):
+        """Acknowledge a message: its delivery is released now, its deletion from SQS gathered (see the module).
+
+        Parameters, raises and returns: kombu's ``Channel.basic_ack``; without an
+        event loop (no worker), kombu's own, one DeleteMessage each.
+        """
+        try:
+            info = self.qos.get(delivery_tag).delivery_info
+            key = (self.canonical_queue_name(info["routing_key"]) if "routing_key" in info else None,
+                   info["sqs_queue"])
+            handle = info["sqs_message"]["ReceiptHandle"]
+        except KeyError:
+            return super().basic_ack(delivery_tag, multiple)
+        if self.hub is None:
+            return super().basic_ack(delivery_tag, multiple)
+        self.qos.ack(delivery_tag)  # frees the prefetch slot: the next message may come
+        pending = self._acked.setdefault(key, [])
+        pending.append(handle)
+        if len(pending) == 1:
+            self.hub.call_later(ACK_DELAY, self._delete_acked, key)
+        elif len(pending) == SQS.SQS_MAX_MESSAGES:
+            self._delete_acked(key)
+
+    def _delete_acked(self, key) -> None:
+        handles = self._acked.pop(key, None)
+        if handles:
+            self._delete(*key, handles)
+
+    def _delete(self, queue: str | None, url: str, handles: list[str]) -> None:
+        """Delete messages from SQS with one request; what is not deleted is delivered again, with a warning."""
+        try:
+            failed = self.sqs(queue=queue).delete_message_batch(
+                QueueUrl=url, Entries=[{"Id": str(n), "ReceiptHandle": h} for n, h in enumerate(handles)]
+            ).get("Failed", [])
+        except Exception as exc:  # noqa: BLE001 - logged; SQS delivers the messages again
+            failed = [{"Message": f"{type(exc).__name__}: {exc}"}] * len(handles)
+        if failed:
+            logger.warning("SQS did not delete %d of %d done messages of %s (%s): they will be delivered again "
+                           "after the visibility timeout (is sqs:DeleteMessage allowed?)", len(failed), len(handles),
+                           url.rsplit("/", 1)[-1], failed[0].get("Message") or failed[0].get("Code"))
+
+    def close(self):
+        for key in list(self._acked):
+            self._delete_acked(key)
+        super().close()
 
 
 class Transport(SQS.Transport):

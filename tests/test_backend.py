@@ -1,5 +1,7 @@
 import uuid
 
+from celery import states
+
 from carcelery import app
 from carcelery.backend import OncePerPartDynamoDBBackend
 
@@ -17,3 +19,16 @@ def test_a_chord_part_reported_twice_counts_once(emulator):
     backend.delete(key)
     with backend.counting("task-2"):
         assert backend.incr(key) == 1, "delete removes the whole counter"
+
+
+def test_a_stored_success_is_not_overwritten(emulator):
+    # A task delivered twice may run twice: its second outcome must not replace a success.
+    backend = app.backend
+    task_id = uuid.uuid4().hex
+    backend.store_result(task_id, {"n": 1}, states.STARTED)
+    backend.store_result(task_id, {"n": 2}, states.SUCCESS)
+    assert backend.get_task_meta(task_id, cache=False)["result"] == {"n": 2}
+    backend.store_result(task_id, None, states.FAILURE, traceback="worker lost")
+    backend.store_result(task_id, {"n": 3}, states.SUCCESS)
+    meta = backend.get_task_meta(task_id, cache=False)
+    assert (meta["status"], meta["result"]) == (states.SUCCESS, {"n": 2})
