@@ -35,6 +35,7 @@ import contextvars
 import fnmatch
 import time
 
+from botocore.exceptions import ClientError
 from kombu.exceptions import ChannelError
 from kombu.log import get_logger
 from kombu.pidbox import Mailbox
@@ -143,9 +144,16 @@ class Channel(SQS.Channel):
         watched, until = self._watchers.get(exchange, (False, 0.0))
         now = time.monotonic()
         if now >= until:
-            arn = self.fanout._get_or_create_topic(exchange)
-            watched = bool(self.fanout.get_client(exchange).list_subscriptions_by_topic(
-                TopicArn=arn).get("Subscriptions"))
+            try:
+                arn = self.fanout._get_or_create_topic(exchange)
+                watched = bool(self.fanout.get_client(exchange).list_subscriptions_by_topic(
+                    TopicArn=arn).get("Subscriptions"))
+            except ClientError as exc:
+                # Not allowed to look (an older IAM policy): publish, as without this check.
+                logger.warning("cannot list the subscribers of %s (%s); publishing its messages anyway "
+                               "(allow sns:ListSubscriptionsByTopic to skip them while nobody watches)",
+                               exchange, exc.response["Error"].get("Code"))
+                watched = True
             self._watchers[exchange] = watched, now + (WATCHED_SECONDS if watched else WATCH_SECONDS)
         return watched
 

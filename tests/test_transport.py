@@ -1,0 +1,49 @@
+"""The transport's own behaviour: event broadcasts only while somebody watches."""
+
+import time
+import uuid
+
+from botocore.exceptions import ClientError
+
+from carcelery import aws, transport
+from carcelery.app import app
+
+
+def channel():
+    connection = app.connection_for_write()
+    connection.transport_options["queue_name_prefix"] = f"t{uuid.uuid4().hex[:8]}-"
+    return connection, connection.default_channel
+
+
+def test_events_go_out_only_while_a_queue_is_subscribed(emulator):
+    connection, chan = channel()
+    try:
+        exchange = app.conf.event_exchange
+        assert not chan._watched(exchange)
+        sqs, sns = aws.client("sqs"), aws.client("sns")
+        url = sqs.create_queue(QueueName=f"watcher-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        topic = chan.fanout._get_or_create_topic(exchange)
+        subscription = sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)["SubscriptionArn"]
+        assert not chan._watched(exchange), "the answer holds for WATCH_SECONDS"
+        time.sleep(transport.WATCH_SECONDS)
+        assert chan._watched(exchange)
+        sns.unsubscribe(SubscriptionArn=subscription)
+        sqs.delete_queue(QueueUrl=url)
+    finally:
+        connection.release()
+
+
+def test_events_go_out_when_the_subscribers_cannot_be_listed(emulator, monkeypatch, caplog):
+    class Refusing:
+        def list_subscriptions_by_topic(self, **_):
+            raise ClientError({"Error": {"Code": "AuthorizationError", "Message": "no"}}, "ListSubscriptionsByTopic")
+
+    connection, chan = channel()
+    try:
+        chan.fanout._get_or_create_topic(app.conf.event_exchange)  # made (and its ARN kept) before
+        monkeypatch.setattr(chan.fanout, "get_client", lambda *_: Refusing())
+        assert chan._watched(app.conf.event_exchange)
+        assert "allow sns:ListSubscriptionsByTopic" in caplog.text
+    finally:
+        connection.release()
