@@ -1,13 +1,15 @@
 """boto3 clients, one per service per process.
 
 Clients are made on first use and kept for the life of the process (a worker
-child, the dispatcher), never per task. ``reset()`` drops them after a fork:
-a client's connection pool must not be shared between processes.
+child, the dispatcher), never per task. A forked child drops the ones it
+inherits: their connections are kept alive, and two processes' requests on one
+connection read each other's responses.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from typing import Iterator
 
 import boto3
@@ -34,6 +36,9 @@ def client(service: str):
 def reset() -> None:
     session.cache_clear()
     client.cache_clear()
+
+
+os.register_at_fork(after_in_child=reset)
 
 
 # DynamoDB's limit of keys per BatchGetItem.

@@ -1,3 +1,5 @@
+import json
+import os
 import uuid
 
 from celery import states
@@ -32,3 +34,30 @@ def test_a_stored_success_is_not_overwritten(emulator):
     backend.store_result(task_id, {"n": 3}, states.SUCCESS)
     meta = backend.get_task_meta(task_id, cache=False)
     assert (meta["status"], meta["result"]) == (states.SUCCESS, {"n": 2})
+
+
+def test_a_forked_process_makes_its_own_clients(emulator):
+    # Worker processes are forked from the worker's main process. Connections are
+    # kept alive, so a client shared across the fork would carry two processes'
+    # requests on one connection, and each could read the other's response.
+    from carcelery import aws
+
+    backend = app.backend
+    task_id = uuid.uuid4().hex
+    backend.store_result(task_id, {"n": 1}, states.SUCCESS)
+    inherited = (backend.client, aws.client("s3"))
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, never return into pytest
+        try:
+            ours = (backend.client, aws.client("s3"))
+            works = backend.get_task_meta(task_id, cache=False)["result"] == {"n": 1}
+            os.write(write, json.dumps({"shared": [a is b for a, b in zip(ours, inherited)], "works": works}).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = json.loads(pipe.read() or "{}")
+    os.waitpid(pid, 0)
+    assert child == {"shared": [False, False], "works": True}
+    assert backend.client is inherited[0] and aws.client("s3") is inherited[1], "the parent keeps its own"
