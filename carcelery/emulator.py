@@ -10,7 +10,6 @@ folder of images, prints one ``ready`` line, and serves until stopped
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 import os
@@ -19,6 +18,12 @@ import time
 from pathlib import Path
 
 from .settings import settings
+
+# A thread serves one request at a time, and a long poll holds it for up to
+# wait_time_seconds; every worker process, Flower and the dispatcher poll.
+THREADS = 32
+# Connections are kept alive: each boto3 client pools up to 10, pycurl a few.
+CONNECTIONS = 500
 
 
 def _without_hot_spots(dispatcher_class):
@@ -55,6 +60,22 @@ def _without_hot_spots(dispatcher_class):
     return Dispatcher
 
 
+def _complete_after_continue(channel_class):
+    """Waitress's HTTP channel, with an empty request body that follows "100 Continue" left complete.
+
+    Waitress 3.0.2 marks a request incomplete when it sends "100 Continue", even
+    when its body is empty and already read, and then waits for a body that
+    never comes: boto3's PutObject of an empty object hung until its read timeout.
+    """
+    class Channel(channel_class):
+        def send_continue(self):
+            completed = self.request.completed
+            super().send_continue()
+            self.request.completed = completed
+
+    return Channel
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m carcelery.emulator", description=__doc__.split("\n")[0])
     parser.add_argument("--from", dest="folder", type=Path, help="upload this folder's images into the bucket")
@@ -64,27 +85,26 @@ def main(argv: list[str] | None = None) -> int:
 
     # No CORS headers: no web page in a browser may call the emulator.
     os.environ["MOTO_DISABLE_GLOBAL_CORS"] = "true"
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
-    from werkzeug.serving import make_server
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+    from waitress.channel import HTTPChannel
+    from waitress.server import create_server
 
     from . import provision, storage
 
-    class KeepAliveHandler(MotoRequestHandler):
-        # HTTP/1.1: a client keeps its connection, and the server its thread,
-        # instead of a new connection and a new thread per request (HTTP/1.0).
-        protocol_version = "HTTP/1.1"
-
-    # One log line per HTTP request would bury everything else.
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     try:
-        # The same server as moto's ThreadedMotoServer, which binds 0.0.0.0 unless told.
-        server = make_server(settings.emulator_host, settings.emulator_port, _without_hot_spots(
-            DomainDispatcherApplication)(create_backend_app), threaded=True, request_handler=KeepAliveHandler)
+        # Waitress, not moto's werkzeug server: werkzeug closes the connection after
+        # every response, so each request cost a TCP connection and a thread.
+        # Waitress keeps connections alive; a thread serves a request, not a
+        # connection, and long polls hold one each for up to wait_time_seconds.
+        server = create_server(_without_hot_spots(DomainDispatcherApplication)(create_backend_app),
+                               host=settings.emulator_host, port=settings.emulator_port, threads=THREADS,
+                               connection_limit=CONNECTIONS, asyncore_use_poll=True, ident="carcelery-emulator")
+        server.channel_class = _complete_after_continue(HTTPChannel)
     except OSError as exc:
         print(f"error: cannot listen on {settings.endpoint_url} ({exc}); stop what uses it "
               f"or set CARCELERY_EMULATOR_PORT", file=sys.stderr)
         return 1
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.run, daemon=True).start()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -93,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ready: emulator on {settings.endpoint_url}, bucket {settings.bucket} "
           f"({len(uploaded)} images uploaded)", flush=True)
     stop.wait()
-    server.shutdown()
+    server.close()
     return 0
 
 
