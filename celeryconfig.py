@@ -35,7 +35,6 @@ worker_send_task_events = settings.monitoring
 task_send_sent_event = settings.monitoring and settings.task_sent_events
 
 result_backend = settings.result_backend
-dynamodb_endpoint_url = settings.endpoint_url
 result_extended = False
 
 # JSON only: a message can never make a worker unpickle code.

@@ -162,12 +162,9 @@ class Settings:
     @property
     def result_backend(self) -> str:
         # Celery's DynamoDB backend counts chord parts natively and is shared
-        # between hosts, which the two-instance deployment needs. The emulator's
-        # address goes to Celery as dynamodb_endpoint_url (celeryconfig.py).
-        c = self.credentials
-        auth = f"{c['aws_access_key_id']}:{c['aws_secret_access_key']}@" if c else ""
-        return (f"carcelery.backend:OncePerPartDynamoDBBackend+"
-                f"dynamodb://{auth}{self.region}/{self.results_table}")
+        # between hosts, which the two-instance deployment needs. Its client is
+        # the process's (aws.client), with the emulator's address and credentials.
+        return f"carcelery.backend:OncePerPartDynamoDBBackend+dynamodb://{self.region}/{self.results_table}"
 
     def queue_name(self, queue: str) -> str:
         """The SQS name of a Celery queue (kombu adds the prefix the same way)."""

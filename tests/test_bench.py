@@ -24,7 +24,7 @@ def test_benchmark_reports_its_figures(seed_dir, tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     got = json.loads(figures.read_text())
     for key in ("images", "wall_s", "images_per_s", "ideal_s", "efficiency", "baseline_wall_s",
-                "speedup_vs_baseline", "stage_s", "peak_rss_mb", "cpu_s", "emulator_sqs", "pipeline_vs_emulator"):
+                "speedup_vs_baseline", "ideal_one_process_s", "efficiency_vs_one_process", "stage_s", "peak_rss_mb", "cpu_s", "emulator_sqs", "pipeline_vs_emulator"):
         assert key in got, key
     assert got["images"] == 12 and got["wall_s"] > 0 and got["baseline_wall_s"] > 0
     assert set(got["peak_rss_mb"]) == {"worker_a", "worker_b"}

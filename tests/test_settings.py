@@ -8,7 +8,7 @@ def test_defaults_are_the_embedded_emulator():
     assert s.target == "emulator"
     assert s.endpoint_url == "http://127.0.0.1:4566"
     assert s.broker_url == "sqs://testing:testing@127.0.0.1:4566"
-    assert s.result_backend.endswith("+dynamodb://testing:testing@us-east-1/carcelery-results")
+    assert s.result_backend.endswith("+dynamodb://us-east-1/carcelery-results")
     assert s.recognizer == "local"
     assert s.car_threshold is None
     assert s.queue_name("detect") == "carcelery-detect"
