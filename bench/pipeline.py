@@ -5,8 +5,10 @@
 In one run, on a fresh emulator of its own (a free loopback port):
 1. makes N distinct images from the seed images and uploads them;
 2. model time: every image through the detector, the car images through OCR, one
-   process, one thread per model, before and after 3. and 4. (their mean);
-   ideal wall time = model time / cores;
+   thread per model, before and after 3. and 4. (their mean), in as many processes
+   side by side as there are cores, and in one process alone;
+   ideal wall time = model time / cores, the first as the ideal (every core at
+   work, as in the pipeline), the second for comparison;
 3. the pipeline: both workers and the dispatcher, timed from the dispatcher's start
    to output.txt written; per-stage times from the workers' logs; peak RSS per process;
 4. the baseline: the assignment's two scripts (bench/baseline.py), same models, same emulator;
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import re
 import socket
@@ -65,25 +68,50 @@ def cpu_s(pid: int) -> float:
     return sum(int(stat[11]) + int(stat[12]) for _, _, stat in _tree(pid)) / ticks
 
 
-def model_time(images, backend: str) -> dict:
-    """Seconds of model work per stage, one process, one thread per model."""
+def _model_share(images, backend: str, taken, ready, shares) -> None:
+    """One measuring process: after ``ready``, the next image not ``taken`` until none is left."""
     from carcelery import recognizers
 
     recognizer = recognizers.get(backend)
     threshold = recognizers.threshold(recognizer, None)
-    detect = text = 0.0
-    cars = 0
-    for name, data in images:
+    share = {"detect_s": 0.0, "text_s": 0.0, "cars": 0}
+    ready.wait()
+    while True:
+        with taken.get_lock():
+            index, taken.value = taken.value, taken.value + 1
+        if index >= len(images):
+            break
+        name, data = images[index]
         image = recognizers.Image(name, lambda data=data: data)
         started = time.perf_counter()
         car = recognizers.car_confidence(recognizer.labels(image)) >= threshold
-        detect += time.perf_counter() - started
+        share["detect_s"] += time.perf_counter() - started
         if car:
-            cars += 1
+            share["cars"] += 1
             started = time.perf_counter()
             recognizer.text(image)
-            text += time.perf_counter() - started
-    return {"detect_s": detect, "text_s": text, "cars": cars}
+            share["text_s"] += time.perf_counter() - started
+    shares.put(share)
+
+
+def model_time(images, backend: str, processes: int = 1) -> dict:
+    """Seconds of model work per stage (summed over processes), one thread per model.
+
+    ``processes`` processes, models loaded, start together and take the images
+    one at a time, as the workers do. Side by side they slow each other down
+    (caches, memory bandwidth): that is the cost of using every core, which the
+    pipeline pays too.
+    """
+    context = multiprocessing.get_context("spawn")
+    taken, ready, shares = context.Value("i", 0), context.Barrier(processes), context.Queue()
+    workers = [context.Process(target=_model_share, args=(images, backend, taken, ready, shares))
+               for _ in range(processes)]
+    for worker in workers:
+        worker.start()
+    got = [shares.get() for _ in workers]
+    for worker in workers:
+        worker.join()
+    return {key: sum(share[key] for share in got) for key in ("detect_s", "text_s", "cars")}
 
 
 def task_times(log: str, stage: str) -> dict:
@@ -177,9 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     from carcelery.demo import Stack
 
     images = variants(args.seed_dir, args.images)
+    cores = os.cpu_count() or 1
     # Model time is measured before and after the pipeline, and averaged: this
     # machine's speed drifts by several per cent from one minute to the next.
-    before = model_time(images, args.backend)
+    before = {n: model_time(images, args.backend, n) for n in (1, cores)}
     with Stack(workdir) as stack:
         stack.start_emulator()
         for name, data in images:
@@ -187,34 +216,40 @@ def main(argv: list[str] | None = None) -> int:
         pipeline = run_pipeline(stack, concurrency)
         baseline = run_baseline(stack)
         rates = sqs_rates()
-    after = model_time(images, args.backend)
-    models = {key: (before[key] + after[key]) / 2 for key in ("detect_s", "text_s")} | {"cars": before["cars"]}
-    cores = os.cpu_count() or 1
-    ideal = (models["detect_s"] + models["text_s"]) / cores
+    after = {n: model_time(images, args.backend, n) for n in (1, cores)}
+    models = {n: {key: (before[n][key] + after[n][key]) / 2 for key in ("detect_s", "text_s")}
+              | {"total_s": (before[n]["detect_s"] + before[n]["text_s"] + after[n]["detect_s"] + after[n]["text_s"]) / 2,
+                 "before_pipeline": before[n]["detect_s"] + before[n]["text_s"],
+                 "after_pipeline": after[n]["detect_s"] + after[n]["text_s"]}
+              for n in (1, cores)}
+    cars = before[1]["cars"]
+    # The ideal: the models' work spread over every core, measured with every core
+    # at work (as in the pipeline); and, for comparison, measured one process alone.
+    ideal, ideal_alone = models[cores]["total_s"] / cores, models[1]["total_s"] / cores
     wall = pipeline["wall_s"]
     # What the emulator could pass from one client, one message per request: every
     # image is sent, received and deleted once on A's queue, a car image on B's too.
     per_message_s = sum(1 / rates[op] for op in ("send_per_s", "receive_per_s", "delete_per_s"))
-    ceiling = 1 / (per_message_s * (1 + models["cars"] / args.images))
+    ceiling = 1 / (per_message_s * (1 + cars / args.images))
     figures = {
         "images": args.images, "backend": args.backend, "cores": cores, "concurrency": list(concurrency),
-        "cars": models["cars"], "wall_s": wall, "images_per_s": args.images / wall,
-        "model_s": {"detect": models["detect_s"], "text": models["text_s"],
-                    "before_pipeline": before["detect_s"] + before["text_s"],
-                    "after_pipeline": after["detect_s"] + after["text_s"]},
+        "cars": cars, "wall_s": wall, "images_per_s": args.images / wall,
+        "model_s": models[cores], "model_s_one_process": models[1],
         "ideal_s": ideal, "efficiency": ideal / wall,
+        "ideal_one_process_s": ideal_alone, "efficiency_vs_one_process": ideal_alone / wall,
         "baseline_wall_s": baseline, "speedup_vs_baseline": baseline / wall,
         "stage_s": pipeline["stage_s"], "peak_rss_mb": pipeline["peak_rss_mb"], "cpu_s": pipeline["cpu_s"],
         "emulator_sqs": rates, "emulator_ceiling_images_per_s": ceiling,
         "pipeline_vs_emulator": (args.images / wall) / ceiling,
         "exit_code": pipeline["exit_code"],
     }
-    print(f"images {args.images} ({models['cars']} cars), backend {args.backend}, {cores} cores, "
+    print(f"images {args.images} ({cars} cars), backend {args.backend}, {cores} cores, "
           f"workers A={concurrency[0]} B={concurrency[1]}")
     rows = [("pipeline wall", f"{wall:.2f} s"), ("images per second", f"{args.images / wall:.1f}"),
-            ("model time (1 thread)", f"detect {models['detect_s']:.2f} s + text {models['text_s']:.2f} s "
-             f"(before {before['detect_s'] + before['text_s']:.1f}, after {after['detect_s'] + after['text_s']:.1f})"),
+            *((f"model time, {n} process{'es' * (n > 1)}", "detect {detect_s:.2f} s + text {text_s:.2f} s "
+               "(before {before_pipeline:.1f}, after {after_pipeline:.1f})".format(**models[n])) for n in (cores, 1)),
             ("ideal wall (model/cores)", f"{ideal:.2f} s"), ("efficiency", f"{ideal / wall:.2f}"),
+            ("  against 1 process's model time", f"ideal {ideal_alone:.2f} s, efficiency {ideal_alone / wall:.2f}"),
             ("baseline wall", f"{baseline:.2f} s"), ("speedup vs baseline", f"{baseline / wall:.2f}"),
             ("dispatch send", f"{pipeline['stage_s']['dispatch_send']:.2f} s"),
             ("detect tasks (sum)", "{detect_tasks_sum:.2f} s, CPU {detect_tasks_cpu_sum:.2f} s".format(**pipeline["stage_s"])),
