@@ -253,6 +253,12 @@ class Channel(SQS.Channel):
         return [self._prepare_json_payload(bytes_to_str(self._decode_python_message_body(m["Body"])))
                 for m in messages]
 
+    def _loop1(self, queue, messages_fetched=None):
+        # A receive that completes after the channel closed (a worker shutting
+        # down) schedules no next one; kombu's raised in the timer and logged an error.
+        if self.connection is not None:
+            super()._loop1(queue, messages_fetched)
+
     def _get_message_estimate(self, max_if_unlimited=SQS.SQS_MAX_MESSAGES):
         estimate = super()._get_message_estimate(max_if_unlimited)
         # In a worker, wait (polling_interval at a time) until half its prefetch

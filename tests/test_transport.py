@@ -1,4 +1,4 @@
-"""The transport's own behaviour: event broadcasts only while somebody watches."""
+"""The transport's own behaviour: event broadcasts only while somebody watches; a quiet close."""
 
 import time
 import uuid
@@ -47,3 +47,10 @@ def test_events_go_out_when_the_subscribers_cannot_be_listed(emulator, monkeypat
         assert "allow sns:ListSubscriptionsByTopic" in caplog.text
     finally:
         connection.release()
+
+
+def test_a_receive_that_completes_after_close_schedules_nothing(emulator):
+    connection, chan = channel()
+    chan.close()
+    chan._loop1("detect", None)  # kombu's own raised AttributeError here, at some worker shutdowns
+    connection.release()
