@@ -114,6 +114,14 @@ def model_time(images, backend: str, processes: int = 1) -> dict:
     return {key: sum(share[key] for share in got) for key in ("detect_s", "text_s", "cars")}
 
 
+def mean_model_time(before: dict, after: dict) -> dict:
+    """The mean of two ``model_time`` answers per stage and in total, with the totals of each."""
+    mean = {key: (before[key] + after[key]) / 2 for key in ("detect_s", "text_s")}
+    return mean | {"total_s": mean["detect_s"] + mean["text_s"],
+                   "before_pipeline": before["detect_s"] + before["text_s"],
+                   "after_pipeline": after["detect_s"] + after["text_s"]}
+
+
 def task_times(log: str, stage: str) -> dict:
     """Sums of the wall and CPU seconds of every ``stage`` task in a worker log."""
     found = re.findall(rf"stage={stage} .*time=([\d.]+)s cpu=([\d.]+)s", log)
@@ -208,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     cores = os.cpu_count() or 1
     # Model time is measured before and after the pipeline, and averaged: this
     # machine's speed drifts by several per cent from one minute to the next.
-    before = {n: model_time(images, args.backend, n) for n in (1, cores)}
+    counts = sorted({1, cores})
+    before = {n: model_time(images, args.backend, n) for n in counts}
     with Stack(workdir) as stack:
         stack.start_emulator()
         for name, data in images:
@@ -216,12 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         pipeline = run_pipeline(stack, concurrency)
         baseline = run_baseline(stack)
         rates = sqs_rates()
-    after = {n: model_time(images, args.backend, n) for n in (1, cores)}
-    models = {n: {key: (before[n][key] + after[n][key]) / 2 for key in ("detect_s", "text_s")}
-              | {"total_s": (before[n]["detect_s"] + before[n]["text_s"] + after[n]["detect_s"] + after[n]["text_s"]) / 2,
-                 "before_pipeline": before[n]["detect_s"] + before[n]["text_s"],
-                 "after_pipeline": after[n]["detect_s"] + after[n]["text_s"]}
-              for n in (1, cores)}
+    after = {n: model_time(images, args.backend, n) for n in counts}
+    models = {n: mean_model_time(before[n], after[n]) for n in counts}
     cars = before[1]["cars"]
     # The ideal: the models' work spread over every core, measured with every core
     # at work (as in the pipeline); and, for comparison, measured one process alone.
@@ -247,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
           f"workers A={concurrency[0]} B={concurrency[1]}")
     rows = [("pipeline wall", f"{wall:.2f} s"), ("images per second", f"{args.images / wall:.1f}"),
             *((f"model time, {n} process{'es' * (n > 1)}", "detect {detect_s:.2f} s + text {text_s:.2f} s "
-               "(before {before_pipeline:.1f}, after {after_pipeline:.1f})".format(**models[n])) for n in (cores, 1)),
+               "(before {before_pipeline:.1f}, after {after_pipeline:.1f})".format(**models[n])) for n in reversed(counts)),
             ("ideal wall (model/cores)", f"{ideal:.2f} s"), ("efficiency", f"{ideal / wall:.2f}"),
             ("  against 1 process's model time", f"ideal {ideal_alone:.2f} s, efficiency {ideal_alone / wall:.2f}"),
             ("baseline wall", f"{baseline:.2f} s"), ("speedup vs baseline", f"{baseline / wall:.2f}"),
