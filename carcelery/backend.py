@@ -3,17 +3,19 @@
 SQS delivers at least once: a task whose worker dies after it reported its
 result but before it acknowledged its message runs again. Celery's counter
 would then count that chord part twice and fire the terminator before the
-last image is done. Here the counter is the set of the task ids that have
-reported, grown atomically (DynamoDB ``ADD`` to a string set): a second report
-of the same task leaves the count as it was.
+last image is done. Here each part that reports marks itself in the chord's
+counter item, and the count grows in the same conditional UpdateItem, only if
+the mark was not there: a second report of the same task leaves the count as
+it was.
 
 Celery's backend reads the whole group back for every part it counts, and the
 part that completes the chord reads each part's result with its own GetItem.
-Here the chord's size is stored with its counter (``set_chord_size``), so a
-part that is not the last one only counts (one UpdateItem), and the results
-are read with BatchGetItem, 100 per request. And a result is stored with one
-conditional PutItem, where Celery reads the stored result first so as not to
-overwrite a success.
+Here the counter item also holds how many parts remain (``set_chord_size``
+adds the chord's size, each part takes one away), so a part that is not the
+last one only counts (one UpdateItem, whose answer is two numbers), and the
+results are read with BatchGetItem, 100 per request. And a result is stored
+with one conditional PutItem, where Celery reads the stored result first so
+as not to overwrite a success.
 
 ``celeryconfig.result_backend`` names this class in front of the
 ``dynamodb://`` URL (Celery's ``module:Class+url`` form).
@@ -59,18 +61,20 @@ class OncePerPartDynamoDBBackend(DynamoDBBackend):
             self._reporting.task_id = None
 
     def set_chord_size(self, group_id, chord_size):
-        """Store the chord's size with its counter; the dispatcher calls this before sending its last part."""
+        """Add the chord's size to its parts remaining; the dispatcher calls this before sending its last part.
+
+        Parts that reported earlier took their one away already: the count
+        reaches 0 with the last part, whichever comes first.
+        """
         self.client.update_item(**self._prepare_get_request(str(self.get_key_for_chord(group_id))),
-                                UpdateExpression="SET chord_size = :size",
+                                UpdateExpression="ADD remaining :size",
                                 ExpressionAttributeValues={":size": {"N": str(chord_size)}})
 
     def on_chord_part_return(self, request, state, result, **kwargs):
-        if request.group:
-            done, size = self._add_part(str(self.get_key_for_chord(request.group)), request.id)
-            if size is not None and done < size:
-                return  # not the last part: nothing to read back
-        # The last part, or the size is not stored yet: Celery's own code, whose
-        # count of this part (again) leaves the count as it is.
+        if request.group and self._add_part(str(self.get_key_for_chord(request.group)), request.id)[1] != 0:
+            return  # not the last part: nothing to read back
+        # The last part: Celery's own code, whose count of this part (again)
+        # leaves the count as it is.
         with self.counting(request.id):
             super().on_chord_part_return(request, state, result, **kwargs)
 
@@ -110,18 +114,32 @@ class OncePerPartDynamoDBBackend(DynamoDBBackend):
         # str(key), as Celery's own incr and delete name the item.
         return self._add_part(str(key), task_id)[0]
 
-    def _add_part(self, key: str, task_id: str) -> tuple[int, int | None]:
-        """Count ``task_id`` in chord counter ``key``: (parts counted, the chord's size if stored)."""
-        answer = self.client.update_item(
-            **self._prepare_get_request(key),
-            UpdateExpression="ADD parts :part",
-            ExpressionAttributeValues={":part": {"SS": [task_id]}},
-            ReturnValues="ALL_NEW",
-        )["Attributes"]
-        return len(answer["parts"]["SS"]), int(answer["chord_size"]["N"]) if "chord_size" in answer else None
+    def _add_part(self, key: str, task_id: str) -> tuple[int, int]:
+        """Count ``task_id`` in chord counter ``key`` once: (parts counted, parts remaining).
+
+        Parts remaining are below 0 until ``set_chord_size`` has added the size.
+        """
+        try:
+            answer = self.client.update_item(
+                **self._prepare_get_request(key),
+                UpdateExpression="SET #part = :yes ADD parts :one, remaining :minus_one",
+                ConditionExpression="attribute_not_exists(#part)",
+                ExpressionAttributeNames={"#part": f"part-{task_id}"},
+                ExpressionAttributeValues={":yes": {"BOOL": True}, ":one": {"N": "1"}, ":minus_one": {"N": "-1"}},
+                ReturnValues="UPDATED_NEW",
+            )["Attributes"]
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            # Counted before (delivered again): the count as it stands. Its first
+            # run may have died before firing the terminator; if it was the last
+            # part, remaining is 0 and this run fires it.
+            answer = self.client.get_item(**self._prepare_get_request(key), ConsistentRead=True,
+                                          ProjectionExpression="parts, remaining")["Item"]
+        return int(answer["parts"]["N"]), int(answer["remaining"]["N"])
 
     def parts_done(self, group_id: str) -> int:
         """How many tasks of chord ``group_id`` have reported so far (0 once the chord is done)."""
         key = str(self.get_key_for_chord(group_id))
-        item = self.client.get_item(**self._prepare_get_request(key)).get("Item", {})
-        return len(item.get("parts", {}).get("SS", []))
+        item = self.client.get_item(**self._prepare_get_request(key), ProjectionExpression="parts").get("Item", {})
+        return int(item.get("parts", {}).get("N", 0))

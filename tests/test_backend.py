@@ -1,8 +1,10 @@
 import json
 import os
 import uuid
+from types import SimpleNamespace
 
 from celery import states
+from celery.backends.base import BaseKeyValueStoreBackend
 
 from carcelery import app
 from carcelery.backend import OncePerPartDynamoDBBackend
@@ -21,6 +23,31 @@ def test_a_chord_part_reported_twice_counts_once(emulator):
     backend.delete(key)
     with backend.counting("task-2"):
         assert backend.incr(key) == 1, "delete removes the whole counter"
+
+
+def test_only_the_last_part_completes_the_chord(emulator, monkeypatch):
+    # Parts may report before the dispatcher has stored the chord's size, and
+    # any part may report twice; only the last one goes on to Celery's code,
+    # which joins the results and sends the terminator.
+    backend = app.backend
+    completing = []
+    monkeypatch.setattr(BaseKeyValueStoreBackend, "on_chord_part_return",
+                        lambda self, request, *args, **kwargs: completing.append(request.id))
+    group = uuid.uuid4().hex
+
+    def report(task_id):
+        backend.on_chord_part_return(SimpleNamespace(group=group, id=task_id), states.SUCCESS, {})
+
+    report("task-1")  # before the size is stored
+    backend.set_chord_size(group, 3)
+    report("task-2")
+    report("task-2")  # redelivered, ran again
+    report("task-1")
+    assert completing == [] and backend.parts_done(group) == 2
+    report("task-3")
+    assert completing == ["task-3"]
+    report("task-3")  # its first run may have died before sending the terminator
+    assert completing == ["task-3", "task-3"]
 
 
 def test_a_stored_success_is_not_overwritten(emulator):
