@@ -31,6 +31,10 @@ from .settings import settings
 from .tasks import detect_car, terminate
 from .transport import batched_sends
 
+# Seconds between two looks of ``--wait`` at the run (two DynamoDB reads each):
+# at 0.5 s they were a tenth of the requests of a run of 200 images.
+WAIT_POLL = 1.0
+
 
 def dispatch(bucket: str, prefix: str = "", force: bool = False, stream: TextIO | None = None) -> dict:
     """List ``bucket`` under ``prefix`` and send the run.
@@ -98,7 +102,7 @@ def wait(run: dict, timeout: float, stream: TextIO) -> dict:
         if done:
             # The chord's counter is deleted once it completes: what read 183 then reads 0.
             done.update(max(done.done, app.backend.parts_done(group.id)))
-        time.sleep(0.5)
+        time.sleep(WAIT_POLL)
     if done:
         done.update(run["images"])
         done.close()
