@@ -63,8 +63,8 @@ class OncePerPartDynamoDBBackend(DynamoDBBackend):
     def set_chord_size(self, group_id, chord_size):
         """Add the chord's size to its parts remaining; the dispatcher calls this before sending its last part.
 
-        Parts that reported earlier took their one away already: the count
-        reaches 0 with the last part, whichever comes first.
+        Parts that reported before it have taken their one away already, so
+        the parts remaining reach 0 with the last part either way.
         """
         self.client.update_item(**self._prepare_get_request(str(self.get_key_for_chord(group_id))),
                                 UpdateExpression="ADD remaining :size",
