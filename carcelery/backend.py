@@ -114,10 +114,11 @@ class OncePerPartDynamoDBBackend(DynamoDBBackend):
         # str(key), as Celery's own incr and delete name the item.
         return self._add_part(str(key), task_id)[0]
 
-    def _add_part(self, key: str, task_id: str) -> tuple[int, int]:
+    def _add_part(self, key: str, task_id: str) -> tuple[int, int | None]:
         """Count ``task_id`` in chord counter ``key`` once: (parts counted, parts remaining).
 
-        Parts remaining are below 0 until ``set_chord_size`` has added the size.
+        Parts remaining are below 0 until ``set_chord_size`` has added the size,
+        and None if the counter went (the chord completed) as this part reported again.
         """
         try:
             answer = self.client.update_item(
@@ -134,12 +135,18 @@ class OncePerPartDynamoDBBackend(DynamoDBBackend):
             # Counted before (delivered again): the count as it stands. Its first
             # run may have died before firing the terminator; if it was the last
             # part, remaining is 0 and this run fires it.
-            answer = self.client.get_item(**self._prepare_get_request(key), ConsistentRead=True,
-                                          ProjectionExpression="parts, remaining")["Item"]
+            return self._counts(key)
         return int(answer["parts"]["N"]), int(answer["remaining"]["N"])
+
+    def _counts(self, key: str) -> tuple[int, int | None]:
+        """(parts counted, parts remaining) of chord counter ``key``; (0, None) once it is gone (the chord completed)."""
+        item = self.client.get_item(**self._prepare_get_request(key), ConsistentRead=True,
+                                    ProjectionExpression="parts, remaining").get("Item")
+        if item is None:
+            return 0, None
+        # Before any part reports, the item holds the size set_chord_size added, no parts.
+        return int(item.get("parts", {"N": 0})["N"]), int(item["remaining"]["N"])
 
     def parts_done(self, group_id: str) -> int:
         """How many tasks of chord ``group_id`` have reported so far (0 once the chord is done)."""
-        key = str(self.get_key_for_chord(group_id))
-        item = self.client.get_item(**self._prepare_get_request(key), ProjectionExpression="parts").get("Item", {})
-        return int(item.get("parts", {}).get("N", 0))
+        return self._counts(str(self.get_key_for_chord(group_id)))[0]

@@ -38,6 +38,9 @@ def test_only_the_last_part_completes_the_chord(emulator, monkeypatch):
     def report(task_id):
         backend.on_chord_part_return(SimpleNamespace(group=group, id=task_id), states.SUCCESS, {})
 
+    waiting = uuid.uuid4().hex
+    backend.set_chord_size(waiting, 3)
+    assert backend.parts_done(waiting) == 0, "a size stored, no part reported yet"
     report("task-1")  # before the size is stored
     backend.set_chord_size(group, 3)
     report("task-2")
