@@ -60,6 +60,43 @@ def _without_hot_spots(dispatcher_class):
     return Dispatcher
 
 
+def _one_request_at_a_time(dispatcher_class):
+    """moto's server, serving one request at a time but for SQS's long polls while they wait.
+
+    moto's backends are not safe for concurrent requests, and the server serves
+    many at once: two UpdateItems of one item lost a count (a chord part short,
+    so a run's terminator never came; tests/test_emulator.py), and SQS's
+    DeleteMessage rebuilds its queue's list of messages, dropping one that
+    another request appends meanwhile. Under the GIL the requests did not run
+    in parallel anyway.
+
+    Returns:
+      A subclass of ``dispatcher_class`` whose requests hold one lock, which a
+      ReceiveMessage lets go while it waits for messages.
+    """
+    from moto.sqs import models
+
+    lock = threading.Lock()
+    wait_for_messages = models.Queue.wait_for_messages
+
+    def waiting_unlocked(self, timeout):
+        lock.release()
+        try:
+            wait_for_messages(self, timeout)
+        finally:
+            lock.acquire()
+
+    models.Queue.wait_for_messages = waiting_unlocked
+
+    class Dispatcher(dispatcher_class):
+        def __call__(self, environ, start_response):
+            # The response's body is made within the call; waitress sends it after.
+            with lock:
+                return super().__call__(environ, start_response)
+
+    return Dispatcher
+
+
 def _complete_after_continue(channel_class):
     """Waitress's HTTP channel, with an empty request body that follows "100 Continue" left complete.
 
@@ -96,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         # every response, so each request cost a TCP connection and a thread.
         # Waitress keeps connections alive; a thread serves a request, not a
         # connection, and long polls hold one each for up to wait_time_seconds.
-        server = create_server(_without_hot_spots(DomainDispatcherApplication)(create_backend_app),
-                               host=settings.emulator_host, port=settings.emulator_port, threads=THREADS,
+        app = _one_request_at_a_time(_without_hot_spots(DomainDispatcherApplication))(create_backend_app)
+        server = create_server(app, host=settings.emulator_host, port=settings.emulator_port, threads=THREADS,
                                connection_limit=CONNECTIONS, asyncore_use_poll=True, ident="carcelery-emulator")
         server.channel_class = _complete_after_continue(HTTPChannel)
     except OSError as exc:
