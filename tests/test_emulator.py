@@ -3,6 +3,10 @@
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
 from carcelery import aws
 from carcelery.settings import settings
 
@@ -28,3 +32,39 @@ def test_concurrent_updates_of_one_item_all_count(emulator):
     item = dynamodb.get_item(TableName=settings.results_table, Key=key, ConsistentRead=True)["Item"]
     assert int(item["parts"]["N"]) == len(parts)
     assert sum(1 for name in item if name.startswith("part-")) == len(parts)
+
+
+def test_dynamodb_answers_as_moto_gives_them():
+    # The emulator writes DynamoDB's answers itself (emulator._without_hot_spots):
+    # every kind of value, nested and binary, comes back as moto's serializer gives it.
+    from moto import mock_aws
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+    from carcelery.emulator import _without_hot_spots
+
+    item = {"id": {"S": "k"}, "n": {"N": "1.5"}, "b": {"B": b"\x00\xffbin"}, "bs": {"BS": [b"a", b"\x01"]},
+            "t": {"BOOL": True}, "z": {"NULL": True}, "ss": {"SS": ["a", "b"]}, "ns": {"NS": ["1", "2"]},
+            "m": {"M": {"x": {"B": b"q"}, "y": {"L": [{"S": "s"}, {"B": b"r"}, {"M": {}}]}}}, "l": {"L": []}}
+    key = {"id": {"S": "k"}}
+
+    def answers():
+        with mock_aws():
+            dynamodb = boto3.client("dynamodb", region_name="us-east-1")
+            dynamodb.create_table(TableName="t", KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+                                  AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+                                  BillingMode="PAY_PER_REQUEST")
+            dynamodb.put_item(TableName="t", Item=item)
+            got = [dynamodb.get_item(TableName="t", Key=key)["Item"],
+                   dynamodb.batch_get_item(RequestItems={"t": {"Keys": [key]}})["Responses"],
+                   dynamodb.update_item(TableName="t", Key=key, UpdateExpression="ADD c :one",
+                                        ExpressionAttributeValues={":one": {"N": "1"}}, ReturnValues="ALL_NEW")["Attributes"],
+                   dynamodb.scan(TableName="t")["Items"]]
+            with pytest.raises(ClientError) as failed:
+                dynamodb.put_item(TableName="t", Item=item, ConditionExpression="attribute_not_exists(id)",
+                                  ReturnValuesOnConditionCheckFailure="ALL_OLD")
+            return got + [failed.value.response["Item"]]
+
+    by_moto = answers()
+    _without_hot_spots(DomainDispatcherApplication)
+    assert answers() == by_moto
+    assert by_moto[0] == item
