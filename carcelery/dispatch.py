@@ -46,7 +46,10 @@ def dispatch(bucket: str, prefix: str = "", force: bool = False, stream: TextIO 
 
     Raises:
       botocore.exceptions.ClientError: the bucket or the ledger is missing or not reachable
-        (``storage.explain`` says which, and the fix); nothing has been sent then.
+        (``storage.explain`` says which, and the fix); nothing has been sent then, unless
+        it was the ledger's write, after sending: the next scan sends those images again.
+      kombu.exceptions.ChannelError: SQS refused messages; the images are not recorded
+        as dispatched, so the next scan sends them again.
 
     Returns:
       The run: ``id``, ``bucket``, ``prefix``, ``images`` (count sent), ``skipped``
@@ -61,7 +64,7 @@ def dispatch(bucket: str, prefix: str = "", force: bool = False, stream: TextIO 
             listing.update(len(listed))
     if listing:
         listing.close()
-    todo = ledger.claim(listed, run["id"], force)
+    todo = ledger.new(listed, force)
     run["images"], run["skipped"] = len(todo), len(listed) - len(todo)
     header = [detect_car.s({"bucket": i.bucket, "key": i.key, "etag": i.etag}) for i in todo]
     body = terminate.s(run={k: run[k] for k in ("id", "bucket", "prefix", "images")})
@@ -81,6 +84,7 @@ def dispatch(bucket: str, prefix: str = "", force: bool = False, stream: TextIO 
         if sending:
             after_task_publish.disconnect(sent)
             sending.close()
+    ledger.record(todo, run["id"])
     return run
 
 

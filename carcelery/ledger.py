@@ -35,27 +35,29 @@ def dispatched(images: list[S3Image]) -> dict[str, str]:
             for item in aws.batch_get(aws.client("dynamodb"), settings.ledger_table, keys)}
 
 
-def claim(images: list[S3Image], run_id: str, force: bool = False) -> list[S3Image]:
-    """Record ``images`` as dispatched in run ``run_id``, and return those to dispatch.
+def new(images: list[S3Image], force: bool = False) -> list[S3Image]:
+    """``images`` less those dispatched before with the same ETag (all of them if ``force``).
 
-    Parameters:
-      images: the S3 objects, with their ETags.
-      run_id: the run dispatching them.
-      force: claim them all, even those dispatched before with the same ETag.
+    Raises:
+      botocore.exceptions.ClientError: the table is missing or not readable.
+    """
+    before = {} if force else dispatched(images)
+    return [i for i in images if before.get(_key(i)) != i.etag]
+
+
+def record(images: list[S3Image], run_id: str) -> None:
+    """Record ``images`` as dispatched in run ``run_id``, once they are sent.
+
+    Not before: a dispatcher that fails while sending leaves them new, for the
+    next scan; one recorded but never sent would be skipped for good.
 
     Raises:
       botocore.exceptions.ClientError: the table is missing or not writable.
-
-    Returns:
-      ``images`` less those dispatched before with the same ETag (unless ``force``).
     """
-    before = {} if force else dispatched(images)
-    todo = [i for i in images if before.get(_key(i)) != i.etag]
     dynamodb = aws.client("dynamodb")
-    for chunk in _chunks(todo, WRITE_BATCH):
+    for chunk in _chunks(images, WRITE_BATCH):
         request = {settings.ledger_table: [
             {"PutRequest": {"Item": {KEY: {"S": _key(i)}, "etag": {"S": i.etag}, "run": {"S": run_id}}}}
             for i in chunk]}
         while request:
             request = dynamodb.batch_write_item(RequestItems=request).get("UnprocessedItems") or None
-    return todo

@@ -65,6 +65,24 @@ def test_a_second_run_skips_what_was_done_and_force_redoes_it(pipeline, bucket, 
     assert len(records(pipeline)) == 10
 
 
+def test_images_not_sent_are_not_recorded_as_dispatched(emulator, bucket, seed_dir, monkeypatch):
+    from kombu.exceptions import ChannelError
+
+    from carcelery import dispatch as dispatcher
+    from carcelery import ledger, storage
+
+    storage.upload_folder(seed_dir, bucket, "")
+
+    def refused(header):
+        raise ChannelError("SQS refused the batch")
+
+    monkeypatch.setattr(dispatcher, "chord", refused)
+    with pytest.raises(ChannelError):
+        dispatcher.dispatch(bucket)
+    # The next scan sends them.
+    assert len(ledger.new(list(storage.list_images(bucket, "")))) == 10
+
+
 def test_bad_objects_are_recorded_and_the_run_goes_on(pipeline, bucket, seed_dir):
     s3 = aws.client("s3")
     for name in ("4.jpg", "7.jpg"):
