@@ -13,6 +13,7 @@ written down. Transient errors are retried with backoff, a bounded number of tim
 
 from __future__ import annotations
 
+import gc
 import os
 import random
 import signal
@@ -47,6 +48,9 @@ def _load_models(**_):
     app.backend.client  # noqa: B018 - the result backend's DynamoDB client
     with app.producer_or_acquire() as producer:
         producer.channel  # noqa: B018 - the SQS client of the hand-off to Instance B
+    # What is loaded now lives as long as the process: out of the garbage
+    # collector's full passes, which took a tenth of a second or more each.
+    gc.freeze()
 
 
 def _image(ref: dict) -> recognizers.Image:
