@@ -1,4 +1,4 @@
-"""The emulator under concurrent requests, as the workers send them: no update lost."""
+"""The emulator: no update lost under concurrent requests, and DynamoDB answers as moto itself gives them."""
 
 import uuid
 from concurrent.futures import ThreadPoolExecutor
