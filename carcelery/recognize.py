@@ -19,11 +19,11 @@ from .settings import settings
 
 
 def analyze(path: Path, recognizer: recognizers.Recognizer, threshold: float) -> dict:
-    """The record of one local image: labels, car decision, and text (read on every image)."""
+    """The record of one local image: labels, car decision, and text (read on every image, where the pipeline would read it)."""
     image = recognizers.Image(path.name, path.read_bytes)
     try:
         record = results.detection(path.name, labels=recognizer.labels(image), threshold=threshold)
-        return results.with_text(record, recognizer.text(image))
+        return results.with_text(record, recognizer.text(image, recognizers.text_regions(record["labels"], settings.text_region)))
     except (recognizers.ImageError, OSError) as exc:
         return results.failure(path.name, "recognize", str(exc))
 

@@ -18,6 +18,7 @@ where boto3's standard credential chain applies (nothing is hard-coded).
 | CARCELERY_SCAN_INTERVAL   | 60                          | seconds between the beat's scans for new images |
 | CARCELERY_RECOGNIZER      | local                       | ``local``, ``rekognition`` or ``noop``         |
 | CARCELERY_CAR_THRESHOLD   | the recognizer's own        | car confidence (0-100) at or above which an image holds a car |
+| CARCELERY_TEXT_REGION     | vehicles                    | where a car image's text is read: ``vehicles`` (its cars' and plates' boxes; the whole image if it has none) or ``image`` (all of it, signs and watermarks too) |
 | CARCELERY_OUTPUT_DIR      | output                      | where Instance B writes output.txt and results.jsonl |
 | CARCELERY_MODEL_DIR       | ~/.cache/carcelery/models   | where setup puts the local detector model      |
 | CARCELERY_VISIBILITY_TIMEOUT | 300                      | seconds a received task stays hidden; longer than the longest task, so a task is redelivered only when its worker died |
@@ -40,6 +41,7 @@ from typing import Mapping
 
 TARGETS = ("emulator", "aws")
 RECOGNIZERS = ("local", "rekognition", "noop")
+TEXT_REGIONS = ("vehicles", "image")
 SWITCH = {"on": True, "1": True, "true": True, "off": False, "0": False, "false": False}
 
 # Celery queue names (SQS names get CARCELERY_QUEUE_PREFIX in front).
@@ -96,6 +98,7 @@ class Settings:
     scan_interval: float = 60.0
     recognizer: str = "local"
     car_threshold: float | None = None
+    text_region: str = "vehicles"
     output_dir: Path = Path("output")
     model_dir: Path = Path("~/.cache/carcelery/models").expanduser()
     model_threads: int = 1
@@ -127,6 +130,7 @@ class Settings:
             scan_interval=_number(env, "CARCELERY_SCAN_INTERVAL", cls.scan_interval, float),
             recognizer=_choice(env, "CARCELERY_RECOGNIZER", "local", RECOGNIZERS),
             car_threshold=threshold,
+            text_region=_choice(env, "CARCELERY_TEXT_REGION", cls.text_region, TEXT_REGIONS),
             output_dir=Path(env.get("CARCELERY_OUTPUT_DIR") or cls.output_dir),
             model_dir=Path(env["CARCELERY_MODEL_DIR"]).expanduser() if env.get("CARCELERY_MODEL_DIR") else cls.model_dir,
             model_threads=_number(env, "CARCELERY_MODEL_THREADS", cls.model_threads),

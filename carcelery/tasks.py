@@ -111,7 +111,8 @@ def detect_car(self, ref: dict) -> dict:
 @app.task(bind=True, name="carcelery.tasks.recognize_text")
 def recognize_text(self, record: dict) -> dict:
     """Instance B: read the text of a car image."""
-    return _attempt(self, record, "text", lambda: results.with_text(record, recognizer().text(_image(record))))
+    regions = recognizers.text_regions(record["labels"], settings.text_region)
+    return _attempt(self, record, "text", lambda: results.with_text(record, recognizer().text(_image(record), regions)))
 
 
 @app.task(name="carcelery.tasks.terminate")

@@ -5,7 +5,7 @@ import pytest
 from botocore.stub import Stubber
 
 from carcelery import aws
-from carcelery.recognizers import Image, ImageError
+from carcelery.recognizers import Box, Image, ImageError
 from carcelery.recognizers.rekognition import RekognitionRecognizer
 
 S3_IMAGE = Image("7.jpg", lambda: pytest.fail("an S3 image must be passed by reference, not read"),
@@ -44,6 +44,17 @@ def test_text_keeps_lines_not_words(stubbed):
     stub.add_response("detect_text", {"TextDetections": detections},
                       {"Image": {"S3Object": {"Bucket": "njit-cs-643", "Name": "7.jpg"}}})
     assert [line.text for line in recognizer.text(S3_IMAGE)] == ["Lamborghini", "LP 610 LB"]
+
+
+@pytest.mark.parametrize("regions, sent", [
+    ([Box(0.6, 0.5, 0.2, 0.1)], {"Filters": {"RegionsOfInterest": [{"BoundingBox": BOX}]}}),
+    ([Box(0.0, 0.0, 0.05, 0.05)] * 11, {}),  # over DetectText's 10 regions: the whole image
+])
+def test_text_read_in_regions_of_interest(stubbed, regions, sent):
+    recognizer, stub = stubbed
+    stub.add_response("detect_text", {"TextDetections": []},
+                      {"Image": {"S3Object": {"Bucket": "njit-cs-643", "Name": "7.jpg"}}, **sent})
+    assert recognizer.text(S3_IMAGE, regions) == []
 
 
 def test_local_files_are_sent_as_bytes(stubbed):

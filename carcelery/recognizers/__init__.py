@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import importlib
 
-from .base import CAR, Box, Image, ImageError, Label, Recognizer, TextLine, car_confidence, to_dict
+from .base import CAR, LICENSE_PLATE, Box, Image, ImageError, Label, Recognizer, TextLine, car_confidence, text_regions, to_dict
 
 BACKENDS = {
     "local": "carcelery.recognizers.local:LocalRecognizer",
@@ -18,8 +18,8 @@ BACKENDS = {
     "noop": "carcelery.recognizers.noop:NoopRecognizer",
 }
 
-__all__ = ["CAR", "Box", "Image", "ImageError", "Label", "Recognizer", "TextLine",
-           "car_confidence", "to_dict", "get", "threshold", "BACKENDS"]
+__all__ = ["CAR", "LICENSE_PLATE", "Box", "Image", "ImageError", "Label", "Recognizer", "TextLine",
+           "car_confidence", "text_regions", "to_dict", "get", "threshold", "BACKENDS"]
 
 
 @functools.cache

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import abc
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 CAR = "Car"
+# Rekognition's label; the local recognizer gives it to plate-like lines of text.
+LICENSE_PLATE = "License Plate"
 
 
 class ImageError(Exception):
@@ -90,11 +92,13 @@ class Recognizer(abc.ABC):
         """
 
     @abc.abstractmethod
-    def text(self, image: Image) -> list[TextLine]:
+    def text(self, image: Image, regions: Sequence[Box] = ()) -> list[TextLine]:
         """Read the lines of text in ``image`` (lines, not single words).
 
         Parameters:
           image: the image to read.
+          regions: read only these parts of it (for instance its vehicles, see
+            ``text_regions``); empty: the whole image.
 
         Raises:
           ImageError: the image cannot be recognized.
@@ -107,3 +111,14 @@ class Recognizer(abc.ABC):
 def car_confidence(labels: list[Label]) -> float:
     """The confidence of the ``Car`` label, 0 when there is none."""
     return max((label.confidence for label in labels if label.name == CAR), default=0.0)
+
+
+def text_regions(labels: list[dict], region: str) -> list[Box]:
+    """Where a car image's text is read (CARCELERY_TEXT_REGION), from its record's labels.
+
+    ``vehicles``: the boxes of its ``Car`` and ``License Plate`` labels; ``image``
+    (or no such box): none, meaning the whole image.
+    """
+    if region != "vehicles":
+        return []
+    return [Box(**box) for label in labels if label["name"] in (CAR, LICENSE_PLATE) for box in label["boxes"]]

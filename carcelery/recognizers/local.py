@@ -3,25 +3,34 @@
 - Objects: SSD MobileNet v2 COCO (8-bit quantized TFLite) on ai-edge-litert.
 - Text: RapidOCR's PP-OCR ONNX models, shipped inside the rapidocr wheel.
 
-The detector's scores are not Rekognition confidences: they come in coarse
-steps (0.418, 0.5, 0.582, 0.66, 0.789, 0.84, 0.91, ...) and close-ups of cars
-often score 0.5-0.8. On the ten seed images the cars score 0.789-0.91, the
-night street Rekognition put below 90 scores 0.66, and the car door of 6.jpg
-only 0.418: 70 separates them best (9 of 10 agree with Rekognition; 6.jpg,
-which holds no text, is the one miss). See README, "Recognizers".
+The car decision (README, "Recognizers"; figures from ``python -m carcelery.evaluate``):
+
+- COCO's ``car``, ``truck`` and ``bus`` all count as a car, as Rekognition's
+  ``Car`` does: COCO files pickups and SUVs under truck, vans under bus.
+- The detector looks twice: at the image, and at the image in the middle of a
+  grey square 1.4 times its long side. A car cut by the frame (a close-up) is
+  seen whole, and scores 0.84-0.98 there instead of 0.4-0.66.
+- A box covering at least half the image counts 1.75 times its score (0.4
+  reaches the threshold of 70): close-ups score low in this detector, and
+  its false detections are small boxes, not large ones.
+- Where neither look finds a car, a number plate does: a line of text of 4 to
+  10 letters and digits, with letters and at least two digits, read at 90 %
+  or more. Plates are on vehicles; signs, times and prices are not shaped so.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import re
+from typing import Sequence
 
 import numpy as np
 import PIL.Image
 
 from .. import weights
 from ..settings import settings
-from .base import Box, Image, ImageError, Label, Recognizer, TextLine
+from .base import CAR, LICENSE_PLATE, Box, Image, ImageError, Label, Recognizer, TextLine, car_confidence
 
 # Larger images are refused rather than decoded: a 20000x20000 RGB image is
 # 1.2 GB of pixels. JPEGs are decoded at a reduced scale first (draft), so only
@@ -32,6 +41,26 @@ MAX_PIXELS = 64_000_000
 MAX_SIDE = 2000
 # Detections below this score are noise, not labels.
 MIN_SCORE = 0.4
+# COCO's classes that Rekognition calls Car (its truck holds pickups and SUVs, its bus vans).
+VEHICLES = frozenset({"Car", "Truck", "Bus"})
+# The second look: the image in the middle of a square this many times its long side.
+ZOOM_OUT = 1.4
+ZOOM_OUT_FILL = (114, 114, 114)
+# A box covering this share of the image or more is a close-up; its score counts CLOSE_UP_WEIGHT times.
+CLOSE_UP = 0.5
+CLOSE_UP_WEIGHT = 1.75
+# The plate look: a line of 4-10 letters and digits (separators aside), with a letter and two digits.
+PLATE = re.compile(r"(?=(?:.*\d){2})(?=.*[A-Z])[A-Z0-9]{4,10}")
+PLATE_MIN_CONFIDENCE = 90.0
+# Where the text of a region is read: the region with a margin of this share of its size each side,
+# scaled so that its long side is CROP_SIDE (a small plate is enlarged, a large car reduced):
+# on the development set 640 reads every plate 960 does at half its CPU time.
+CROP_MARGIN = 0.1
+CROP_SIDE = 640
+# The whole image, as a region of itself.
+WHOLE = Box(0.0, 0.0, 1.0, 1.0)
+# The plate look reads the whole image at most this large: it is for close-ups, whose plates are large.
+PLATE_LOOK_SIDE = 960
 
 # We check sizes ourselves, after JPEG draft mode has shrunk the image.
 PIL.Image.MAX_IMAGE_PIXELS = None
@@ -84,6 +113,49 @@ def _box(left, top, right, bottom) -> Box:
     return Box(left, top, round(right - left, 4), round(bottom - top, 4))
 
 
+def plate_like(text: str) -> bool:
+    """Whether ``text`` is shaped like a number plate (separators and case aside)."""
+    return PLATE.fullmatch(re.sub(r"[^A-Z0-9]", "", text.upper())) is not None
+
+
+def zoomed_out(pic: PIL.Image.Image) -> tuple[PIL.Image.Image, Box]:
+    """``pic`` in the middle of a grey square ZOOM_OUT times its long side, and where it sits in it."""
+    width, height = pic.size
+    side = int(max(width, height) * ZOOM_OUT)
+    canvas = PIL.Image.new("RGB", (side, side), ZOOM_OUT_FILL)
+    left, top = (side - width) // 2, (side - height) // 2
+    canvas.paste(pic, (left, top))
+    return canvas, Box(left / side, top / side, width / side, height / side)
+
+
+def crop(pic: PIL.Image.Image, region: Box) -> tuple[PIL.Image.Image, Box]:
+    """``region`` of ``pic`` with a margin, its long side scaled to CROP_SIDE; and the part of ``pic`` it shows."""
+    width, height = pic.size
+    dx, dy = region.width * CROP_MARGIN, region.height * CROP_MARGIN
+    left, top = int(max(0.0, region.left - dx) * width), int(max(0.0, region.top - dy) * height)
+    right = max(left + 1, int(min(1.0, region.left + region.width + dx) * width))
+    bottom = max(top + 1, int(min(1.0, region.top + region.height + dy) * height))
+    part = pic.crop((left, top, right, bottom))
+    scale = CROP_SIDE / max(part.size)
+    part = part.resize((max(1, round(part.width * scale)), max(1, round(part.height * scale))))
+    return part, Box(left / width, top / height, (right - left) / width, (bottom - top) / height)
+
+
+def merged(regions: Sequence[Box]) -> list[Box]:
+    """``regions`` with those that overlap joined into their bounding box: each part of the image read once."""
+    def overlapping(new, boxes):
+        return [b for b in boxes if b[0] < new[2] and new[0] < b[2] and b[1] < new[3] and new[1] < b[3]]
+
+    boxes: list[tuple[float, ...]] = []
+    for region in regions:
+        new = (region.left, region.top, region.left + region.width, region.top + region.height)
+        while joined := overlapping(new, boxes):  # the joined box may reach boxes the new one did not
+            boxes = [b for b in boxes if b not in joined]
+            new = tuple(f(values) for f, values in zip((min, min, max, max), zip(new, *joined)))
+        boxes.append(new)
+    return [_box(*b) for b in boxes]
+
+
 class LocalRecognizer(Recognizer):
     name = "local"
     car_threshold = 70.0
@@ -105,41 +177,84 @@ class LocalRecognizer(Recognizer):
         for line in (model_dir / weights.LABELS).read_text().splitlines():
             index, name = line.split(maxsplit=1)
             self._names[int(index)] = name.strip().title()
-        self._ocr = RapidOCR(params={
+        engine = {
             "Global.log_level": "error",
             "EngineConfig.onnxruntime.intra_op_num_threads": -1 if default else threads,
             "EngineConfig.onnxruntime.inter_op_num_threads": 1,
-        })
+        }
+        # Whole images as PP-OCR reads them by default (enlarged to 736 px on
+        # the short side); crops and the plate look at the size they are given
+        # (about 30 MB more per process).
+        self._ocr = RapidOCR(params=engine)
+        self._ocr_as_sized = RapidOCR(params={**engine, "Det.limit_type": "max", "Det.limit_side_len": 2 * MAX_SIDE})
         logging.getLogger("RapidOCR").setLevel(logging.ERROR)
 
-    def labels(self, image: Image) -> list[Label]:
-        pic = decode(image)
+    def _detect(self, pic: PIL.Image.Image, frame: Box) -> list[tuple[str, float, Box]]:
+        """The detector's (name, score, box) in ``pic``, boxes as fractions of ``frame``, the part of ``pic`` that is the image."""
         _, height, width, _ = self._input["shape"]
         pixels = np.asarray(pic.resize((width, height)), dtype=np.uint8)[None]
         self._detector.set_tensor(self._input["index"], pixels)
         self._detector.invoke()
         boxes, classes, scores, count = (self._detector.get_tensor(i)[0] for i in self._outputs)
-        found: dict[str, Label] = {}
+        found = []
         for (top, left, bottom, right), cls, score in zip(boxes[:int(count)], classes, scores):
             if score < MIN_SCORE:
                 continue
-            name = self._names.get(int(cls), str(int(cls)))
-            box = _box(left, top, right, bottom)
+            found.append((self._names.get(int(cls), str(int(cls))), float(score),
+                          _box((left - frame.left) / frame.width, (top - frame.top) / frame.height,
+                               (right - frame.left) / frame.width, (bottom - frame.top) / frame.height)))
+        return found
+
+    def labels(self, image: Image) -> list[Label]:
+        pic = decode(image)
+        detections = self._detect(pic, WHOLE) + self._detect(*zoomed_out(pic))
+        found: dict[str, Label] = {}
+
+        def add(name: str, confidence: float, box: Box) -> None:
             old = found.get(name)
-            confidence = round(float(score) * 100, 2)
+            confidence = round(min(100.0, confidence), 2)
             found[name] = Label(name, max(confidence, old.confidence) if old else confidence,
                                 (old.boxes if old else ()) + (box,))
+
+        for name, score, box in detections:
+            if name in VEHICLES:
+                close_up = box.width * box.height >= CLOSE_UP
+                add(CAR, score * 100 * (CLOSE_UP_WEIGHT if close_up else 1.0), box)
+            if name != CAR:  # a truck or a bus keeps its own label too, as Rekognition's Truck
+                add(name, score * 100, box)
+        if car_confidence(list(found.values())) < self._threshold():
+            small = pic.copy()
+            small.thumbnail((PLATE_LOOK_SIDE, PLATE_LOOK_SIDE))
+            for line in self._lines(self._ocr_as_sized, small, WHOLE):
+                if plate_like(line.text) and line.confidence >= PLATE_MIN_CONFIDENCE:
+                    add(LICENSE_PLATE, line.confidence, line.box)
+                    add(CAR, line.confidence, line.box)
         return sorted(found.values(), key=lambda label: -label.confidence)
 
-    def text(self, image: Image) -> list[TextLine]:
-        pic = decode(image)
-        result = self._ocr(pic)
+    def _threshold(self) -> float:
+        from . import threshold  # the package imports this module
+
+        return threshold(self, settings.car_threshold)
+
+    def text(self, image: Image, regions: Sequence[Box] = ()) -> list[TextLine]:
+        return self._read(decode(image), regions)
+
+    def _read(self, pic: PIL.Image.Image, regions: Sequence[Box]) -> list[TextLine]:
+        if not regions:
+            return self._lines(self._ocr, pic, WHOLE)
+        parts = sorted((crop(pic, region) for region in merged(regions)), key=lambda part: part[1].top)
+        return [line for part, frame in parts for line in self._lines(self._ocr_as_sized, part, frame)]
+
+    @staticmethod
+    def _lines(engine, part: PIL.Image.Image, frame: Box) -> list[TextLine]:
+        """The lines ``engine`` reads in ``part``, an image of ``frame`` (a part of the whole), boxed in the whole."""
+        result = engine(part)
         if result.txts is None:
             return []
-        width, height = pic.size
+        width, height = part.size
         lines = []
         for points, text, score in zip(result.boxes, result.txts, result.scores):
-            xs, ys = points[:, 0] / width, points[:, 1] / height
-            box = _box(xs.min(), ys.min(), xs.max(), ys.max())
-            lines.append(TextLine(text, round(float(score) * 100, 2), box))
+            xs = frame.left + points[:, 0] / width * frame.width
+            ys = frame.top + points[:, 1] / height * frame.height
+            lines.append(TextLine(text, round(float(score) * 100, 2), _box(xs.min(), ys.min(), xs.max(), ys.max())))
         return lines

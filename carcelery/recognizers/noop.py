@@ -5,7 +5,9 @@ Every image holds a car (so both stages run) and no text.
 
 from __future__ import annotations
 
-from .base import CAR, Image, Label, Recognizer, TextLine
+from typing import Sequence
+
+from .base import CAR, Box, Image, Label, Recognizer, TextLine
 
 
 class NoopRecognizer(Recognizer):
@@ -15,5 +17,5 @@ class NoopRecognizer(Recognizer):
     def labels(self, image: Image) -> list[Label]:
         return [Label(CAR, 100.0)]
 
-    def text(self, image: Image) -> list[TextLine]:
+    def text(self, image: Image, regions: Sequence[Box] = ()) -> list[TextLine]:
         return []

@@ -6,6 +6,8 @@ itself, nothing is downloaded); local files are sent as bytes.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from botocore.exceptions import ClientError
 
 from .. import aws
@@ -21,6 +23,8 @@ IMAGE_ERRORS = {
 }
 # DetectLabels' default; the car decision uses the configured threshold.
 MIN_CONFIDENCE = 50
+# DetectText's limit of regions of interest.
+MAX_REGIONS = 10
 # Rekognition's limit for images sent as bytes (S3 objects may be up to 15 MB).
 MAX_BYTES = 5 * 1024 * 1024
 
@@ -63,8 +67,12 @@ class RekognitionRecognizer(Recognizer):
                       tuple(_box(i.get("BoundingBox")) for i in raw.get("Instances", []) if i.get("BoundingBox")))
                 for raw in answer.get("Labels", [])]
 
-    def text(self, image: Image) -> list[TextLine]:
-        answer = self._call(self._client.detect_text, image)
+    def text(self, image: Image, regions: Sequence[Box] = ()) -> list[TextLine]:
+        # DetectText reads at most MAX_REGIONS regions; with more, the whole image.
+        kwargs = {"Filters": {"RegionsOfInterest": [{"BoundingBox": {
+            "Left": b.left, "Top": b.top, "Width": b.width, "Height": b.height}} for b in regions]}} \
+            if 0 < len(regions) <= MAX_REGIONS else {}
+        answer = self._call(self._client.detect_text, image, **kwargs)
         # LINE detections only: WORD detections repeat the same text word by word.
         return [TextLine(raw["DetectedText"], raw["Confidence"], _box(raw.get("Geometry", {}).get("BoundingBox")))
                 for raw in answer.get("TextDetections", []) if raw.get("Type") == "LINE"]

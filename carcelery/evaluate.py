@@ -1,0 +1,200 @@
+"""Measure a recognizer on labeled photos: does it find the cars, and read their plates into output.txt?
+
+    python -m carcelery.evaluate [--backend local|rekognition] [--labeled DIR]... [--negatives DIR]...
+                                 [--reference REFERENCE.md]... [--text-region vehicles|image]... [--json]
+
+Three kinds of folders:
+
+- ``--labeled DIR``: photos of cars with their plates, in openalpr's format
+  (``NAME.txt`` beside ``NAME.jpg``: ``NAME.jpg<TAB>x<TAB>y<TAB>w<TAB>h<TAB>PLATE``);
+- ``--negatives DIR``: photos without a car;
+- ``--reference FILE``: a table of what AWS Rekognition decided, as the seed's
+  ``REFERENCE.md`` (``| 1.jpg | ... | yes ... |``), for the images beside it.
+
+Each image goes through what the pipeline does: labels, the car decision at
+the threshold in force, and, for a car, text where CARCELERY_TEXT_REGION says
+(every region given with ``--text-region``, to compare them in one run), then
+its output.txt line. Per folder: car recall, false car rate, plate read rate
+end to end (the plate, letters and digits only, inside the image's output
+line), seconds per image of each model, and the images it got wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import recognizers, results
+from .demo import SEED_IMAGES
+from .settings import TEXT_REGIONS, settings
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+DEV_IMAGES = SEED_IMAGES.parent / "dev"
+# | 1.jpg | content | yes ... | ...: the image and Rekognition's car decision.
+REFERENCE_ROW = re.compile(r"^\|\s*([^|\s]+\.(?:jpe?g|png))\s*\|[^|]*\|\s*(yes|no)\b", re.IGNORECASE | re.MULTILINE)
+
+
+def normalized(text: str) -> str:
+    """Letters and digits only, upper case: how plates are compared."""
+    return re.sub(r"[^0-9A-Z]", "", text.upper())
+
+
+@dataclass
+class Case:
+    """One image and what is known of it: whether it holds a car, and its plate if labeled."""
+
+    path: Path
+    car: bool
+    plate: str | None = None
+
+
+def labeled(folder: Path) -> list[Case]:
+    """The cases of an openalpr-format folder: every image with a ``.txt`` beside it holds a car and that plate."""
+    cases = []
+    for label in sorted(folder.glob("*.txt")):
+        name, *_, plate = label.read_text(encoding="utf-8").strip().split("\t")
+        cases.append(Case(folder / name, True, normalized(plate)))
+    return cases
+
+
+def negatives(folder: Path) -> list[Case]:
+    return [Case(path, False) for path in sorted(folder.iterdir()) if path.suffix.lower() in IMAGE_SUFFIXES]
+
+
+def reference(table: Path) -> list[Case]:
+    """The cases of a REFERENCE.md: the images beside it, with Rekognition's decision."""
+    return [Case(table.parent / name, answer.lower() == "yes")
+            for name, answer in REFERENCE_ROW.findall(table.read_text(encoding="utf-8"))]
+
+
+@dataclass
+class Outcome:
+    """What the recognizer made of one case."""
+
+    case: Case
+    car: bool
+    car_confidence: float
+    labels_s: float
+    lines: dict[str, str] = field(default_factory=dict)  # output line (or "") per text region
+    text_s: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+    def plate_read(self, region: str) -> bool:
+        return bool(self.case.plate) and self.case.plate in normalized(self.lines.get(region, ""))
+
+
+def run_case(case: Case, recognizer: recognizers.Recognizer, threshold: float, regions: list[str]) -> Outcome:
+    image = recognizers.Image(case.path.name, case.path.read_bytes)
+    try:
+        started = time.perf_counter()
+        labels = recognizer.labels(image)
+        outcome_labels_s = time.perf_counter() - started
+        record = results.detection(case.path.name, labels=labels, threshold=threshold)
+        outcome = Outcome(case, record["car"], record["car_confidence"], outcome_labels_s)
+        if record["car"]:
+            for region in regions:
+                started = time.perf_counter()
+                lines = recognizer.text(image, recognizers.text_regions(record["labels"], region))
+                outcome.text_s[region] = time.perf_counter() - started
+                outcome.lines[region] = "".join(results.output_lines([results.with_text(record, lines)]))
+        return outcome
+    except (recognizers.ImageError, OSError) as exc:
+        return Outcome(case, False, 0.0, 0.0, error=str(exc))
+
+
+def summary(name: str, outcomes: list[Outcome], regions: list[str]) -> dict:
+    """A folder's figures; rates are None where they do not apply (no car, or no plate, among its cases)."""
+    cars = [o for o in outcomes if o.case.car]
+    others = [o for o in outcomes if not o.case.car]
+    plated = [o for o in cars if o.case.plate]
+    found = [o for o in outcomes if o.car]
+
+    def rate(hits, of):
+        return round(hits / len(of), 4) if of else None
+
+    def mean(values):
+        values = list(values)
+        return round(sum(values) / len(values), 4) if values else None
+
+    wrong = []
+    for o in outcomes:
+        if o.error:
+            wrong.append({"image": o.case.path.name, "why": f"failed: {o.error}"})
+        elif o.car != o.case.car:
+            wrong.append({"image": o.case.path.name, "why": f"{'false car' if o.car else 'missed car'} "
+                                                          f"(car confidence {o.car_confidence:.1f})"})
+        elif o.case.plate and not o.plate_read(regions[0]):
+            wrong.append({"image": o.case.path.name,
+                          "why": f"plate {o.case.plate} not in its line {o.lines.get(regions[0], '')!r}"})
+    return {
+        "folder": name, "images": len(outcomes), "cars": len(cars),
+        "car_recall": rate(sum(o.car for o in cars), cars),
+        "false_car_rate": rate(sum(o.car for o in others), others),
+        "plate_read": {region: rate(sum(o.plate_read(region) for o in plated), plated) for region in regions},
+        "labels_s_per_image": mean(o.labels_s for o in outcomes if not o.error),
+        "text_s_per_car_image": {region: mean(o.text_s[region] for o in found) for region in regions},
+        "wrong": wrong,
+    }
+
+
+def describe(s: dict, regions: list[str]) -> str:
+    def pct(value):
+        return "-" if value is None else f"{value:.3f}"
+
+    lines = [f"{s['folder']}: {s['images']} images, {s['cars']} with a car",
+             f"  car recall {pct(s['car_recall'])}   false car rate {pct(s['false_car_rate'])}   "
+             f"labels {pct(s['labels_s_per_image'])} s/image"]
+    for region in regions:
+        lines.append(f"  text region {region}: plate in output.txt {pct(s['plate_read'][region])}   "
+                     f"text {pct(s['text_s_per_car_image'][region])} s/car image")
+    lines += [f"  wrong: {w['image']}: {w['why']}" for w in s["wrong"]]
+    return "\n".join(lines)
+
+
+def default_folders() -> dict[str, list[Path]]:
+    """The project's own sets, where they are: ``../shared/images/dev/*`` and the seed's REFERENCE.md."""
+    return {
+        "labeled": sorted(p for p in DEV_IMAGES.iterdir() if p.is_dir()) if DEV_IMAGES.is_dir() else [],
+        "reference": [SEED_IMAGES / "REFERENCE.md"] if (SEED_IMAGES / "REFERENCE.md").is_file() else [],
+        "negatives": [],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m carcelery.evaluate", description=__doc__.split("\n")[0])
+    parser.add_argument("--backend", choices=sorted(recognizers.BACKENDS), default=settings.recognizer)
+    parser.add_argument("--labeled", action="append", type=Path, default=[], metavar="DIR",
+                        help="photos of cars with NAME.txt plates beside them (openalpr's format)")
+    parser.add_argument("--negatives", action="append", type=Path, default=[], metavar="DIR",
+                        help="photos without a car")
+    parser.add_argument("--reference", action="append", type=Path, default=[], metavar="FILE",
+                        help="a REFERENCE.md of Rekognition's decisions for the images beside it")
+    parser.add_argument("--text-region", action="append", choices=TEXT_REGIONS, dest="regions",
+                        help=f"where text is read (default CARCELERY_TEXT_REGION, now {settings.text_region}); "
+                             "give it twice to compare")
+    parser.add_argument("--json", action="store_true", help="one JSON object per folder and line")
+    args = parser.parse_args(argv)
+    if not (args.labeled or args.negatives or args.reference):
+        defaults = default_folders()
+        args.labeled, args.reference = defaults["labeled"], defaults["reference"]
+    regions = list(dict.fromkeys(args.regions or [settings.text_region]))
+    sets = [(str(d), labeled(d)) for d in args.labeled] + [(str(d), negatives(d)) for d in args.negatives] \
+        + [(str(f), reference(f)) for f in args.reference]
+    for name, cases in sets:
+        if not cases:
+            parser.error(f"{name} holds no image this command can use; see --help for the folders' formats")
+    recognizer = recognizers.get(args.backend)
+    threshold = recognizers.threshold(recognizer, settings.car_threshold)
+    for name, cases in sets:
+        figures = summary(name, [run_case(case, recognizer, threshold, regions) for case in cases], regions)
+        print(json.dumps(figures) if args.json else describe(figures, regions), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
