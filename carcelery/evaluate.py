@@ -85,7 +85,9 @@ class Outcome:
     error: str | None = None
 
     def plate_read(self, region: str) -> bool:
-        return bool(self.case.plate) and self.case.plate in normalized(self.lines.get(region, ""))
+        # The line's text only: the name in front of it may be the plate (openalpr's files are named so).
+        text = self.lines.get(region, "").removeprefix(f"{self.case.path.name}: ")
+        return bool(self.case.plate) and self.case.plate in normalized(text)
 
 
 def run_case(case: Case, recognizer: recognizers.Recognizer, threshold: float, regions: list[str]) -> Outcome:

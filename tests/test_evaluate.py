@@ -39,7 +39,15 @@ def test_what_it_got_wrong_is_named(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "car recall 1.000" in out and "false car rate 1.000" in out
     assert "wrong: AYO9034.jpg: plate ZZZ9999 not in its line 'AYO9034.jpg: " in out
+    assert "plate in output.txt 0.000" in out
     assert "wrong: 4.jpg: false car (car confidence" in out
+
+
+def test_a_plate_is_looked_for_in_the_text_not_in_the_name():
+    case = evaluate.Case(DEV / "AYO9034.jpg", True, "AYO9034")
+    outcome = evaluate.Outcome(case, True, 99.0, 0.1, lines={"vehicles": "AYO9034.jpg: DF-BRASILIA"})
+    assert not outcome.plate_read("vehicles")
+    assert evaluate.Outcome(case, True, 99.0, 0.1, lines={"vehicles": "AYO9034.jpg: AYO-9034"}).plate_read("vehicles")
 
 
 def test_an_empty_folder_is_refused(tmp_path, capsys):
