@@ -32,7 +32,7 @@ chmod 600 "$env_file"
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 id carcelery >/dev/null 2>&1 ||
   useradd --system --home-dir /var/lib/carcelery --no-create-home --shell /usr/sbin/nologin carcelery
-install -d -o carcelery -g carcelery -m 0750 /var/lib/carcelery
+install -d -o carcelery -g carcelery -m 0755 /var/lib/carcelery
 
 # Flower's password is made here, on the host: it is in no template, log or repository.
 if [ "$1" = a ] && ! grep -q '^CARCELERY_FLOWER_PASSWORD=' "$env_file"; then
