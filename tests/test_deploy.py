@@ -24,7 +24,7 @@ from conftest import free_port
 
 from carcelery import aws, ledger, provision, results
 from carcelery.demo import ROOT, Stack
-from carcelery.settings import DEAD_LETTER_QUEUE, DETECT_QUEUE, TEXT_QUEUE
+from carcelery.settings import DEAD_LETTER_QUEUE, DETECT_QUEUE, TEXT_QUEUE, Settings
 
 DEPLOY = ROOT / "deploy"
 TEMPLATE = DEPLOY / "carcelery.yaml"
@@ -72,12 +72,12 @@ def test_template_role_has_the_policy_of_deploy_iam_policy_json():
     assert [resolve(p["PolicyDocument"], values) for p in role] == [policy_file()]
 
 
-def user_data(instance: str) -> str:
-    """The user data of ``instance``, with the parameters' defaults, REQUIRED and sample resource names."""
+def user_data(instance: str, **values: str) -> str:
+    """The user data of ``instance``, with ``values``, else the parameters' defaults, REQUIRED and sample names."""
     parameters = template()["Parameters"]
     values = {**{k: p["Default"] for k, p in parameters.items() if "Default" in p}, **REQUIRED,
               "AWS::Region": "us-east-1", "AWS::StackName": "carcelery", "ResultsTable": "carcelery-results",
-              "LedgerTable": "carcelery-ledger"}
+              "LedgerTable": "carcelery-ledger", **values}
     return resolve(template()["Resources"][instance]["Properties"]["UserData"]["Fn::Base64"], values)
 
 
@@ -150,14 +150,25 @@ def exec_start(unit: Path, env: dict[str, str] | None = None) -> list[str]:
     return [re.sub(r"\$\{(\w+)\}", lambda m: env[m.group(1)], w.replace("%%", "%")) for w in words]
 
 
-def environment_file(path: Path) -> dict[str, str]:
-    """A systemd EnvironmentFile: KEY=VALUE lines, # comments; a later line wins."""
+def environment(text: str) -> dict[str, str]:
+    """A systemd EnvironmentFile's variables: KEY=VALUE lines, # comments; a later line wins."""
     env = {}
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         if line.strip() and not line.lstrip().startswith("#"):
             key, _, value = line.partition("=")
             env[key.strip()] = value.strip()
     return env
+
+
+def test_environment_file_the_user_data_writes_holds_the_stacks_settings():
+    """deploy/carcelery.env with the lines the user data appends: settings carcelery accepts, the stack's."""
+    stack = {"AWS::Region": "eu-west-1", "Bucket": "images", "Recognizer": "local", "NamePrefix": "x-",
+             "ResultsTable": "x-results", "LedgerTable": "x-ledger"}
+    appended = user_data("InstanceA", **stack).split("<<'EOF'\n", 1)[1].split("\nEOF\n", 1)[0]
+    config = Settings.from_env(environment((DEPLOY / "carcelery.env").read_text() + appended))
+    assert (config.target, config.region, config.bucket, config.recognizer, config.queue_prefix,
+            config.results_table, config.ledger_table) == ("aws", *stack.values())
+    assert config.output_dir == Path("/var/lib/carcelery/output")
 
 
 def unit_stack(tmp_path, overrides: dict[str, str]) -> Stack:
@@ -169,7 +180,7 @@ def unit_stack(tmp_path, overrides: dict[str, str]) -> Stack:
     state.mkdir()
     systemd = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin", "HOME": str(state),
                "STATE_DIRECTORY": str(state)}
-    return Stack(tmp_path / "logs", {**systemd, **environment_file(env_file)}, inherit=False)
+    return Stack(tmp_path / "logs", {**systemd, **environment(env_file.read_text())}, inherit=False)
 
 
 def start_unit(stack: Stack, name: str, ready: str):
