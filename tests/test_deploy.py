@@ -150,6 +150,19 @@ def exec_start(unit: Path, env: dict[str, str] | None = None) -> list[str]:
     return [re.sub(r"\$\{(\w+)\}", lambda m: env[m.group(1)], w.replace("%%", "%")) for w in words]
 
 
+def test_units_share_one_environment_file_restart_on_failure_and_workers_stop_warm():
+    services = {unit.stem: service(unit) for unit in UNITS}
+    assert {(s["EnvironmentFile"], s["WorkingDirectory"], s["User"]) for s in services.values()} == {
+        ("/etc/carcelery/carcelery.env", HOME, "carcelery")}
+    assert {name for name, s in services.items() if s.get("Restart") == "on-failure"} == {
+        name for name, s in services.items() if s["Type"] != "oneshot"}
+    for name in ("carcelery-worker-a", "carcelery-worker-b"):
+        # TERM to the main process only: Celery's warm shutdown, done before SQS hands the task on.
+        worker = services[name]
+        assert (worker["KillSignal"], worker["KillMode"]) == ("SIGTERM", "mixed")
+        assert int(worker["TimeoutStopSec"]) < Settings().visibility_timeout
+
+
 def environment(text: str) -> dict[str, str]:
     """A systemd EnvironmentFile's variables: KEY=VALUE lines, # comments; a later line wins."""
     env = {}
