@@ -39,12 +39,14 @@ class Stack:
     Parameters:
       workdir: where logs (``<name>.log``) and, unless ``env`` says otherwise, output go.
       env: settings for every process (CARCELERY_*), on top of this process's environment.
+      inherit: False: ``env`` is the processes' whole environment (as a systemd unit's).
     """
 
-    def __init__(self, workdir: Path, env: dict[str, str] | None = None):
+    def __init__(self, workdir: Path, env: dict[str, str] | None = None, inherit: bool = True):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.env = {**os.environ, "CARCELERY_OUTPUT_DIR": str(self.workdir / "output"), **(env or {})}
+        base = os.environ if inherit else {}
+        self.env = {**base, "CARCELERY_OUTPUT_DIR": str(self.workdir / "output"), **(env or {})}
         self.procs: dict[str, subprocess.Popen] = {}
 
     @property
@@ -56,8 +58,9 @@ class Stack:
         path = self.workdir / f"{name}.log"
         return path.read_bytes()[since:].decode(errors="replace") if path.exists() else ""
 
-    def start(self, name: str, args: list[str], ready: str, timeout: float = 60) -> subprocess.Popen:
-        """Start ``python args...`` as process ``name`` and wait until its log shows ``ready``.
+    def start(self, name: str, args: list[str], ready: str, timeout: float = 60,
+              executable: str = sys.executable) -> subprocess.Popen:
+        """Start ``executable args...`` as process ``name`` and wait until its log shows ``ready``.
 
         Raises:
           StackError: it exited, or ``ready`` did not appear within ``timeout`` seconds.
@@ -65,7 +68,7 @@ class Stack:
         with open(self.workdir / f"{name}.log", "ab") as log:
             start = log.tell()  # a restarted process appends: look for ``ready`` after this
             # Its own session, so that its pool children can be ended with it, by its PID.
-            proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=self.env, stdout=log,
+            proc = subprocess.Popen([executable, *args], cwd=ROOT, env=self.env, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)
         self.procs[name] = proc
         deadline = time.monotonic() + timeout

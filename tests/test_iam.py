@@ -1,4 +1,5 @@
-"""README's IAM policy lists exactly the AWS calls the code makes, as the emulator records them."""
+"""The IAM policy (deploy/iam-policy.json: README's and the CloudFormation template's) lists exactly
+the AWS calls the code makes, as the emulator records them."""
 
 import base64
 import json
@@ -63,13 +64,12 @@ def action(entry) -> str:
 ON_OUR_BEHALF = {"s3:GetObject", "sqs:ChangeMessageVisibility"}
 
 
-def readme_policy_actions():
-    text = (ROOT / "README.md").read_text()
-    policy = json.loads(re.search(r"<!-- iam-policy -->\s*```json\n(.*?)```", text, re.S).group(1))
+def policy_actions():
+    policy = json.loads((ROOT / "deploy" / "iam-policy.json").read_text())
     return {a for statement in policy["Statement"] for a in statement["Action"]}
 
 
-def test_readme_policy_is_exactly_what_the_code_calls(emulator, seed_dir, tmp_path):
+def test_iam_policy_is_exactly_what_the_code_calls(emulator, seed_dir, tmp_path):
     recorder(emulator, "reset-recording")
     recorder(emulator, "start-recording")
     try:
@@ -88,4 +88,4 @@ def test_readme_policy_is_exactly_what_the_code_calls(emulator, seed_dir, tmp_pa
     finally:
         recorder(emulator, "stop-recording")
     called = {action(entry) for entry in recorded(recorder(emulator, "download-recording"))}
-    assert called | ON_OUR_BEHALF == readme_policy_actions()
+    assert called | ON_OUR_BEHALF == policy_actions()
