@@ -12,6 +12,7 @@ flowers, landscapes; no car, truck, bus or van. The Debian packages need
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import io
 import shutil
@@ -135,9 +136,10 @@ def fetch(folder: Path = DEFAULT_DIR) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="python -m bench.negatives", description=__doc__.split("\n")[0])
+    parser.add_argument("folder", nargs="?", type=Path, default=DEFAULT_DIR, help=f"where to (default {DEFAULT_DIR})")
     try:
-        folder = fetch(Path(args[0]) if args else DEFAULT_DIR)
+        folder = fetch(parser.parse_args(argv).folder)
     except FetchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
