@@ -50,6 +50,16 @@ def test_a_plate_is_looked_for_in_the_text_not_in_the_name():
     assert evaluate.Outcome(case, True, 99.0, 0.1, lines={"vehicles": "AYO9034.jpg: AYO-9034"}).plate_read("vehicles")
 
 
+def test_with_the_rekognition_backend(emulator, tmp_path, capsys):
+    # The emulator's Rekognition gives canned answers, without a car.
+    shutil.copy(DEV / "AYO9034.jpg", tmp_path)
+    (tmp_path / "AYO9034.txt").write_text("AYO9034.jpg\t0\t0\t1\t1\tAYO9034\n")
+    assert evaluate.main(["--backend", "rekognition", "--labeled", str(tmp_path), "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["images"] == 1 and figures["car_recall"] == 0 and figures["plate_read"] == {"vehicles": 0}
+    assert figures["wrong"] == [{"image": "AYO9034.jpg", "why": "missed car (car confidence 0.0)"}]
+
+
 def test_an_empty_folder_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         evaluate.main(["--negatives", str(tmp_path)])
