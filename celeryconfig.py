@@ -60,7 +60,13 @@ task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 4
 
-# Rekognition has per-second quotas; unset, tasks run as fast as they come.
+# Local models compute: one process per core (prefork). Rekognition is waited
+# on: many calls in flight in one process (threads). settings.py, CARCELERY_POOL.
+worker_pool = settings.pool
+worker_concurrency = settings.concurrency
+
+# Rekognition's quota, split between the workers (settings.rate_limit);
+# unset, tasks run as fast as they come.
 task_annotations = {name: {"rate_limit": settings.rate_limit}
                     for name in ("carcelery.tasks.detect_car", "carcelery.tasks.recognize_text")}
 

@@ -1,6 +1,7 @@
 """The whole pipeline's speed, against the ideal and against the assignment's design.
 
-    python -m bench.pipeline --images N [--backend local|noop] [--json FILE]
+    python -m bench.pipeline --images N [--backend local|noop|latency] [--json FILE]
+    python -m bench.pipeline --backend latency --latency SECONDS [--throttle FRACTION] ...
 
 In one run, on a fresh emulator of its own (a free loopback port):
 1. makes N distinct images from the seed images and uploads them;
@@ -8,10 +9,13 @@ In one run, on a fresh emulator of its own (a free loopback port):
    thread per model, before and after 3. and 4. (their mean), in as many processes
    side by side as there are cores, and in one process alone;
    ideal wall time = model time / cores, the first as the ideal (every core at
-   work, as in the pipeline), the second for comparison;
+   work, as in the pipeline), the second for comparison (not for ``latency``,
+   which waits rather than computes);
 3. the pipeline: both workers and the dispatcher, timed from the dispatcher's start
-   to output.txt written; per-stage times from the workers' logs; peak RSS per process;
-4. the baseline: the assignment's two scripts (bench/baseline.py), same models, same emulator;
+   to output.txt written; per-stage times and recognition calls from the workers'
+   logs; peak RSS per process;
+4. the baseline: the assignment's two scripts (bench/baseline.py), same models, same emulator,
+   one call at a time on each side (never throttled: the scripts do not retry);
 5. the emulator's own SQS rates from one client (SendMessage, ReceiveMessage, DeleteMessage),
    and what they allow: images per second if each message took one request of each.
 Prints a table; ``--json`` writes the figures.
@@ -20,6 +24,7 @@ Prints a table; ``--json`` writes the figures.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import multiprocessing
 import os
@@ -125,10 +130,11 @@ def mean_model_time(before: dict, after: dict) -> dict:
 def task_times(log: str, stage: str) -> dict:
     """Sums of the wall and CPU seconds of every ``stage`` task in a worker log."""
     found = re.findall(rf"stage={stage} .*time=([\d.]+)s cpu=([\d.]+)s", log)
-    return {"time": sum(float(t) for t, _ in found), "cpu": sum(float(c) for _, c in found)}
+    return {"time": sum(float(t) for t, _ in found), "cpu": sum(float(c) for _, c in found),
+            "calls": len(found), "retried": len(re.findall(rf"stage={stage} transient error", log))}
 
 
-def run_pipeline(stack, concurrency: tuple[int, int]) -> dict:
+def run_pipeline(stack, concurrency: tuple[int | None, int | None]) -> dict:
     from carcelery import results
 
     stack.start_worker("worker_a", "detect", concurrency[0])
@@ -143,13 +149,18 @@ def run_pipeline(stack, concurrency: tuple[int, int]) -> dict:
         if sent_at is None and " dispatched " in line:
             sent_at = time.time()
     proc.wait()
-    wall = (stack.output_dir / results.OUTPUT).stat().st_mtime - started
+    output = stack.output_dir / results.OUTPUT
+    wall = output.stat().st_mtime - started
     cpu = {name: cpu_s(stack.procs[name].pid) - cpu_before[name] for name in names}
     rss = {name: peak_rss_mb(stack.procs[name].pid) for name in ("worker_a", "worker_b")}
     stack.stop("worker_b", "worker_a")
     detect, text = task_times(stack.log("worker_a"), "detect"), task_times(stack.log("worker_b"), "text")
     return {
         "wall_s": wall, "exit_code": proc.returncode,
+        "output_sha256": hashlib.sha256(output.read_bytes()).hexdigest(),
+        # Calls answered (as billed), and calls that failed and were retried (throttled).
+        "calls": {"DetectLabels": detect["calls"], "DetectText": text["calls"]},
+        "retried_calls": {"DetectLabels": detect["retried"], "DetectText": text["retried"]},
         "stage_s": {
             "dispatch_send": (sent_at or started) - started,
             "detect_tasks_sum": detect["time"], "detect_tasks_cpu_sum": detect["cpu"],
@@ -164,7 +175,8 @@ def run_baseline(stack) -> float:
     from carcelery import aws
 
     url = aws.client("sqs").create_queue(QueueName="bench-baseline")["QueueUrl"]
-    env = {**stack.env, "CARCELERY_MODEL_THREADS": "0", "CARCELERY_OUTPUT_DIR": str(stack.workdir / "baseline")}
+    env = {**stack.env, "CARCELERY_MODEL_THREADS": "0", "CARCELERY_OUTPUT_DIR": str(stack.workdir / "baseline"),
+           "CARCELERY_THROTTLE": "0"}
     started = time.perf_counter()
     reader = subprocess.Popen([sys.executable, "-m", "bench.baseline", "text", url], cwd=ROOT, env=env)
     subprocess.run([sys.executable, "-m", "bench.baseline", "detect", url], cwd=ROOT, env=env, check=True)
@@ -194,74 +206,108 @@ def sqs_rates(count: int = 300) -> dict:
     return rates
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.pipeline", description=__doc__.split("\n")[0])
-    parser.add_argument("--images", type=int, default=200)
-    parser.add_argument("--backend", choices=("local", "noop"), default="local")
-    parser.add_argument("--concurrency", default="2,2", help="worker processes of Instance A and B (default 2,2)")
-    parser.add_argument("--seed-dir", type=Path, default=SEED)
-    parser.add_argument("--json", type=Path, help="write the figures here")
-    args = parser.parse_args(argv)
-    concurrency = tuple(int(c) for c in args.concurrency.split(","))
-    workdir = Path(tempfile.mkdtemp(prefix="carcelery-bench-"))
-    # This process and every process it starts use the benchmark's own emulator.
-    os.environ.update({"CARCELERY_TARGET": "emulator", "CARCELERY_EMULATOR_PORT": str(free_port()),
-                       "CARCELERY_BUCKET": BUCKET, "CARCELERY_RECOGNIZER": args.backend,
-                       "CARCELERY_OUTPUT_DIR": str(workdir / "output"), "CARCELERY_QUEUE_PREFIX": "bench-"})
-    from bench.images import variants
-    from carcelery import aws
-    from carcelery.demo import Stack
-
-    images = variants(args.seed_dir, args.images)
+def model_figures(images, backend: str, measure) -> dict:
+    """The ideal wall time from the models' time (``measure()`` runs the pipeline between two measurements)."""
     cores = os.cpu_count() or 1
     # Model time is measured before and after the pipeline, and averaged: this
     # machine's speed drifts by several per cent from one minute to the next.
     counts = sorted({1, cores})
-    before = {n: model_time(images, args.backend, n) for n in counts}
-    with Stack(workdir) as stack:
-        stack.start_emulator()
-        for name, data in images:
-            aws.client("s3").put_object(Bucket=BUCKET, Key=name, Body=data)
-        pipeline = run_pipeline(stack, concurrency)
-        baseline = run_baseline(stack)
-        rates = sqs_rates()
-    after = {n: model_time(images, args.backend, n) for n in counts}
+    before = {n: model_time(images, backend, n) for n in counts}
+    measured = measure()
+    after = {n: model_time(images, backend, n) for n in counts}
     models = {n: mean_model_time(before[n], after[n]) for n in counts}
-    cars = before[1]["cars"]
     # The ideal: the models' work spread over every core, measured with every core
     # at work (as in the pipeline); and, for comparison, measured one process alone.
-    ideal, ideal_alone = models[cores]["total_s"] / cores, models[1]["total_s"] / cores
+    return measured, {"cars": before[1]["cars"], "model_s": models[cores], "model_s_one_process": models[1],
+                      "ideal_s": models[cores]["total_s"] / cores, "ideal_one_process_s": models[1]["total_s"] / cores}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.pipeline", description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--backend", choices=("local", "noop", "latency"), default="local")
+    parser.add_argument("--latency", type=float, default=0.3, help="latency backend: seconds per call (default 0.3)")
+    parser.add_argument("--throttle", type=float, default=0.0,
+                        help="latency backend: fraction of calls throttled (default 0)")
+    parser.add_argument("--concurrency", help="tasks in flight per worker, A,B (default: the configured, "
+                                              "CARCELERY_CONCURRENCY, or per pool)")
+    parser.add_argument("--seed-dir", type=Path, default=SEED)
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    args = parser.parse_args(argv)
+    concurrency = tuple(int(c) for c in args.concurrency.split(",")) if args.concurrency else (None, None)
+    workdir = Path(tempfile.mkdtemp(prefix="carcelery-bench-"))
+    # This process and every process it starts use the benchmark's own emulator.
+    os.environ.update({"CARCELERY_TARGET": "emulator", "CARCELERY_EMULATOR_PORT": str(free_port()),
+                       "CARCELERY_BUCKET": BUCKET, "CARCELERY_RECOGNIZER": args.backend,
+                       "CARCELERY_OUTPUT_DIR": str(workdir / "output"), "CARCELERY_QUEUE_PREFIX": "bench-",
+                       "CARCELERY_LATENCY": str(args.latency), "CARCELERY_THROTTLE": str(args.throttle)})
+    from bench.images import variants
+    from carcelery import aws, costs
+    from carcelery.demo import Stack
+    from carcelery.settings import settings
+
+    images = variants(args.seed_dir, args.images)
+    cores = os.cpu_count() or 1
+    configured = settings.concurrency or cores
+
+    def measure():
+        with Stack(workdir) as stack:
+            stack.start_emulator()
+            for name, data in images:
+                aws.client("s3").put_object(Bucket=BUCKET, Key=name, Body=data)
+            return run_pipeline(stack, concurrency), run_baseline(stack), sqs_rates()
+
+    if args.backend == "latency":
+        # It waits rather than computes: no model time, no ideal from it.
+        (pipeline, baseline, rates), models = measure(), {"cars": None}
+    else:
+        (pipeline, baseline, rates), models = model_figures(images, args.backend, measure)
+    cars = pipeline["calls"]["DetectText"] if models["cars"] is None else models["cars"]
     wall = pipeline["wall_s"]
     # What the emulator could pass from one client, one message per request: every
     # image is sent, received and deleted once on A's queue, a car image on B's too.
     per_message_s = sum(1 / rates[op] for op in ("send_per_s", "receive_per_s", "delete_per_s"))
     ceiling = 1 / (per_message_s * (1 + cars / args.images))
     figures = {
-        "images": args.images, "backend": args.backend, "cores": cores, "concurrency": list(concurrency),
+        "images": args.images, "backend": args.backend, "cores": cores, "pool": settings.pool,
+        "concurrency": [c or configured for c in concurrency],
         "cars": cars, "wall_s": wall, "images_per_s": args.images / wall,
-        "model_s": models[cores], "model_s_one_process": models[1],
-        "ideal_s": ideal, "efficiency": ideal / wall,
-        "ideal_one_process_s": ideal_alone, "efficiency_vs_one_process": ideal_alone / wall,
-        "baseline_wall_s": baseline, "speedup_vs_baseline": baseline / wall,
+        **{key: models[key] for key in ("model_s", "model_s_one_process") if key in models},
+        **({"ideal_s": models["ideal_s"], "efficiency": models["ideal_s"] / wall,
+            "ideal_one_process_s": models["ideal_one_process_s"],
+            "efficiency_vs_one_process": models["ideal_one_process_s"] / wall} if "ideal_s" in models else {}),
+        "baseline_wall_s": baseline, "baseline_images_per_s": args.images / baseline,
+        "speedup_vs_baseline": baseline / wall,
+        "calls": pipeline["calls"], "retried_calls": pipeline["retried_calls"],
+        "output_sha256": pipeline["output_sha256"],
         "stage_s": pipeline["stage_s"], "peak_rss_mb": pipeline["peak_rss_mb"], "cpu_s": pipeline["cpu_s"],
         "emulator_sqs": rates, "emulator_ceiling_images_per_s": ceiling,
         "pipeline_vs_emulator": (args.images / wall) / ceiling,
         "exit_code": pipeline["exit_code"],
     }
+    if args.backend == "latency":
+        figures |= {"latency_s": args.latency, "throttle": args.throttle,
+                    "cost_usd_at_rekognition_prices": costs.cost(pipeline["calls"], settings.region)}
     print(f"images {args.images} ({cars} cars), backend {args.backend}, {cores} cores, "
-          f"workers A={concurrency[0]} B={concurrency[1]}")
-    rows = [("pipeline wall", f"{wall:.2f} s"), ("images per second", f"{args.images / wall:.1f}"),
-            *((f"model time, {n} process{'es' * (n > 1)}", "detect {detect_s:.2f} s + text {text_s:.2f} s "
-               "(before {before_pipeline:.1f}, after {after_pipeline:.1f})".format(**models[n])) for n in reversed(counts)),
-            ("ideal wall (model/cores)", f"{ideal:.2f} s"), ("efficiency", f"{ideal / wall:.2f}"),
-            ("  against 1 process's model time", f"ideal {ideal_alone:.2f} s, efficiency {ideal_alone / wall:.2f}"),
-            ("baseline wall", f"{baseline:.2f} s"), ("speedup vs baseline", f"{baseline / wall:.2f}"),
-            ("dispatch send", f"{pipeline['stage_s']['dispatch_send']:.2f} s"),
-            ("detect tasks (sum)", "{detect_tasks_sum:.2f} s, CPU {detect_tasks_cpu_sum:.2f} s".format(**pipeline["stage_s"])),
-            ("text tasks (sum)", "{text_tasks_sum:.2f} s, CPU {text_tasks_cpu_sum:.2f} s".format(**pipeline["stage_s"])),
-            ("emulator SQS send/recv/delete", "{send_per_s:.0f} / {receive_per_s:.0f} / {delete_per_s:.0f} per s"
-             .format(**rates)),
-            ("emulator ceiling (1 msg/request)", f"{ceiling:.1f} images/s; pipeline at {args.images / wall / ceiling:.2f}")]
+          f"pool {settings.pool}, workers A={figures['concurrency'][0]} B={figures['concurrency'][1]}")
+    rows = [("pipeline wall", f"{wall:.2f} s"), ("images per second", f"{args.images / wall:.1f}")]
+    if "ideal_s" in models:
+        rows += [*((f"model time, {n} process{'es' * (n > 1)}", "detect {detect_s:.2f} s + text {text_s:.2f} s "
+                    "(before {before_pipeline:.1f}, after {after_pipeline:.1f})".format(**models[key]))
+                   for n, key in {cores: "model_s", 1: "model_s_one_process"}.items()),
+                 ("ideal wall (model/cores)", f"{models['ideal_s']:.2f} s"), ("efficiency", f"{figures['efficiency']:.2f}"),
+                 ("  against 1 process's model time", f"ideal {models['ideal_one_process_s']:.2f} s, "
+                                                      f"efficiency {figures['efficiency_vs_one_process']:.2f}")]
+    rows += [("baseline wall", f"{baseline:.2f} s ({args.images / baseline:.1f} images/s)"),
+             ("speedup vs baseline", f"{baseline / wall:.2f}"),
+             ("recognition calls", ", ".join(f"{api} {n}" for api, n in pipeline["calls"].items())
+              + " (retried: " + ", ".join(f"{api} {n}" for api, n in pipeline["retried_calls"].items()) + ")"),
+             ("dispatch send", f"{pipeline['stage_s']['dispatch_send']:.2f} s"),
+             ("detect tasks (sum)", "{detect_tasks_sum:.2f} s, CPU {detect_tasks_cpu_sum:.2f} s".format(**pipeline["stage_s"])),
+             ("text tasks (sum)", "{text_tasks_sum:.2f} s, CPU {text_tasks_cpu_sum:.2f} s".format(**pipeline["stage_s"])),
+             ("emulator SQS send/recv/delete", "{send_per_s:.0f} / {receive_per_s:.0f} / {delete_per_s:.0f} per s"
+              .format(**rates)),
+             ("emulator ceiling (1 msg/request)", f"{ceiling:.1f} images/s; pipeline at {args.images / wall / ceiling:.2f}")]
     rows += [(f"CPU during the run, {name}", f"{seconds:.2f} s") for name, seconds in pipeline["cpu_s"].items()]
     rows += [(f"peak RSS {name}", ", ".join(f"{v:.0f}" for v in rss.values()) + " MB")
              for name, rss in pipeline["peak_rss_mb"].items()]

@@ -3,13 +3,16 @@
 Clients are made on first use and kept for the life of the process (a worker
 child, the dispatcher), never per task. A forked child drops the ones it
 inherits: their connections are kept alive, and two processes' requests on one
-connection read each other's responses.
+connection read each other's responses. Clients are thread-safe, a session is
+not: clients are made one at a time, under a lock, so that a worker's threads
+(the ``threads`` pool) share one client per service.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import threading
 from typing import Iterator
 
 import boto3
@@ -22,20 +25,31 @@ from .settings import settings
 _CONFIG = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5, read_timeout=30)
 
 
+_lock = threading.Lock()
+
+
 @functools.cache
-def session() -> boto3.session.Session:
+def _session() -> boto3.session.Session:
     return boto3.session.Session(region_name=settings.region, **settings.credentials)
 
 
 @functools.cache
+def _client(service: str):
+    return _session().client(service, endpoint_url=settings.endpoint_url, config=_CONFIG)
+
+
 def client(service: str):
     """The process's boto3 client for ``service`` ("s3", "sqs", "rekognition", ...)."""
-    return session().client(service, endpoint_url=settings.endpoint_url, config=_CONFIG)
+    with _lock:
+        return _client(service)
 
 
 def reset() -> None:
-    session.cache_clear()
-    client.cache_clear()
+    global _lock
+    # A lock held by another thread when the process forked stays held in the child.
+    _lock = threading.Lock()
+    _session.cache_clear()
+    _client.cache_clear()
 
 
 os.register_at_fork(after_in_child=reset)

@@ -83,9 +83,11 @@ class Stack:
         args = ["-m", "carcelery.emulator"] + (["--from", str(folder)] if folder else [])
         return self.start("emulator", args, "ready:")
 
-    def start_worker(self, name: str, queue: str, concurrency: int = 2, *extra: str) -> subprocess.Popen:
+    def start_worker(self, name: str, queue: str, concurrency: int | None = 2, *extra: str) -> subprocess.Popen:
+        """Start a worker of ``queue``; ``concurrency`` None: the configured one (CARCELERY_CONCURRENCY)."""
         args = ["-m", "celery", "-A", "carcelery", "worker", "-Q", queue, "-n", f"{name}@%h",
-                "-c", str(concurrency), "--prefetch-multiplier", str(PREFETCH[queue]), "--loglevel", "INFO", *extra]
+                *(["-c", str(concurrency)] if concurrency else []),
+                "--prefetch-multiplier", str(PREFETCH[queue]), "--loglevel", "INFO", *extra]
         return self.start(name, args, " ready.", timeout=120)
 
     def start_flower(self) -> subprocess.Popen:

@@ -16,14 +16,20 @@ where boto3's standard credential chain applies (nothing is hard-coded).
 | CARCELERY_RESULTS_TABLE   | carcelery-results           | DynamoDB table of Celery's result backend      |
 | CARCELERY_LEDGER_TABLE    | carcelery-ledger            | DynamoDB table of the images already dispatched (key, ETag) |
 | CARCELERY_SCAN_INTERVAL   | 60                          | seconds between the beat's scans for new images |
-| CARCELERY_RECOGNIZER      | local                       | ``local``, ``rekognition`` or ``noop``         |
+| CARCELERY_RECOGNIZER      | local                       | ``local``, ``rekognition``, ``noop`` or ``latency`` |
 | CARCELERY_CAR_THRESHOLD   | the recognizer's own        | car confidence (0-100) at or above which an image holds a car |
 | CARCELERY_TEXT_REGION     | vehicles                    | where a car image's text is read: ``vehicles`` (its cars' and plates' boxes; the whole image if it has none) or ``image`` (all of it, signs and watermarks too) |
 | CARCELERY_OUTPUT_DIR      | output                      | where Instance B writes output.txt and results.jsonl |
 | CARCELERY_MODEL_DIR       | ~/.cache/carcelery/models   | where setup puts the local detector model      |
 | CARCELERY_VISIBILITY_TIMEOUT | 300                      | seconds a received task stays hidden; longer than the longest task, so a task is redelivered only when its worker died |
 | CARCELERY_MAX_RECEIVES    | 5                           | receives after which SQS moves a message to the dead-letter queue |
-| CARCELERY_RATE_LIMIT      | (none)                      | per-worker-process rate limit of the recognition tasks, Celery's form ("5/s") |
+| CARCELERY_RECOGNITION_QUOTA | (none)                    | calls per second per recognition API (DetectLabels, DetectText) for the whole deployment: Rekognition's quota, per account and region; split evenly between the workers (README, "Rekognition: pool, rate limit, cost") |
+| CARCELERY_WORKERS         | 1                           | ``celery worker`` instances per queue (Instance A's, Instance B's) sharing the quota |
+| CARCELERY_POOL            | per recognizer: threads for rekognition and latency, else prefork | Celery's worker pool (``worker_pool``): ``prefork`` for models that compute, ``threads`` for a service one waits on |
+| CARCELERY_CONCURRENCY     | per pool: threads 32, prefork one process per core | tasks in flight per worker (``worker_concurrency``) |
+| CARCELERY_LATENCY         | 0.3                         | ``latency`` recognizer: seconds each call waits |
+| CARCELERY_LATENCY_JITTER  | 0.1                         | ``latency`` recognizer: each wait is off by up to this many seconds, either way |
+| CARCELERY_THROTTLE        | 0                           | ``latency`` recognizer: fraction of calls (0-1) refused with ThrottlingException |
 | CARCELERY_MODEL_THREADS   | 1                           | threads per model (0: the libraries' defaults); parallelism comes from worker processes |
 | CARCELERY_MONITORING      | on                          | ``on``: task events and remote control over SNS (Flower, ``celery inspect``); ``off``: neither, for raw throughput |
 | CARCELERY_TASK_SENT_EVENTS| off                         | ``on``: the dispatcher sends task-sent events too (one SNS publish per task) |
@@ -40,7 +46,12 @@ from pathlib import Path
 from typing import Mapping
 
 TARGETS = ("emulator", "aws")
-RECOGNIZERS = ("local", "rekognition", "noop")
+RECOGNIZERS = ("local", "rekognition", "noop", "latency")
+POOLS = ("prefork", "threads", "solo")
+# Recognizers that wait on a service rather than compute: many calls in flight
+# per process, in THREADS threads (measured: README, "Performance").
+WAITING_RECOGNIZERS = ("rekognition", "latency")
+THREADS = 32
 TEXT_REGIONS = ("vehicles", "image")
 SWITCH = {"on": True, "1": True, "true": True, "off": False, "0": False, "false": False}
 
@@ -104,7 +115,13 @@ class Settings:
     model_threads: int = 1
     visibility_timeout: int = 300
     max_receives: int = 5
-    rate_limit: str | None = None
+    recognition_quota: float | None = None
+    workers: int = 1
+    pool: str = "prefork"
+    concurrency: int | None = None
+    latency: float = 0.3
+    latency_jitter: float = 0.1
+    throttle: float = 0.0
     monitoring: bool = True
     task_sent_events: bool = False
     flower_port: int = 5555
@@ -117,6 +134,14 @@ class Settings:
         threshold = _number(env, "CARCELERY_CAR_THRESHOLD", None, float)
         if threshold is not None and not 0 <= threshold <= 100:
             raise ConfigError(f"CARCELERY_CAR_THRESHOLD={threshold} is outside 0-100")
+        if env.get("CARCELERY_RATE_LIMIT"):
+            raise ConfigError("CARCELERY_RATE_LIMIT is gone (it limited each worker, not the deployment); "
+                              "set CARCELERY_RECOGNITION_QUOTA (calls per second, all workers) and CARCELERY_WORKERS")
+        throttle = _number(env, "CARCELERY_THROTTLE", cls.throttle, float)
+        if not 0 <= throttle <= 1:
+            raise ConfigError(f"CARCELERY_THROTTLE={throttle} is outside 0-1")
+        recognizer = _choice(env, "CARCELERY_RECOGNIZER", "local", RECOGNIZERS)
+        pool = _choice(env, "CARCELERY_POOL", "threads" if recognizer in WAITING_RECOGNIZERS else "prefork", POOLS)
         return cls(
             target=_choice(env, "CARCELERY_TARGET", "emulator", TARGETS),
             emulator_host=env.get("CARCELERY_EMULATOR_HOST") or cls.emulator_host,
@@ -128,7 +153,7 @@ class Settings:
             results_table=env.get("CARCELERY_RESULTS_TABLE") or cls.results_table,
             ledger_table=env.get("CARCELERY_LEDGER_TABLE") or cls.ledger_table,
             scan_interval=_number(env, "CARCELERY_SCAN_INTERVAL", cls.scan_interval, float),
-            recognizer=_choice(env, "CARCELERY_RECOGNIZER", "local", RECOGNIZERS),
+            recognizer=recognizer,
             car_threshold=threshold,
             text_region=_choice(env, "CARCELERY_TEXT_REGION", cls.text_region, TEXT_REGIONS),
             output_dir=Path(env.get("CARCELERY_OUTPUT_DIR") or cls.output_dir),
@@ -136,7 +161,14 @@ class Settings:
             model_threads=_number(env, "CARCELERY_MODEL_THREADS", cls.model_threads),
             visibility_timeout=_number(env, "CARCELERY_VISIBILITY_TIMEOUT", cls.visibility_timeout),
             max_receives=_number(env, "CARCELERY_MAX_RECEIVES", cls.max_receives),
-            rate_limit=env.get("CARCELERY_RATE_LIMIT") or None,
+            recognition_quota=_number(env, "CARCELERY_RECOGNITION_QUOTA", None, float),
+            workers=_number(env, "CARCELERY_WORKERS", cls.workers),
+            pool=pool,
+            # prefork: Celery's own default, one process per core.
+            concurrency=_number(env, "CARCELERY_CONCURRENCY", THREADS if pool == "threads" else None),
+            latency=_number(env, "CARCELERY_LATENCY", cls.latency, float),
+            latency_jitter=_number(env, "CARCELERY_LATENCY_JITTER", cls.latency_jitter, float),
+            throttle=throttle,
             monitoring=_switch(env, "CARCELERY_MONITORING", cls.monitoring),
             task_sent_events=_switch(env, "CARCELERY_TASK_SENT_EVENTS", cls.task_sent_events),
             flower_port=_number(env, "CARCELERY_FLOWER_PORT", cls.flower_port),
@@ -169,6 +201,19 @@ class Settings:
         # between hosts, which the two-instance deployment needs. Its client is
         # the process's (aws.client), with the emulator's address and credentials.
         return f"carcelery.backend:OncePerPartDynamoDBBackend+dynamodb://{self.region}/{self.results_table}"
+
+    @property
+    def rate_limit(self) -> str | None:
+        """Celery's rate limit of each recognition task in each worker: the quota split between the workers.
+
+        Celery limits a task per worker instance (all its processes or threads
+        together), and each task makes one call of its API (DetectLabels on
+        Instance A, DetectText on Instance B): so each of CARCELERY_WORKERS
+        workers gets CARCELERY_RECOGNITION_QUOTA / CARCELERY_WORKERS calls a second.
+        """
+        if self.recognition_quota is None:
+            return None
+        return f"{self.recognition_quota / self.workers:g}/s"
 
     def queue_name(self, queue: str) -> str:
         """The SQS name of a Celery queue (kombu adds the prefix the same way)."""

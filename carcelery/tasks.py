@@ -19,10 +19,12 @@ import random
 import signal
 import time
 
-from celery.signals import worker_process_init
+from celery.concurrency import get_implementation
+from celery.concurrency.thread import TaskPool as ThreadPool
+from celery.signals import worker_init, worker_process_init
 from celery.utils.log import get_task_logger
 
-from . import aws, recognizers, results, storage
+from . import aws, costs, recognizers, results, storage
 from .app import app
 from .settings import settings
 
@@ -53,6 +55,14 @@ def _load_models(**_):
     gc.freeze()
 
 
+@worker_init.connect
+def _load_models_for_threads(sender, **_):
+    # The threads pool runs tasks in the worker's own process and sends no
+    # worker_process_init: load here, before the first task, not in its threads.
+    if get_implementation(sender.pool_cls) is ThreadPool:
+        _load_models()
+
+
 def _image(ref: dict) -> recognizers.Image:
     return recognizers.Image(ref["key"], lambda: storage.read(ref["bucket"], ref["key"]),
                              bucket=ref["bucket"], key=ref["key"])
@@ -63,9 +73,13 @@ def _backoff(retries: int) -> float:
     return min(60.0, 2.0 ** retries) * random.uniform(0.5, 1.5)
 
 
+# CPU time of the task: its process's, or under the threads pool its thread's.
+_cpu_time = time.thread_time if settings.pool == "threads" else time.process_time
+
+
 def _attempt(task, ref: dict, stage: str, work) -> dict:
     """``work()``'s record, or a failure record naming the reason; transient errors are retried."""
-    started, cpu = time.perf_counter(), time.process_time()
+    started, cpu = time.perf_counter(), _cpu_time()
     try:
         record = work()
     except recognizers.ImageError as exc:
@@ -78,7 +92,7 @@ def _attempt(task, ref: dict, stage: str, work) -> dict:
                 raise task.retry(exc=exc, countdown=_backoff(task.request.retries), max_retries=MAX_RETRIES)
             reason = f"{type(exc).__name__}: {exc} (gave up after {MAX_RETRIES} retries)"
     else:
-        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+        elapsed, cpu = time.perf_counter() - started, _cpu_time() - cpu
         if stage == "detect":
             outcome = f"car={'yes' if record['car'] else 'no'} confidence={record['car_confidence']:.1f}"
         else:
@@ -134,9 +148,11 @@ def terminate(records: list[dict], run: dict) -> dict:
         "run": run["id"], "bucket": run["bucket"], "images": len(records),
         "cars": sum(1 for r in records if r["car"]), "failed": failed,
         "output_dir": str(settings.output_dir.resolve()), "output": text, "report": str(page.resolve()),
+        **costs.summary(records, settings.recognizer, settings.region),
     }
-    logger.info("run=%s terminator -1: %d images, %d cars, %d failed, output in %s",
-                run["id"], summary["images"], summary["cars"], len(failed), summary["output_dir"])
+    logger.info("run=%s terminator -1: %d images, %d cars, %d failed, output in %s; calls %s, cost %s USD",
+                run["id"], summary["images"], summary["cars"], len(failed), summary["output_dir"],
+                summary["calls"], summary.get("cost_usd", 0))
     for failure in failed:
         logger.warning("run=%s image=%s failed at %s: %s", run["id"], failure["image"],
                        failure["stage"], failure["reason"])

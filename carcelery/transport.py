@@ -291,12 +291,17 @@ class Channel(SQS.Channel):
         if self.hub is None:
             return super().basic_ack(delivery_tag, multiple)
         self.qos.ack(delivery_tag)  # frees the prefetch slot: the next message may come
+        # The threads pool acknowledges from its threads: gathering is left to
+        # the event loop's thread (call_soon is kombu's thread-safe way in).
+        self.hub.call_soon(self._gather_ack, key, handle)
+
+    def _gather_ack(self, key, handle: str) -> None:
         pending = self._acked.setdefault(key, [])
         pending.append(handle)
-        if len(pending) == 1:
-            self.hub.call_later(ACK_DELAY, self._delete_acked, key)
-        elif len(pending) == SQS.SQS_MAX_MESSAGES:
+        if len(pending) == SQS.SQS_MAX_MESSAGES or self.closed:  # closed: a thread's last ack
             self._delete_acked(key)
+        elif len(pending) == 1:
+            self.hub.call_later(ACK_DELAY, self._delete_acked, key)
 
     def _delete_acked(self, key) -> None:
         handles = self._acked.pop(key, None)

@@ -27,5 +27,18 @@ def test_benchmark_reports_its_figures(seed_dir, tmp_path):
                 "speedup_vs_baseline", "ideal_one_process_s", "efficiency_vs_one_process", "stage_s", "peak_rss_mb", "cpu_s", "emulator_sqs", "pipeline_vs_emulator"):
         assert key in got, key
     assert got["images"] == 12 and got["wall_s"] > 0 and got["baseline_wall_s"] > 0
+    assert got["calls"] == {"DetectLabels": 12, "DetectText": 12}, "noop: every image a car"
     assert set(got["peak_rss_mb"]) == {"worker_a", "worker_b"}
     assert "pipeline wall" in done.stdout
+
+
+def test_benchmark_of_a_waiting_recognizer_counts_its_calls(seed_dir, tmp_path):
+    figures = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, "-m", "bench.pipeline", "--images", "12", "--backend", "latency",
+                           "--latency", "0.01", "--throttle", "0.2", "--json", str(figures)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    got = json.loads(figures.read_text())
+    assert got["pool"] == "threads" and got["baseline_images_per_s"] > 0 and "ideal_s" not in got
+    assert got["calls"]["DetectLabels"] == 12 and got["calls"]["DetectText"] == got["cars"] > 0
+    assert got["cost_usd_at_rekognition_prices"] > 0

@@ -186,3 +186,41 @@ def test_demo_runs_the_seed_images(seed_dir, tmp_path, port):
     printed = done.stdout.split("output.txt <==\n", 1)[1]
     assert printed == (tmp_path / "out" / "output.txt").read_text()
     assert [line.split(":")[0] for line in printed.splitlines()] == ["1.jpg", "4.jpg", "7.jpg"]
+
+
+def test_throttled_recognition_loses_and_repeats_no_image(emulator, bucket, seed_dir, tmp_path):
+    # The latency recognizer, in its default pool (threads): once calm, once with
+    # some calls refused with ThrottlingException, which the tasks retry.
+    s3 = aws.client("s3")
+    names = [f"{n}.jpg" for n in range(1, 41)]
+    for name in names:
+        s3.put_object(Bucket=bucket, Key=name, Body=(seed_dir / "1.jpg").read_bytes())
+    runs = {}
+    for throttle in ("0", "0.15"):
+        with own_stack(tmp_path / throttle, CARCELERY_RECOGNIZER="latency", CARCELERY_LATENCY="0.05",
+                       CARCELERY_THROTTLE=throttle) as stack:
+            stack.start_worker("worker_a", "detect", None)
+            stack.start_worker("worker_b", "text", None)
+            done = dispatch(stack, "--bucket", bucket, "--force")
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert "concurrency: 32 (thread)" in stack.log("worker_a")
+            detected = re.findall(r"image=(\S+) stage=detect car=", stack.log("worker_a"))
+            read = re.findall(r"image=(\S+) stage=text lines=", stack.log("worker_b"))
+            retried = len(re.findall(r"transient error, retrying", stack.log("worker_a") + stack.log("worker_b")))
+            runs[throttle] = output(stack), sorted(detected), sorted(read), retried, set(records(stack))
+            prefix = stack.env["CARCELERY_QUEUE_PREFIX"]
+            sqs = aws.client("sqs")
+            for queue in ("detect", "text"):
+                url = sqs.get_queue_url(QueueName=f"{prefix}{queue}")["QueueUrl"]
+                deadline = time.monotonic() + 15
+                while True:  # the threads' acknowledgements delete every message
+                    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+                    if attributes["ApproximateNumberOfMessages"] == attributes["ApproximateNumberOfMessagesNotVisible"] == "0":
+                        break
+                    assert time.monotonic() < deadline, (queue, attributes)
+                    time.sleep(0.5)
+    calm, throttled = runs["0"], runs["0.15"]
+    assert calm[0] and throttled[0] == calm[0], "the same output.txt"
+    assert throttled[1] == calm[1] == sorted(names) and throttled[2] == calm[2], "each image recognized once"
+    assert throttled[4] == calm[4] == set(names)
+    assert calm[3] == 0 and throttled[3] > 0, "throttled calls were retried"

@@ -61,3 +61,38 @@ def test_monitoring_switch(raw, expected):
 def test_a_bad_switch_names_the_variable():
     with pytest.raises(ConfigError, match="CARCELERY_TASK_SENT_EVENTS"):
         Settings.from_env({"CARCELERY_TASK_SENT_EVENTS": "maybe"})
+
+
+@pytest.mark.parametrize("recognizer, pool, concurrency", [
+    ("local", "prefork", None), ("noop", "prefork", None),  # None: Celery's default, one process per core
+    ("rekognition", "threads", 32), ("latency", "threads", 32),
+])
+def test_pool_and_concurrency_follow_the_recognizer(recognizer, pool, concurrency):
+    s = Settings.from_env({"CARCELERY_RECOGNIZER": recognizer})
+    assert (s.pool, s.concurrency) == (pool, concurrency)
+
+
+def test_pool_and_concurrency_can_be_set():
+    s = Settings.from_env({"CARCELERY_RECOGNIZER": "rekognition", "CARCELERY_POOL": "prefork",
+                           "CARCELERY_CONCURRENCY": "8"})
+    assert (s.pool, s.concurrency) == ("prefork", 8)
+    with pytest.raises(ConfigError, match="CARCELERY_POOL"):
+        Settings.from_env({"CARCELERY_POOL": "fibers"})
+
+
+def test_the_quota_is_split_between_the_workers():
+    assert Settings.from_env({}).rate_limit is None
+    assert Settings.from_env({"CARCELERY_RECOGNITION_QUOTA": "50"}).rate_limit == "50/s"
+    assert Settings.from_env({"CARCELERY_RECOGNITION_QUOTA": "50", "CARCELERY_WORKERS": "4"}).rate_limit == "12.5/s"
+
+
+def test_the_old_per_worker_rate_limit_names_its_replacement():
+    with pytest.raises(ConfigError, match="CARCELERY_RECOGNITION_QUOTA"):
+        Settings.from_env({"CARCELERY_RATE_LIMIT": "5/s"})
+
+
+def test_latency_settings():
+    s = Settings.from_env({"CARCELERY_LATENCY": "0.5", "CARCELERY_LATENCY_JITTER": "0", "CARCELERY_THROTTLE": "0.1"})
+    assert (s.latency, s.latency_jitter, s.throttle) == (0.5, 0.0, 0.1)
+    with pytest.raises(ConfigError, match="CARCELERY_THROTTLE"):
+        Settings.from_env({"CARCELERY_THROTTLE": "10"})
