@@ -50,6 +50,7 @@ task_routes = {
     "carcelery.tasks.scan_bucket": {"queue": DETECT_QUEUE},
     "carcelery.tasks.recognize_text": {"queue": TEXT_QUEUE},
     "carcelery.tasks.terminate": {"queue": TEXT_QUEUE},
+    "carcelery.tasks.watch_run": {"queue": TEXT_QUEUE},
 }
 
 # A task is acknowledged when it is done, so a task whose worker dies is

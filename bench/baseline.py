@@ -44,7 +44,7 @@ def text(queue_url: str) -> None:
                 record = {"image": key, "car": True, "text": []}
                 records.append(results.with_text(record, recognizer.text(ref)))
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
-    results.write(settings.output_dir, settings.bucket, records)
+    results.write(settings.output_dir, sorted(records, key=lambda r: results.natural_key(r["image"])))
 
 
 if __name__ == "__main__":

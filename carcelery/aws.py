@@ -55,8 +55,9 @@ def reset() -> None:
 os.register_at_fork(after_in_child=reset)
 
 
-# DynamoDB's limit of keys per BatchGetItem.
+# DynamoDB's limits of keys per BatchGetItem and of requests per BatchWriteItem.
 READ_BATCH = 100
+WRITE_BATCH = 25
 
 
 def batch_get(dynamodb, table: str, keys: list[dict]) -> Iterator[dict]:
@@ -74,3 +75,14 @@ def batch_get(dynamodb, table: str, keys: list[dict]) -> Iterator[dict]:
             answer = dynamodb.batch_get_item(RequestItems=request)
             yield from answer["Responses"].get(table, [])
             request = answer.get("UnprocessedKeys") or None
+
+
+def batch_write(dynamodb, table: str, requests: list[dict]) -> None:
+    """BatchWriteItem of ``requests`` (at most 25) to ``table``, again for what DynamoDB leaves unprocessed.
+
+    Raises:
+      botocore.exceptions.ClientError: the table is missing or not writable.
+    """
+    request = {table: requests}
+    while request:
+        request = dynamodb.batch_write_item(RequestItems=request).get("UnprocessedItems") or None

@@ -1,21 +1,34 @@
-"""Celery's DynamoDB result backend, counting each chord part once.
+"""Celery's DynamoDB result backend, counting each chord part once, for chords of any size.
 
 SQS delivers at least once: a task whose worker dies after it reported its
 result but before it acknowledged its message runs again. Celery's counter
 would then count that chord part twice and fire the terminator before the
-last image is done. Here each part that reports marks itself in the chord's
-counter item, and the count grows in the same conditional UpdateItem, only if
-the mark was not there: a second report of the same task leaves the count as
-it was.
+last image is done. Here each part that reports writes a mark item of its own
+(``<counter>-part-<task id>``) and counts in the chord's counter item in one
+transaction (TransactWriteItems), only if its mark was not there: a second
+report of the same task leaves the count as it was, and a worker dying
+between the two writes cannot happen, as there is one write. The counter
+holds three attributes whatever the chord's size: the parts counted, the
+parts remaining (``set_chord_size`` adds the chord's size, each part takes one
+away) and, once it is reached, the last part.
 
-Celery's backend reads the whole group back for every part it counts, and the
-part that completes the chord reads each part's result with its own GetItem.
-Here the counter item also holds how many parts remain (``set_chord_size``
-adds the chord's size, each part takes one away), so a part that is not the
-last one only counts (one UpdateItem, whose answer is two numbers), and the
-results are read with BatchGetItem, 100 per request. And a result is stored
-with one conditional PutItem, where Celery reads the stored result first so
-as not to overwrite a success.
+The chord's callback is immutable (``terminate.si(run)``): it reads the run's
+records from the records table (``carcelery.records``), not from the parts'
+results. So the last part sends it without reading any part's result back,
+and the group of every part's task id is never stored (Celery stores it as one
+item, which DynamoDB's 400 KB would cap at about 8,000 parts).
+
+**Debts** (Celery's code overridden, and why):
+- ``on_chord_part_return`` replaces Celery's ``BaseKeyValueStoreBackend``
+  version, which reads the group back, counts with ``incr`` (a count of
+  deliveries, not of parts) and joins every part's result into one list in the
+  last part's memory before sending the callback with it.
+- ``_apply_chord_incr`` (private, what Celery's ``apply_chord`` is for
+  backends that count) replaces the one that saves the group as one item.
+  Check both when Celery is upgraded (written against 5.7.0).
+
+A result is stored with one conditional PutItem, where Celery reads the
+stored result first so as not to overwrite a success.
 
 ``celeryconfig.result_backend`` names this class in front of the
 ``dynamodb://`` URL (Celery's ``module:Class+url`` form).
@@ -23,25 +36,25 @@ as not to overwrite a success.
 
 from __future__ import annotations
 
-import contextlib
-import threading
-
 from botocore.exceptions import ClientError
 from celery import states
+from celery.canvas import maybe_signature
+from celery.exceptions import ChordError
+from celery.utils.log import get_logger
 from celery.backends.dynamodb import DynamoDBBackend
 from kombu.utils.encoding import bytes_to_str
 
 from . import aws
 
+logger = get_logger(__name__)
+
+
+# The counter's conditions: a part that leaves parts remaining, and the last one.
+_NOT_LAST = "attribute_not_exists(remaining) OR remaining <> :one"
+_LAST = "remaining = :one"
+
 
 class OncePerPartDynamoDBBackend(DynamoDBBackend):
-    # Joining the chord's parts reads them through get_many, hence mget (as
-    # Celery's cache backend does), not one polling get() per part.
-    supports_native_join = True
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._reporting = threading.local()  # the task whose chord part is being counted
 
     def _get_client(self, access_key_id=None, secret_access_key=None):
         # The process's DynamoDB client (aws.client, the ledger's too), not a new
@@ -51,14 +64,10 @@ class OncePerPartDynamoDBBackend(DynamoDBBackend):
         # is provision's (python -m carcelery.provision), not created here.
         return aws.client("dynamodb")
 
-    @contextlib.contextmanager
-    def counting(self, task_id: str):
-        """Within it, ``incr`` counts ``task_id`` (once, however often)."""
-        self._reporting.task_id = task_id
-        try:
-            yield
-        finally:
-            self._reporting.task_id = None
+    def _apply_chord_incr(self, header_result_args, body, **kwargs):
+        # Debt (see the module's docstring): Celery saves the group here, every
+        # part's task id in one item; the last part does not read it back.
+        self.ensure_chords_allowed()
 
     def set_chord_size(self, group_id, chord_size):
         """Add the chord's size to its parts remaining; the dispatcher calls this before sending its last part.
@@ -71,12 +80,15 @@ class OncePerPartDynamoDBBackend(DynamoDBBackend):
                                 ExpressionAttributeValues={":size": {"N": str(chord_size)}})
 
     def on_chord_part_return(self, request, state, result, **kwargs):
-        if request.group and self._add_part(str(self.get_key_for_chord(request.group)), request.id)[1] != 0:
-            return  # not the last part: nothing to read back
-        # The last part: Celery's own code, whose count of this part (again)
-        # leaves the count as it is.
-        with self.counting(request.id):
-            super().on_chord_part_return(request, state, result, **kwargs)
+        # Debt (see the module's docstring): Celery's version joins every part's result.
+        if not request.group or not self._count_part(str(self.get_key_for_chord(request.group)), request.id):
+            return
+        callback = maybe_signature(request.chord, app=self.app)
+        try:
+            callback.delay()
+        except Exception as exc:  # noqa: BLE001 - as Celery's: the chord fails, with why
+            logger.exception("Chord %r raised: %r", request.group, exc)
+            self.chord_error_from_stack(callback, ChordError(f"Callback error: {exc!r}"))
 
     def _store_result(self, task_id, result, state, traceback=None, request=None, **kwargs):
         """Store a task's result, unless a success is stored for it already.
@@ -98,55 +110,51 @@ class OncePerPartDynamoDBBackend(DynamoDBBackend):
                 raise
         return result
 
-    def mget(self, keys):
-        """The values under ``keys``, in their order (None where missing), in batches."""
-        keys = [str(key) for key in keys]
-        key, value = self._key_field, self._value_field
-        items = aws.batch_get(self.client, self.table_name, [{key.name: {key.data_type: k}} for k in dict.fromkeys(keys)])
-        found = {item[key.name][key.data_type]: item[value.name][value.data_type] for item in items}
-        return [found.get(k) for k in keys]
+    def _count_part(self, key: str, task_id: str) -> bool:
+        """Count ``task_id`` in chord counter ``key`` once; whether it is the chord's last part.
 
-    def incr(self, key: bytes) -> int:
-        """The number of distinct tasks that have reported to chord counter ``key``, this one included."""
-        task_id = getattr(self._reporting, "task_id", None)
-        if task_id is None:
-            return super().incr(key)
-        # str(key), as Celery's own incr and delete name the item.
-        return self._add_part(str(key), task_id)[0]
-
-    def _add_part(self, key: str, task_id: str) -> tuple[int, int | None]:
-        """Count ``task_id`` in chord counter ``key`` once: (parts counted, parts remaining).
-
-        Parts remaining are below 0 until ``set_chord_size`` has added the size,
-        and None if the counter went (the chord completed) as this part reported again.
+        A part counted before (delivered again) is the last part if it was the
+        one that reached 0: its first run may have died before sending the callback.
         """
-        try:
-            answer = self.client.update_item(
-                **self._prepare_get_request(key),
-                UpdateExpression="SET #part = :yes ADD parts :one, remaining :minus_one",
-                ConditionExpression="attribute_not_exists(#part)",
-                ExpressionAttributeNames={"#part": f"part-{task_id}"},
-                ExpressionAttributeValues={":yes": {"BOOL": True}, ":one": {"N": "1"}, ":minus_one": {"N": "-1"}},
-                ReturnValues="UPDATED_NEW",
-            )["Attributes"]
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                raise
-            # Counted before (delivered again): the count as it stands. Its first
-            # run may have died before firing the terminator; if it was the last
-            # part, remaining is 0 and this run fires it.
-            return self._counts(key)
-        return int(answer["parts"]["N"]), int(answer["remaining"]["N"])
+        mark = {"Put": {"TableName": self.table_name, "ConditionExpression": "attribute_not_exists(#id)",
+                        "ExpressionAttributeNames": {"#id": self._key_field.name},
+                        "Item": self._prepare_get_request(f"{key}-part-{task_id}")["Key"]}}
+        # Most parts leave parts remaining: one transaction. The last one fails
+        # that condition, and counts again as the last, naming itself.
+        for condition in (_NOT_LAST, _LAST, _NOT_LAST, _LAST):
+            count = {"TableName": self.table_name, **self._prepare_get_request(key),
+                     "UpdateExpression": "ADD parts :one, remaining :minus_one",
+                     "ConditionExpression": condition,
+                     "ExpressionAttributeValues": {":one": {"N": "1"}, ":minus_one": {"N": "-1"}}}
+            if condition == _LAST:
+                count["UpdateExpression"] += " SET #last = :task"
+                count["ExpressionAttributeNames"] = {"#last": "last"}
+                count["ExpressionAttributeValues"][":task"] = {"S": task_id}
+            try:
+                self.client.transact_write_items(TransactItems=[mark, {"Update": count}])
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                    raise
+                marked, counted = (reason["Code"] for reason in exc.response["CancellationReasons"])
+                if marked == "ConditionalCheckFailed":
+                    return self._counts(key)[2] == task_id
+                if counted != "ConditionalCheckFailed":
+                    raise
+                continue  # the other condition holds
+            return condition == _LAST
+        raise RuntimeError(f"chord counter {key}: parts remaining changed under part {task_id} four times")
 
-    def _counts(self, key: str) -> tuple[int, int | None]:
-        """(parts counted, parts remaining) of chord counter ``key``; (0, None) once it is gone (the chord completed)."""
+    def _counts(self, key: str) -> tuple[int, int | None, str | None]:
+        """(parts counted, parts remaining, last part) of chord counter ``key``; (0, None, None) if there is none."""
         item = self.client.get_item(**self._prepare_get_request(key), ConsistentRead=True,
-                                    ProjectionExpression="parts, remaining").get("Item")
+                                    ProjectionExpression="parts, remaining, #last",
+                                    ExpressionAttributeNames={"#last": "last"}).get("Item")
         if item is None:
-            return 0, None
+            return 0, None, None
         # Before any part reports, the item holds the size set_chord_size added, no parts.
-        return int(item.get("parts", {"N": 0})["N"]), int(item["remaining"]["N"])
+        return (int(item.get("parts", {"N": 0})["N"]), int(item["remaining"]["N"]),
+                item.get("last", {}).get("S"))
 
-    def parts_done(self, group_id: str) -> int:
-        """How many tasks of chord ``group_id`` have reported so far (0 once the chord is done)."""
-        return self._counts(str(self.get_key_for_chord(group_id)))[0]
+    def chord_counts(self, group_id: str) -> tuple[int, int | None]:
+        """(parts counted, parts remaining) of chord ``group_id``: 0 remaining once it completed."""
+        return self._counts(str(self.get_key_for_chord(group_id)))[:2]

@@ -6,8 +6,10 @@ Shows progress on stderr while it lists, sends and (with ``--wait``) waits: a
 bar on a terminal, a line every few seconds otherwise.
 
 Per image, ``detect_car`` (sent ten per SQS request), which hands a car image on to ``recognize_text``; the chord's
-callback is the ``-1`` terminator, delivered to Instance B's queue. Images
-dispatched before with the same ETag are skipped unless ``--force``.
+callback is the ``-1`` terminator, delivered to Instance B's queue, and
+``watch_run`` ends the run if its parts stop coming (CARCELERY_RUN_DEADLINE).
+Each image gets a pending record in the records table before its task is
+sent. Images dispatched before with the same ETag are skipped unless ``--force``.
 """
 
 from __future__ import annotations
@@ -24,11 +26,11 @@ from botocore.exceptions import EndpointConnectionError
 from celery import chord
 from celery.signals import after_task_publish
 
-from . import ledger, provision, storage
+from . import ledger, provision, records, runs, storage
 from .app import app
 from .progress import Progress
 from .settings import settings
-from .tasks import detect_car, terminate
+from .tasks import detect_car, terminate, watch_run
 from .transport import batched_sends
 
 # Seconds between two looks of ``--wait`` at the run (two DynamoDB reads each):
@@ -66,8 +68,10 @@ def dispatch(bucket: str, prefix: str = "", force: bool = False, stream: TextIO 
         listing.close()
     todo = ledger.new(listed, force)
     run["images"], run["skipped"] = len(todo), len(listed) - len(todo)
-    header = [detect_car.s({"bucket": i.bucket, "key": i.key, "etag": i.etag}) for i in todo]
-    body = terminate.s(run={k: run[k] for k in ("id", "bucket", "prefix", "images")})
+    records.put_pending(todo, run["id"])
+    header = [detect_car.s({"bucket": i.bucket, "key": i.key, "etag": i.etag, "run": run["id"]}) for i in todo]
+    # Immutable: the terminator reads the records from the store, not the parts' results.
+    body = terminate.si({k: run[k] for k in ("id", "bucket", "prefix", "images")})
     sending = Progress("sent", total=len(todo), stream=stream) if stream and todo else None
 
     def sent(sender=None, **_):
@@ -79,11 +83,13 @@ def dispatch(bucket: str, prefix: str = "", force: bool = False, stream: TextIO 
     try:
         # A chord of no tasks never fires its callback: send the terminator alone.
         with batched_sends():
-            run["result"] = chord(header)(body) if header else body.delay([])
+            run["result"] = chord(header)(body) if header else body.delay()
     finally:
         if sending:
             after_task_publish.disconnect(sent)
             sending.close()
+    if header:
+        watch_run.apply_async((body.args[0], run["result"].parent.id, run["result"].id), countdown=runs.look_every())
     ledger.record(todo, run["id"])
     return run
 
@@ -104,8 +110,7 @@ def wait(run: dict, timeout: float, stream: TextIO) -> dict:
         if time.monotonic() > deadline:
             raise TimeoutError(f"run {run['id']} did not end within {timeout:.0f} s")
         if done:
-            # The chord's counter is deleted once it completes: what read 183 then reads 0.
-            done.update(max(done.done, app.backend.parts_done(group.id)))
+            done.update(app.backend.chord_counts(group.id)[0])
         time.sleep(WAIT_POLL)
     if done:
         done.update(run["images"])
@@ -156,11 +161,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}; the workers may be down or busy (is Instance B's worker running?)", file=sys.stderr)
         return 3
     print(f"run {summary['run']}: {summary['images']} images, {summary['cars']} cars, "
-          f"{len(summary['failed'])} failed; output in {summary['output_dir']}, report {summary['report']}")
+          f"{summary['failed_count']} failed; output in {summary['output_dir']}, report {summary['report']}"
+          + (f", uploaded to {summary['output_uri']}" if summary["output_uri"] else ""))
     for failure in summary["failed"]:
         print(f"  failed: {failure['image']} at {failure['stage']}: {failure['reason']}")
+    if summary["failed_count"] > len(summary["failed"]):
+        print(f"  ... and {summary['failed_count'] - len(summary['failed'])} more failed: see results.jsonl")
     print(json.dumps({k: summary[k] for k in ("run", "images", "cars")}))
-    return 1 if summary["failed"] else 0
+    return 1 if summary["failed_count"] else 0
 
 
 if __name__ == "__main__":

@@ -38,6 +38,12 @@ def _without_hot_spots(dispatcher_class):
     - DynamoDB's answers went through moto's model-driven serializer value by
       value, trying every member of AttributeValue's shape for each (80 % of a
       BatchGetItem of 200 results): moto's items hold that shape already.
+    - TransactWriteItems deep-copied every table it writes to, to roll back on
+      failure: O(table) per transaction, and each chord part counts in one,
+      in the results table (``_transactions_copy_items``).
+    - ReceiveMessage listed every visible message of its queue, DeleteMessage
+      scanned and rebuilt the whole list: O(queue length) per request
+      (``_queues_scan_from_the_front``).
 
     Returns:
       A subclass of ``dispatcher_class`` whose backend lookup is cached per host.
@@ -63,6 +69,8 @@ def _without_hot_spots(dispatcher_class):
         self._default_serialize(serialized, _wire(self, value), shape, key)
 
     serializer._serialize_type_structure = attribute_value
+    _transactions_copy_items()
+    _queues_scan_from_the_front()
 
     class Dispatcher(dispatcher_class):
         def get_backend_for_host(self, host):
@@ -73,6 +81,105 @@ def _without_hot_spots(dispatcher_class):
             return cache[host]
 
     return Dispatcher
+
+
+def _queues_scan_from_the_front() -> None:
+    """moto's SQS queues, their messages looked for from the front, not all of them on every request.
+
+    moto keeps a queue's messages in a list and, on every ReceiveMessage, made
+    a list of all its visible messages to take the first ten; every
+    DeleteMessage scanned the whole list twice and rebuilt it. With the
+    20,000 messages of a run of 20,000 images in a queue, each took
+    milliseconds, in the one-request-at-a-time emulator. A queue is worked
+    from its front (the oldest messages are received first, so the ones
+    received and being deleted are there): here a receive stops at the
+    messages it takes, and a delete at the message it deletes.
+    """
+    from moto.sqs import models
+    from moto.sqs.exceptions import ReceiptHandleIsInvalid
+
+    class Visible:
+        """A queue's visible messages, found as they are iterated."""
+
+        def __init__(self, queue):
+            self._queue = queue
+
+        def __iter__(self):
+            return (m for m in list.__iter__(self._queue._messages) if m.visible and not m.delayed)
+
+        def __bool__(self):
+            return any(True for _ in self)
+
+        def __len__(self):
+            return sum(1 for _ in self)
+
+    def delete_message(self, receipt_handle: str) -> None:
+        if receipt_handle in self.deleted_messages:
+            return  # deleted before: SQS accepts it again
+        for index, message in enumerate(self._messages):
+            if message.had_receipt_handle(receipt_handle):
+                del self._messages[index]
+                self.pending_messages.discard(message)
+                self.deleted_messages.update(message.all_receipt_handles)
+                return
+        raise ReceiptHandleIsInvalid()
+
+    models.Queue.messages = property(Visible)
+    models.Queue.delete_message = delete_message
+
+
+def _transactions_copy_items() -> None:
+    """moto's TransactWriteItems, rolling back the items it wrote rather than whole tables.
+
+    moto keeps a deep copy of each table a transaction writes to, and puts it
+    back if the transaction fails: a chord part's count cost a copy of the
+    results table, every result of every run. Here the tables are not copied
+    (moto's ``copy.deepcopy`` leaves a Table as it is, during the call; the
+    emulator serves one request at a time) and the items the transaction
+    names are copied and put back instead.
+    """
+    import copy
+
+    from moto.dynamodb import models
+    from moto.dynamodb.models.table import Table
+
+    transact = models.DynamoDBBackend.transact_write_items
+
+    class TablesNotCopied:
+        @staticmethod
+        def deepcopy(value):
+            return value if isinstance(value, Table) else copy.deepcopy(value)
+
+    def item_key(backend, op_type: str, op: dict) -> dict:
+        if op_type != "Put":
+            return op["Key"]
+        table = backend.get_table(op["TableName"])
+        names = [table.hash_key_attr] + ([table.range_key_attr] if table.range_key_attr else [])
+        return {name: op["Item"][name] for name in names}
+
+    def transact_write_items(self, transact_items):
+        before = []
+        for entry in transact_items:
+            for op_type, op in entry.items():
+                try:
+                    key = item_key(self, op_type, op)
+                    before.append((op["TableName"], key, copy.deepcopy(self.get_item(op["TableName"], key))))
+                except Exception:  # noqa: BLE001 - moto's own call answers for a bad request
+                    pass
+        models.copy = TablesNotCopied
+        try:
+            return transact(self, transact_items)
+        except Exception:
+            for table, key, item in reversed(before):
+                if item is None:
+                    self.delete_item(table, key)
+                else:
+                    self.put_item(table, item.to_json()["Attributes"])
+            raise
+        finally:
+            models.copy = copy
+
+    models.DynamoDBBackend.transact_write_items = transact_write_items
 
 
 def _one_request_at_a_time(dispatcher_class):

@@ -17,7 +17,6 @@ from .settings import settings
 from .storage import S3Image
 
 KEY = "image"  # the table's hash key: "<bucket>/<key>"
-WRITE_BATCH = 25  # DynamoDB's limit per BatchWriteItem
 
 
 def _key(image: S3Image) -> str:
@@ -55,9 +54,7 @@ def record(images: list[S3Image], run_id: str) -> None:
       botocore.exceptions.ClientError: the table is missing or not writable.
     """
     dynamodb = aws.client("dynamodb")
-    for chunk in _chunks(images, WRITE_BATCH):
-        request = {settings.ledger_table: [
+    for chunk in _chunks(images, aws.WRITE_BATCH):
+        aws.batch_write(dynamodb, settings.ledger_table, [
             {"PutRequest": {"Item": {KEY: {"S": _key(i)}, "etag": {"S": i.etag}, "run": {"S": run_id}}}}
-            for i in chunk]}
-        while request:
-            request = dynamodb.batch_write_item(RequestItems=request).get("UnprocessedItems") or None
+            for i in chunk])

@@ -13,7 +13,7 @@ import sys
 
 from botocore.exceptions import ClientError
 
-from . import aws, ledger
+from . import aws, ledger, records
 from .settings import DEAD_LETTER_QUEUE, DETECT_QUEUE, TEXT_QUEUE, settings
 from .storage import error_code, explain, queue_missing
 
@@ -62,13 +62,14 @@ def queues() -> list[str]:
     return [dead] + [queue(settings.queue_name(q), queue_attributes(arn)) for q in (DETECT_QUEUE, TEXT_QUEUE)]
 
 
-def table(name: str, key: str) -> None:
-    """A DynamoDB table with string hash key ``key``, billed per request."""
+def table(name: str, key: str, range_key: str | None = None) -> None:
+    """A DynamoDB table with string hash key ``key`` (and string ``range_key``), billed per request."""
     dynamodb = aws.client("dynamodb")
+    keys = [(key, "HASH")] + ([(range_key, "RANGE")] if range_key else [])
     try:
         dynamodb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
-                              AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
-                              KeySchema=[{"AttributeName": key, "KeyType": "HASH"}])
+                              AttributeDefinitions=[{"AttributeName": k, "AttributeType": "S"} for k, _ in keys],
+                              KeySchema=[{"AttributeName": k, "KeyType": kind} for k, kind in keys])
     except ClientError as exc:
         if error_code(exc) != "ResourceInUseException":
             raise
@@ -76,10 +77,11 @@ def table(name: str, key: str) -> None:
 
 
 def everything() -> None:
-    """Create the bucket, the queues and the ledger table, if missing."""
+    """Create the bucket, the queues and the tables (ledger, records, results), if missing."""
     bucket(settings.bucket)
     queues()
     table(settings.ledger_table, ledger.KEY)
+    table(settings.records_table, records.HASH, records.RANGE)
     # Celery would create its own on first use, but two workers starting
     # together race to create it; its key is Celery's ("id").
     table(settings.results_table, "id")
@@ -92,7 +94,7 @@ def main() -> int:
         print(f"error: {explain(exc, settings.bucket) or exc}", file=sys.stderr)
         return 1
     print(f"ready: bucket {settings.bucket}, queues {settings.queue_name(DETECT_QUEUE)}, "
-          f"{settings.queue_name(TEXT_QUEUE)} and {settings.queue_name(DEAD_LETTER_QUEUE)}, tables {settings.ledger_table} and {settings.results_table}")
+          f"{settings.queue_name(TEXT_QUEUE)} and {settings.queue_name(DEAD_LETTER_QUEUE)}, tables {settings.ledger_table}, {settings.records_table} and {settings.results_table}")
     return 0
 
 

@@ -1,9 +1,15 @@
 """The run as a page people can look at: ``report.html``, one self-contained file.
 
-Every image of the run, downscaled and embedded, with the car boxes and the
-text boxes drawn over it (boxes are fractions of the image, so CSS places them
-at any size), the confidences, failures with their reasons, and output.txt's
-lines. Written by the terminator next to output.txt, after it.
+The run's images, downscaled and embedded, with the car boxes and the text
+boxes drawn over it (boxes are fractions of the image, so CSS places them at
+any size), the confidences, failures with their reasons, and output.txt's
+lines. Written by the terminator next to output.txt, after it, from the
+records of results.jsonl, a record at a time.
+
+Its cost is bounded whatever the run's size: the first MAX_PREVIEWS images get
+a picture (each read back from S3 and decoded as the recognizers decode, never
+more pixels), the first MAX_FIGURES are shown, the first MAX_LINES of
+output.txt; the page says how many more the files hold.
 """
 
 from __future__ import annotations
@@ -11,19 +17,21 @@ from __future__ import annotations
 import base64
 import html
 import io
+import itertools
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
-import PIL.Image
-
-from .recognizers import CAR
-from .recognizers.local import on_white
-from .results import output_lines, write_atomically
+from . import imaging
+from .recognizers import CAR, Image, ImageError
+from .results import OUTPUT, atomic_file
 
 REPORT = "report.html"
 THUMBNAIL = 480  # long side, pixels
 # Beyond this many images the page would weigh hundreds of MB: the rest are listed without a picture.
 MAX_PREVIEWS = 300
+# Beyond these the page would grow with the run: results.jsonl and output.txt have them all.
+MAX_FIGURES = 1000
+MAX_LINES = 1000
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em;background:#f6f6f6;color:#222}
@@ -42,17 +50,14 @@ figcaption{line-height:1.4;margin-top:.4em;font-size:.9em}
 """
 
 
-def _thumbnail(data: bytes) -> str | None:
-    """The image as a JPEG data URI, long side THUMBNAIL at most; None if it cannot be read."""
+def _thumbnail(name: str, data: bytes) -> str | None:
+    """The image as a JPEG data URI, long side THUMBNAIL at most; None if it cannot be read or is too large."""
     try:
-        pic = PIL.Image.open(io.BytesIO(data))
-        pic.draft("RGB", (THUMBNAIL, THUMBNAIL))
-        pic = on_white(pic)
-        pic.thumbnail((THUMBNAIL, THUMBNAIL))
-        buf = io.BytesIO()
-        pic.save(buf, "JPEG", quality=80)
-    except (OSError, SyntaxError, ValueError):
+        pic = imaging.decode(Image(name, lambda: data), side=THUMBNAIL)
+    except ImageError:
         return None
+    buf = io.BytesIO()
+    pic.save(buf, "JPEG", quality=80)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
@@ -84,35 +89,51 @@ def _figure(record: dict, picture: str | None) -> str:
             f'{"<br>text: " + text if text else ""}</figcaption></figure>')
 
 
-def write(folder: Path, run_id: str, records: list[dict], read: Callable[[dict], bytes]) -> Path:
-    """Write ``report.html`` for ``records`` into ``folder``.
+def _picture(record: dict, read: Callable[[dict], bytes]) -> str | None:
+    try:
+        data = read(record)
+    except Exception:  # noqa: BLE001 - a missing preview must not lose the report
+        return None
+    return _thumbnail(record["image"], data)
+
+
+def _lines(path: Path) -> tuple[list[str], int]:
+    """The first MAX_LINES lines of output.txt at ``path``, and how many it has."""
+    shown, count = [], 0
+    with path.open(encoding="utf-8") as handle:
+        for count, line in enumerate(handle, 1):
+            if count <= MAX_LINES:
+                shown.append(line.rstrip("\n"))
+    return shown, count
+
+
+def write(folder: Path, run_id: str, records: Iterable[dict], counts: dict, read: Callable[[dict], bytes]) -> Path:
+    """Write ``report.html`` for ``records`` into ``folder``, next to its output.txt.
 
     Parameters:
-      folder: the output folder (output.txt's).
+      folder: the run's output folder, output.txt written.
       run_id: the run, for the title.
-      records: the run's result records, in the order to show them.
+      records: the run's result records, in the order to show them (read one at a time).
+      counts: what the records hold (``results.write``'s answer).
       read: the bytes of a record's image; an image it cannot read is shown without a preview.
 
     Returns:
       The report's path.
     """
-    figures = []
-    for index, record in enumerate(records):
-        data = b""
-        if index < MAX_PREVIEWS:
-            try:
-                data = read(record)
-            except Exception:  # noqa: BLE001 - a missing preview must not lose the report
-                pass
-        figures.append(_figure(record, _thumbnail(data) if data else None))
-    lines = "\n".join(output_lines(records))
-    cars = sum(1 for r in records if r["car"])
-    failed = sum(1 for r in records if "error" in r)
-    page = (f'<!doctype html><html><head><meta charset="utf-8"><title>carcelery run {html.escape(run_id)}</title>'
-            f"<style>{STYLE}</style></head><body><h1>carcelery run {html.escape(run_id)}</h1>"
-            f"<p>{len(records)} images, {cars} cars, {failed} failed.</p>"
-            f'<h2>output.txt</h2><pre id="output">{html.escape(lines) or "(empty)"}</pre>'
-            f'<h2>Images</h2><div class="grid">{"".join(figures)}</div></body></html>')
+    lines, line_count = _lines(folder / OUTPUT)
+    more_lines = f"\n... and {line_count - len(lines)} more lines in output.txt" if line_count > len(lines) else ""
     path = folder / REPORT
-    write_atomically(path, page)
+    with atomic_file(path) as page:
+        page.write(f'<!doctype html><html><head><meta charset="utf-8"><title>carcelery run {html.escape(run_id)}</title>'
+                   f"<style>{STYLE}</style></head><body><h1>carcelery run {html.escape(run_id)}</h1>"
+                   f"<p>{counts['images']} images, {counts['cars']} cars, {counts['failed']} failed.</p>"
+                   f'<h2>output.txt</h2><pre id="output">{html.escape(chr(10).join(lines) + more_lines) or "(empty)"}</pre>'
+                   f'<h2>Images</h2><div class="grid">')
+        shown = 0
+        for shown, record in enumerate(itertools.islice(records, MAX_FIGURES), 1):
+            page.write(_figure(record, _picture(record, read) if shown <= MAX_PREVIEWS else None))
+        page.write("</div>")
+        if counts["images"] > shown:
+            page.write(f"<p>... and {counts['images'] - shown} more images in results.jsonl.</p>")
+        page.write("</body></html>")
     return path

@@ -7,22 +7,26 @@ A record is plain JSON data (it travels through Celery's JSON serializer):
 
 ``output.txt`` has one line per car image in which text was found,
 ``<image>: <text lines joined by spaces>``, in natural order (1, 2, ..., 10);
-``results.jsonl`` has every image's record. Both are written atomically.
+``results.jsonl`` has every image's record. Both are written atomically, a
+record at a time (any number of them).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator, TextIO
 
 from .recognizers import Label, TextLine, car_confidence, to_dict
 
 OUTPUT = "output.txt"
 RESULTS = "results.jsonl"
+# A run's summary (the terminator's result, one DynamoDB item) names this many failures at most; results.jsonl has them all.
+MAX_FAILURES = 100
 
 
 def detection(image: str, *, bucket=None, key=None, etag=None, labels: list[Label], threshold: float) -> dict:
@@ -50,21 +54,19 @@ def natural_key(name: str) -> list:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
-def output_lines(records: Iterable[dict]) -> list[str]:
-    lines = []
-    for record in sorted(records, key=lambda r: natural_key(r["image"])):
-        words = " ".join(line["text"] for line in record["text"]).strip()
-        if record["car"] and words:
-            lines.append(f"{record['image']}: {words}")
-    return lines
+def output_line(record: dict) -> str | None:
+    """The record's line of output.txt; None unless it is a car image with text."""
+    words = " ".join(line["text"] for line in record["text"]).strip()
+    return f"{record['image']}: {words}" if record["car"] and words else None
 
 
-def write_atomically(path: Path, text: str) -> None:
-    # Readers see the old file or the new one, never half of one.
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[TextIO]:
+    """A file to write ``path``'s text into, put in its place at the end; readers see the old file or the new one."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+            yield handle
         os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the output from other readers
         os.replace(tmp, path)
     except BaseException:
@@ -72,30 +74,45 @@ def write_atomically(path: Path, text: str) -> None:
         raise
 
 
-def read_records(folder: Path) -> list[dict]:
+def write_atomically(path: Path, text: str) -> None:
+    with atomic_file(path) as handle:
+        handle.write(text)
+
+
+def read_records(folder: Path) -> Iterator[dict]:
+    """The records of ``folder``'s results.jsonl, one line at a time (none if there is none)."""
     path = folder / RESULTS
     if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                yield json.loads(line)
 
 
-def write(folder: Path, bucket: str, records: Iterable[dict]) -> str:
-    """Write a run's ``records`` of ``bucket`` to ``folder``.
+def write(folder: Path, records: Iterable[dict]) -> dict:
+    """Write results.jsonl and output.txt of ``records``, taken one at a time, into ``folder``.
 
-    The files describe one bucket: records already there for the same bucket
-    are kept unless a new record of the same image replaces them (so a task run
-    twice, or an image dispatched again, leaves one result and one line, and a
-    scan of new images only keeps the older lines); records of another bucket
-    are dropped.
+    Parameters:
+      records: in the order of the files (natural order of their images).
 
     Returns:
-      The text of output.txt.
+      What they hold: ``images``, ``cars``, ``lines`` (of output.txt), ``failed``
+      (how many) and ``failures`` (image, stage, reason of the first MAX_FAILURES).
     """
     folder.mkdir(parents=True, exist_ok=True)
-    merged = {r["image"]: r for r in read_records(folder) if r.get("bucket") == bucket}
-    merged.update({r["image"]: r for r in records})
-    ordered = sorted(merged.values(), key=lambda r: natural_key(r["image"]))
-    write_atomically(folder / RESULTS, "".join(json.dumps(r, sort_keys=True) + "\n" for r in ordered))
-    text = "".join(line + "\n" for line in output_lines(ordered))
-    write_atomically(folder / OUTPUT, text)
-    return text
+    counts = {"images": 0, "cars": 0, "lines": 0, "failed": 0, "failures": []}
+    with atomic_file(folder / RESULTS) as results, atomic_file(folder / OUTPUT) as output:
+        for record in records:
+            results.write(json.dumps(record, sort_keys=True) + "\n")
+            counts["images"] += 1
+            counts["cars"] += bool(record["car"])
+            line = output_line(record)
+            if line is not None:
+                output.write(line + "\n")
+                counts["lines"] += 1
+            if "error" in record:
+                counts["failed"] += 1
+                if len(counts["failures"]) < MAX_FAILURES:
+                    counts["failures"].append({"image": record["image"], **record["error"]})
+    return counts

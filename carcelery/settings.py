@@ -15,11 +15,14 @@ where boto3's standard credential chain applies (nothing is hard-coded).
 | CARCELERY_QUEUE_PREFIX    | carcelery-                  | prefix of every SQS queue name                 |
 | CARCELERY_RESULTS_TABLE   | carcelery-results           | DynamoDB table of Celery's result backend      |
 | CARCELERY_LEDGER_TABLE    | carcelery-ledger            | DynamoDB table of the images already dispatched (key, ETag) |
+| CARCELERY_RECORDS_TABLE   | carcelery-records           | DynamoDB table of every image's result record, by bucket and key; the outputs are made from it |
 | CARCELERY_SCAN_INTERVAL   | 60                          | seconds between the beat's scans for new images |
 | CARCELERY_RECOGNIZER      | local                       | ``local``, ``rekognition``, ``noop`` or ``latency`` |
 | CARCELERY_CAR_THRESHOLD   | the recognizer's own        | car confidence (0-100) at or above which an image holds a car |
 | CARCELERY_TEXT_REGION     | vehicles                    | where a car image's text is read: ``vehicles`` (its cars' and plates' boxes; the whole image if it has none) or ``image`` (all of it, signs and watermarks too) |
-| CARCELERY_OUTPUT_DIR      | output                      | where Instance B writes output.txt and results.jsonl |
+| CARCELERY_OUTPUT_DIR      | output                      | where Instance B writes the outputs: ``runs/<run id>/``, ``latest`` (a link to the last run's folder), and output.txt, results.jsonl, report.html (links into ``latest``) |
+| CARCELERY_OUTPUT_URI      | (none)                      | ``s3://bucket/prefix``: also upload each run's outputs there (``<prefix>runs/<run id>/`` and ``<prefix>latest/``) |
+| CARCELERY_RUN_DEADLINE    | 1800                        | seconds a run may go without a part done before it ends with what it has, the images missing listed as failed; longer than a redelivered task can take (CARCELERY_VISIBILITY_TIMEOUT x CARCELERY_MAX_RECEIVES) |
 | CARCELERY_MODEL_DIR       | ~/.cache/carcelery/models   | where setup puts the local detector model      |
 | CARCELERY_VISIBILITY_TIMEOUT | 300                      | seconds a received task stays hidden; longer than the longest task, so a task is redelivered only when its worker died |
 | CARCELERY_MAX_RECEIVES    | 5                           | receives after which SQS moves a message to the dead-letter queue |
@@ -36,6 +39,7 @@ where boto3's standard credential chain applies (nothing is hard-coded).
 | CARCELERY_FLOWER_PORT     | 5555                        | port of Flower (``python -m carcelery.flower``) on 127.0.0.1 |
 | CARCELERY_FLOWER_USER     | (unset)                     | with CARCELERY_FLOWER_PASSWORD: Flower asks for this user (HTTP basic auth) |
 | CARCELERY_FLOWER_PASSWORD | (unset)                     | that user's password                           |
+| CARCELERY_NOOP_EXIT_ON    | (unset)                     | tests only: the ``noop`` recognizer's process exits at once (``os._exit``) when it meets this image name, a worker-killing poison |
 """
 
 from __future__ import annotations
@@ -95,6 +99,13 @@ def _number(env: Mapping[str, str], name: str, default, kind=int):
         raise ConfigError(f"{name}={raw!r} is not a number; set it to one, or unset it for {default!r}") from None
 
 
+def _s3_uri(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name) or ""
+    if value and (not value.startswith("s3://") or not value[5:].split("/", 1)[0]):
+        raise ConfigError(f"{name}={value!r} is not an s3://bucket/prefix URI; set it to one, or unset it")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     target: str = "emulator"
@@ -106,11 +117,14 @@ class Settings:
     queue_prefix: str = "carcelery-"
     results_table: str = "carcelery-results"
     ledger_table: str = "carcelery-ledger"
+    records_table: str = "carcelery-records"
     scan_interval: float = 60.0
     recognizer: str = "local"
     car_threshold: float | None = None
     text_region: str = "vehicles"
     output_dir: Path = Path("output")
+    output_uri: str = ""
+    run_deadline: float = 1800.0
     model_dir: Path = Path("~/.cache/carcelery/models").expanduser()
     model_threads: int = 1
     visibility_timeout: int = 300
@@ -127,6 +141,7 @@ class Settings:
     flower_port: int = 5555
     flower_user: str = ""
     flower_password: str = ""
+    noop_exit_on: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -152,11 +167,14 @@ class Settings:
             queue_prefix=env.get("CARCELERY_QUEUE_PREFIX") or cls.queue_prefix,
             results_table=env.get("CARCELERY_RESULTS_TABLE") or cls.results_table,
             ledger_table=env.get("CARCELERY_LEDGER_TABLE") or cls.ledger_table,
+            records_table=env.get("CARCELERY_RECORDS_TABLE") or cls.records_table,
             scan_interval=_number(env, "CARCELERY_SCAN_INTERVAL", cls.scan_interval, float),
             recognizer=recognizer,
             car_threshold=threshold,
             text_region=_choice(env, "CARCELERY_TEXT_REGION", cls.text_region, TEXT_REGIONS),
             output_dir=Path(env.get("CARCELERY_OUTPUT_DIR") or cls.output_dir),
+            output_uri=_s3_uri(env, "CARCELERY_OUTPUT_URI"),
+            run_deadline=_number(env, "CARCELERY_RUN_DEADLINE", cls.run_deadline, float),
             model_dir=Path(env["CARCELERY_MODEL_DIR"]).expanduser() if env.get("CARCELERY_MODEL_DIR") else cls.model_dir,
             model_threads=_number(env, "CARCELERY_MODEL_THREADS", cls.model_threads),
             visibility_timeout=_number(env, "CARCELERY_VISIBILITY_TIMEOUT", cls.visibility_timeout),
@@ -174,6 +192,7 @@ class Settings:
             flower_port=_number(env, "CARCELERY_FLOWER_PORT", cls.flower_port),
             flower_user=env.get("CARCELERY_FLOWER_USER", ""),
             flower_password=env.get("CARCELERY_FLOWER_PASSWORD", ""),
+            noop_exit_on=env.get("CARCELERY_NOOP_EXIT_ON", ""),
         )
 
     @property

@@ -1,12 +1,15 @@
 """The pipeline's tasks.
 
 Per image, ``detect_car`` (Instance A) runs in one chord; for a car image it
-hands on to ``recognize_text`` (Instance B) by replacing itself. The chord's
-callback, ``terminate``, is the ``-1`` terminator: Instance B writes output.txt
-when it arrives. Images without a car never reach Instance B's queue.
-``scan_bucket`` is the beat's periodic scan for new images.
+hands on to ``recognize_text`` (Instance B) by replacing itself. Each stores
+its image's record in the records table (``carcelery.records``) as it ends.
+The chord's callback, ``terminate``, is the ``-1`` terminator: Instance B
+writes the run's outputs from the records table when it arrives. Images
+without a car never reach Instance B's queue. ``watch_run`` ends a run whose
+parts stopped coming (``carcelery.runs``). ``scan_bucket`` is the beat's
+periodic scan for new images.
 
-A task never raises for a bad image or a permanent AWS error: it returns a
+A task never raises for a bad image or a permanent AWS error: it stores a
 record with ``error`` set, so the chord still completes and the failure is
 written down. Transient errors are retried with backoff, a bounded number of times.
 """
@@ -18,13 +21,14 @@ import os
 import random
 import signal
 import time
+from pathlib import Path
 
 from celery.concurrency import get_implementation
 from celery.concurrency.thread import TaskPool as ThreadPool
 from celery.signals import worker_init, worker_process_init
 from celery.utils.log import get_task_logger
 
-from . import aws, costs, recognizers, results, storage
+from . import aws, costs, outputs, records, recognizers, results, runs, storage
 from .app import app
 from .settings import settings
 
@@ -61,6 +65,12 @@ def _load_models_for_threads(sender, **_):
     # worker_process_init: load here, before the first task, not in its threads.
     if get_implementation(sender.pool_cls) is ThreadPool:
         _load_models()
+
+
+def _stored(record: dict, run_id: str | None) -> dict:
+    # Before the task's result counts as its chord part: the terminator reads it.
+    records.put(record, run_id or "")
+    return record
 
 
 def _image(ref: dict) -> recognizers.Image:
@@ -106,11 +116,11 @@ def _attempt(task, ref: dict, stage: str, work) -> dict:
 
 @app.task(bind=True, name="carcelery.tasks.detect_car")
 def detect_car(self, ref: dict) -> dict:
-    """Instance A: does the image ``ref`` (bucket, key, etag) hold a car?
+    """Instance A: does the image ``ref`` (bucket, key, etag, run) hold a car?
 
     A car image is handed on: this task is replaced by ``recognize_text``
     (same task id, same place in the chord), which Instance B runs. Any other
-    image ends here, and its record is this task's result.
+    image ends here, and its record is stored and is this task's result.
     """
     def work():
         labels = recognizer().labels(_image(ref))
@@ -118,41 +128,35 @@ def detect_car(self, ref: dict) -> dict:
                                  labels=labels, threshold=threshold())
     record = _attempt(self, ref, "detect", work)
     if record["car"]:
-        return self.replace(recognize_text.s(record))
-    return record
+        return self.replace(recognize_text.s(record, run=ref.get("run")))
+    return _stored(record, ref.get("run"))
 
 
 @app.task(bind=True, name="carcelery.tasks.recognize_text")
-def recognize_text(self, record: dict) -> dict:
-    """Instance B: read the text of a car image."""
+def recognize_text(self, record: dict, run: str | None = None) -> dict:
+    """Instance B: read the text of a car image of run ``run``; its record is stored and is this task's result."""
     regions = recognizers.text_regions(record["labels"], settings.text_region)
-    return _attempt(self, record, "text", lambda: results.with_text(record, recognizer().text(_image(record), regions)))
+    work = lambda: results.with_text(record, recognizer().text(_image(record), regions))  # noqa: E731
+    return _stored(_attempt(self, record, "text", work), run)
 
 
 @app.task(name="carcelery.tasks.terminate")
-def terminate(records: list[dict], run: dict) -> dict:
-    """Instance B, the ``-1`` terminator: write output.txt, results.jsonl and report.html for the run.
+def terminate(run: dict) -> dict:
+    """Instance B, the ``-1`` terminator: write the run's output.txt, results.jsonl and report.html.
+
+    They are made from the records table, a record at a time: every image of
+    the run's bucket (and prefix) the store knows, this run's and earlier ones'.
 
     Returns:
-      The run's summary, with the text of output.txt.
+      The run's summary: counts, the first failures, where the outputs are.
     """
-    text = results.write(settings.output_dir, run["bucket"], records)
-    # Imported here: the dispatcher imports this module for the tasks' names, and
-    # the report's imaging libraries would add a seventh of a second to its start.
-    from . import report
-
-    page = report.write(settings.output_dir, run["id"], sorted(records, key=lambda r: results.natural_key(r["image"])),
-                        read=lambda r: storage.read(r["bucket"], r["key"]))
-    failed = [{"image": r["image"], **r["error"]} for r in records if "error" in r]
-    summary = {
-        "run": run["id"], "bucket": run["bucket"], "images": len(records),
-        "cars": sum(1 for r in records if r["car"]), "failed": failed,
-        "output_dir": str(settings.output_dir.resolve()), "output": text, "report": str(page.resolve()),
-        **costs.summary(records, settings.recognizer, settings.region),
-    }
+    summary = outputs.write(run, settings.output_dir, settings.output_uri)
+    # The calls behind the records written (results.jsonl, read back a line at a time).
+    summary.update(costs.summary(results.read_records(Path(summary["output_dir"])), settings.recognizer, settings.region))
+    failed = summary["failed"]
     logger.info("run=%s terminator -1: %d images, %d cars, %d failed, output in %s; calls %s, cost %s USD",
-                run["id"], summary["images"], summary["cars"], len(failed), summary["output_dir"],
-                summary["calls"], summary.get("cost_usd", 0))
+                run["id"], summary["images"], summary["cars"], summary["failed_count"],
+                summary["output_uri"] or summary["output_dir"], summary["calls"], summary.get("cost_usd", 0))
     for failure in failed:
         logger.warning("run=%s image=%s failed at %s: %s", run["id"], failure["image"],
                        failure["stage"], failure["reason"])
@@ -161,6 +165,23 @@ def terminate(records: list[dict], run: dict) -> dict:
         logger.info("run=%s: --stop-on-terminator, shutting this worker down", run["id"])
         os.kill(main_pid, signal.SIGTERM)  # warm shutdown: this task finishes first
     return summary
+
+
+@app.task(name="carcelery.tasks.watch_run")
+def watch_run(run: dict, group_id: str, terminator_id: str, parts_seen: int = -1, since: float | None = None) -> dict:
+    """Instance B: look at run ``run`` again later, or end it if its parts stopped coming (``carcelery.runs``)."""
+    complete, parts_seen, since = runs.progress(group_id, parts_seen, since)
+    if complete:
+        return {"run": run["id"], "ended": "complete"}
+    if not runs.overdue(since):
+        watch_run.apply_async((run, group_id, terminator_id, parts_seen, since), countdown=runs.look_every())
+        return {"run": run["id"], "ended": False}
+    failed = runs.fail_missing(run)
+    logger.warning("run=%s: no part done for %.0f s (CARCELERY_RUN_DEADLINE): ending it with %d images missing",
+                   run["id"], settings.run_deadline, failed)
+    # The chord's own terminator, by its task id: dispatch --wait sees the run end.
+    terminate.apply_async((run,), task_id=terminator_id)
+    return {"run": run["id"], "ended": "deadline", "missing": failed}
 
 
 @app.task(name="carcelery.tasks.scan_bucket")

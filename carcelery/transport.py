@@ -303,6 +303,29 @@ class Channel(SQS.Channel):
         elif len(pending) == 1:
             self.hub.call_later(ACK_DELAY, self._delete_acked, key)
 
+    def basic_reject(self, delivery_tag, requeue=False):
+        """Reject a message; one to be requeued (its worker process died) is made visible again in SQS.
+
+        kombu's requeue publishes a copy, a new message whose receive count
+        starts at 0, and leaves the original to come back after its visibility
+        timeout: a message that kills its worker every time (a poison) doubled
+        at each death and never reached the dead-letter queue. Made visible
+        again, it is the same message, received once more: its receive count
+        grows, and the queue's redrive policy moves it to the dead-letter queue.
+
+        Parameters: kombu's ``Channel.basic_reject``.
+        """
+        try:
+            info = self.qos.get(delivery_tag).delivery_info
+            queue = self.canonical_queue_name(info["routing_key"]) if "routing_key" in info else None
+            url, handle = info["sqs_queue"], info["sqs_message"]["ReceiptHandle"]
+        except KeyError:
+            return super().basic_reject(delivery_tag, requeue)
+        if not requeue:
+            return super().basic_reject(delivery_tag, requeue)
+        self.sqs(queue=queue).change_message_visibility(QueueUrl=url, ReceiptHandle=handle, VisibilityTimeout=0)
+        self.qos.reject(delivery_tag, requeue=False)  # released here; SQS delivers it again
+
     def _delete_acked(self, key) -> None:
         handles = self._acked.pop(key, None)
         if handles:

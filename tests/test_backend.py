@@ -4,53 +4,53 @@ import uuid
 from types import SimpleNamespace
 
 from celery import states
-from celery.backends.base import BaseKeyValueStoreBackend
 
 from carcelery import app
+from carcelery import backend as backend_module
 from carcelery.backend import OncePerPartDynamoDBBackend
-
-
-def test_a_chord_part_reported_twice_counts_once(emulator):
-    backend = app.backend
-    assert isinstance(backend, OncePerPartDynamoDBBackend)
-    key = backend.get_key_for_chord(uuid.uuid4().hex)
-    with backend.counting("task-1"):
-        assert backend.incr(key) == 1
-    with backend.counting("task-1"):  # redelivered, ran again
-        assert backend.incr(key) == 1
-    with backend.counting("task-2"):
-        assert backend.incr(key) == 2
-    backend.delete(key)
-    with backend.counting("task-2"):
-        assert backend.incr(key) == 1, "delete removes the whole counter"
 
 
 def test_only_the_last_part_completes_the_chord(emulator, monkeypatch):
     # Parts may report before the dispatcher has stored the chord's size, and
-    # any part may report twice; only the last one goes on to Celery's code,
-    # which joins the results and sends the terminator.
+    # any part may report twice; only the last one sends the callback.
     backend = app.backend
-    completing = []
-    monkeypatch.setattr(BaseKeyValueStoreBackend, "on_chord_part_return",
-                        lambda self, request, *args, **kwargs: completing.append(request.id))
+    assert isinstance(backend, OncePerPartDynamoDBBackend)
+    sent = []
+    monkeypatch.setattr(backend_module, "maybe_signature", lambda chord, app: SimpleNamespace(delay=lambda: sent.append(chord)))
     group = uuid.uuid4().hex
 
     def report(task_id):
-        backend.on_chord_part_return(SimpleNamespace(group=group, id=task_id), states.SUCCESS, {})
+        backend.on_chord_part_return(SimpleNamespace(group=group, id=task_id, chord=task_id), states.SUCCESS, {})
 
     waiting = uuid.uuid4().hex
     backend.set_chord_size(waiting, 3)
-    assert backend.parts_done(waiting) == 0, "a size stored, no part reported yet"
+    assert backend.chord_counts(waiting) == (0, 3), "a size stored, no part reported yet"
     report("task-1")  # before the size is stored
+    assert backend.chord_counts(group) == (1, -1)
     backend.set_chord_size(group, 3)
     report("task-2")
     report("task-2")  # redelivered, ran again
     report("task-1")
-    assert completing == [] and backend.parts_done(group) == 2
+    assert sent == [] and backend.chord_counts(group) == (2, 1)
     report("task-3")
-    assert completing == ["task-3"]
+    assert sent == ["task-3"] and backend.chord_counts(group) == (3, 0)
     report("task-3")  # its first run may have died before sending the terminator
-    assert completing == ["task-3", "task-3"]
+    report("task-1")  # a late duplicate of another part sends nothing
+    assert sent == ["task-3", "task-3"] and backend.chord_counts(group) == (3, 0)
+
+
+def test_the_counter_stays_small_and_the_group_is_not_stored(emulator, monkeypatch):
+    # DynamoDB items stop at 400 KB: neither the counter nor anything else may hold a mark per part.
+    backend = app.backend
+    monkeypatch.setattr(backend_module, "maybe_signature", lambda chord, app: SimpleNamespace(delay=lambda: None))
+    group = uuid.uuid4().hex
+    backend.apply_chord((group, [(uuid.uuid4().hex, None) for _ in range(5)]), None)
+    backend.set_chord_size(group, 300)
+    for n in range(300):
+        backend.on_chord_part_return(SimpleNamespace(group=group, id=f"task-{n}", chord={}), states.SUCCESS, {})
+    counter = backend.client.get_item(**backend._prepare_get_request(str(backend.get_key_for_chord(group))))["Item"]
+    assert set(counter) == {"id", "parts", "remaining", "last"}
+    assert backend.get(backend.get_key_for_group(group)) is None
 
 
 def test_a_stored_success_is_not_overwritten(emulator):

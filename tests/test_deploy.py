@@ -22,7 +22,7 @@ from test_pipeline import dispatch
 
 from conftest import free_port
 
-from carcelery import aws, ledger, provision, results
+from carcelery import aws, ledger, provision, records, results
 from carcelery.demo import ROOT, Stack
 from carcelery.settings import DEAD_LETTER_QUEUE, DETECT_QUEUE, TEXT_QUEUE, Settings
 
@@ -77,7 +77,7 @@ def user_data(instance: str, **values: str) -> str:
     parameters = template()["Parameters"]
     values = {**{k: p["Default"] for k, p in parameters.items() if "Default" in p}, **REQUIRED,
               "AWS::Region": "us-east-1", "AWS::StackName": "carcelery", "ResultsTable": "carcelery-results",
-              "LedgerTable": "carcelery-ledger", **values}
+              "LedgerTable": "carcelery-ledger", "RecordsTable": "carcelery-records", **values}
     return resolve(template()["Resources"][instance]["Properties"]["UserData"]["Fn::Base64"], values)
 
 
@@ -176,11 +176,11 @@ def environment(text: str) -> dict[str, str]:
 def test_environment_file_the_user_data_writes_holds_the_stacks_settings():
     """deploy/carcelery.env with the lines the user data appends: settings carcelery accepts, the stack's."""
     stack = {"AWS::Region": "eu-west-1", "Bucket": "images", "Recognizer": "local", "NamePrefix": "x-",
-             "ResultsTable": "x-results", "LedgerTable": "x-ledger"}
+             "ResultsTable": "x-results", "LedgerTable": "x-ledger", "RecordsTable": "x-records"}
     appended = user_data("InstanceA", **stack).split("<<'EOF'\n", 1)[1].split("\nEOF\n", 1)[0]
     config = Settings.from_env(environment((DEPLOY / "carcelery.env").read_text() + appended))
     assert (config.target, config.region, config.bucket, config.recognizer, config.queue_prefix,
-            config.results_table, config.ledger_table) == ("aws", *stack.values())
+            config.results_table, config.ledger_table, config.records_table) == ("aws", *stack.values())
     assert config.output_dir == Path("/var/lib/carcelery/output")
 
 
@@ -214,7 +214,7 @@ def test_units_run_a_dispatch_then_the_beat_a_new_image(emulator, seed_dir, tmp_
     overrides = {"CARCELERY_TARGET": "emulator", "CARCELERY_EMULATOR_PORT": emulator.env["CARCELERY_EMULATOR_PORT"],
                  "CARCELERY_BUCKET": bucket, "CARCELERY_RECOGNIZER": "noop", "CARCELERY_QUEUE_PREFIX": prefix,
                  "CARCELERY_RESULTS_TABLE": f"{prefix}results", "CARCELERY_LEDGER_TABLE": f"{prefix}ledger",
-                 "CARCELERY_OUTPUT_DIR": str(tmp_path / "output"), "CARCELERY_SCAN_INTERVAL": "1",
+                 "CARCELERY_RECORDS_TABLE": f"{prefix}records", "CARCELERY_OUTPUT_DIR": str(tmp_path / "output"), "CARCELERY_SCAN_INTERVAL": "1",
                  "CARCELERY_FLOWER_USER": USER, "CARCELERY_FLOWER_PASSWORD": PASSWORD,
                  "CARCELERY_FLOWER_PORT": str(free_port())}
     with unit_stack(tmp_path, overrides) as stack:
@@ -298,10 +298,11 @@ def test_stack_creates_everything_and_the_pipeline_runs_on_it(emulator, key_pair
         assert expected.items() <= got.items(), (queue, got)
 
     # Tables with provision's keys, named as the outputs say.
-    keys = {outputs["ResultsTable"]: "id", outputs["LedgerTable"]: ledger.KEY}
-    assert sorted(keys) == [f"{prefix}ledger", f"{prefix}results"]
+    keys = {outputs["ResultsTable"]: ["id"], outputs["LedgerTable"]: [ledger.KEY],
+            outputs["RecordsTable"]: [records.HASH, records.RANGE]}
+    assert sorted(keys) == [f"{prefix}ledger", f"{prefix}records", f"{prefix}results"]
     for table, key in keys.items():
-        assert dynamodb.describe_table(TableName=table)["Table"]["KeySchema"] == [{"AttributeName": key, "KeyType": "HASH"}]
+        assert [k["AttributeName"] for k in dynamodb.describe_table(TableName=table)["Table"]["KeySchema"]] == key
 
     # The role: deploy/iam-policy.json for this bucket, prefix, region and account.
     assert role_policy(resources["Role"]) == policy_file(bucket, prefix, "us-east-1", "123456789012")
@@ -328,7 +329,8 @@ def test_stack_creates_everything_and_the_pipeline_runs_on_it(emulator, key_pair
     # The pipeline on what the stack made, its settings from the outputs. Without monitoring
     # nothing makes transient queues: any queue or table other than the stack's would be a wrong name.
     settings = {"CARCELERY_QUEUE_PREFIX": outputs["QueuePrefix"], "CARCELERY_RESULTS_TABLE": outputs["ResultsTable"],
-                "CARCELERY_LEDGER_TABLE": outputs["LedgerTable"], "CARCELERY_RECOGNIZER": "noop",
+                "CARCELERY_LEDGER_TABLE": outputs["LedgerTable"], "CARCELERY_RECORDS_TABLE": outputs["RecordsTable"],
+                "CARCELERY_RECOGNIZER": "noop",
                 "CARCELERY_MONITORING": "off"}
     with Stack(tmp_path, settings) as stack:
         stack.start_worker("worker_a", DETECT_QUEUE, 1)

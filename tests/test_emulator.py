@@ -68,3 +68,24 @@ def test_dynamodb_answers_as_moto_gives_them():
     _without_hot_spots(DomainDispatcherApplication)
     assert answers() == by_moto
     assert by_moto[0] == item
+
+
+def test_a_cancelled_transaction_leaves_every_item_as_it_was(emulator):
+    # The emulator rolls back the items a transaction wrote, not a copy of each whole table.
+    dynamodb, table = aws.client("dynamodb"), settings.results_table
+    new, old, guard = ({"id": {"S": f"test-tx-{name}-{uuid.uuid4().hex}"}} for name in ("new", "old", "guard"))
+    dynamodb.put_item(TableName=table, Item={**old, "n": {"N": "1"}})
+    dynamodb.put_item(TableName=table, Item={**guard, "n": {"N": "1"}})
+    writes = [{"Put": {"TableName": table, "Item": {**new, "n": {"N": "1"}}}},
+              {"Update": {"TableName": table, "Key": old, "UpdateExpression": "ADD n :one",
+                          "ExpressionAttributeValues": {":one": {"N": "1"}}}}]
+    failing = {"Update": {"TableName": table, "Key": guard, "UpdateExpression": "ADD n :one",
+                          "ConditionExpression": "n = :two", "ExpressionAttributeValues": {":one": {"N": "1"}, ":two": {"N": "2"}}}}
+    with pytest.raises(ClientError) as raised:
+        dynamodb.transact_write_items(TransactItems=[*writes, failing])
+    assert [r["Code"] for r in raised.value.response["CancellationReasons"]] == ["None", "None", "ConditionalCheckFailed"]
+    assert "Item" not in dynamodb.get_item(TableName=table, Key=new)
+    assert dynamodb.get_item(TableName=table, Key=old)["Item"]["n"] == {"N": "1"}
+    dynamodb.transact_write_items(TransactItems=writes)
+    assert dynamodb.get_item(TableName=table, Key=new)["Item"]["n"] == {"N": "1"}
+    assert dynamodb.get_item(TableName=table, Key=old)["Item"]["n"] == {"N": "2"}

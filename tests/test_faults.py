@@ -11,7 +11,7 @@ import uuid
 import boto3
 import pytest
 
-from carcelery import aws, report, results
+from carcelery import aws, outputs, report, results
 from carcelery.demo import ROOT, Stack
 from test_pipeline import dispatch, output, own_stack, records
 
@@ -82,7 +82,9 @@ def test_odd_keys_stay_inside_the_output_folder(pipeline, bucket, seed_dir):
     assert any(re.match(r"voiture-é/ünïcode 7\.jpg: .*LP 610 LB$", line) for line in lines), lines
     assert sorted(p.name for p in pipeline.output_dir.parent.iterdir()) == before
     assert sorted(p.name for p in pipeline.output_dir.iterdir()) == sorted(
-        [results.OUTPUT, results.RESULTS, report.REPORT])
+        [results.OUTPUT, results.RESULTS, report.REPORT, outputs.LATEST, outputs.RUNS])
+    (run,) = [p for p in (pipeline.output_dir / outputs.RUNS).iterdir() if p.name in done.stdout]
+    assert sorted(p.name for p in run.iterdir()) == sorted([results.OUTPUT, results.RESULTS, report.REPORT])
 
 
 def test_a_message_received_too_often_goes_to_the_dead_letter_queue(emulator, tmp_path):

@@ -30,9 +30,11 @@ def recorded(text):
         yield entry
 
 
-# SQS's batch calls are authorized by the single call's action.
+# SQS's batch calls are authorized by the single call's action; DynamoDB's
+# transactions by the actions of their writes (here a PutItem and an UpdateItem).
 BATCH_ACTIONS = {"sqs:SendMessageBatch": "sqs:SendMessage", "sqs:DeleteMessageBatch": "sqs:DeleteMessage",
-                 "sqs:ChangeMessageVisibilityBatch": "sqs:ChangeMessageVisibility"}
+                 "sqs:ChangeMessageVisibilityBatch": "sqs:ChangeMessageVisibility",
+                 "dynamodb:TransactWriteItems": "dynamodb:UpdateItem"}
 
 
 def body(entry) -> str:

@@ -1,5 +1,6 @@
 """report.html: every image with its boxes, confidences and output.txt's lines; seen in headless Chromium."""
 
+import io
 import shutil
 import subprocess
 
@@ -20,10 +21,15 @@ def seed_records():
     return [car, other, broken]
 
 
+def write(folder, records, read):
+    counts = results.write(folder, records)
+    return report.write(folder, "run1", results.read_records(folder), counts, read=read)
+
+
 @pytest.fixture
 def page(tmp_path, seed_dir):
     images = {"4.jpg": (seed_dir / "4.jpg").read_bytes(), "<b>8.jpg": (seed_dir / "8.jpg").read_bytes()}
-    return report.write(tmp_path, "run1", seed_records(), read=lambda r: images[r["image"]])
+    return write(tmp_path, seed_records(), read=lambda r: images[r["image"]])
 
 
 def test_page_holds_every_image_its_boxes_and_the_output(page):
@@ -55,3 +61,24 @@ def test_chromium_renders_the_report(page, tmp_path):
     dom = subprocess.run(["chromium", *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True,
                          timeout=120).stdout
     assert dom.count("<figure") == 3 and "YHI9 OTZ" in dom
+
+
+def test_the_report_decodes_no_more_than_the_recognizers_and_stays_bounded(tmp_path, seed_dir, monkeypatch):
+    import carcelery.recognizers.local  # noqa: F401 - it used to turn Pillow's guard off for the process
+
+    assert PIL.Image.MAX_IMAGE_PIXELS == 89_478_485, "Pillow's own guard, as Pillow sets it"
+    bomb = io.BytesIO()
+    PIL.Image.new("L", (20000, 20000)).save(bomb, "PNG")
+    monkeypatch.setattr(report, "MAX_PREVIEWS", 3)
+    monkeypatch.setattr(report, "MAX_FIGURES", 5)
+    records = [results.detection(f"{n}.jpg", bucket="b", key=f"{n}.jpg", labels=[], threshold=70) for n in range(1, 9)]
+    reads = []
+
+    def read(record):
+        reads.append(record["image"])
+        return bomb.getvalue() if record["image"] == "1.jpg" else (seed_dir / "4.jpg").read_bytes()
+
+    text = write(tmp_path, records, read).read_text()
+    assert reads == ["1.jpg", "2.jpg", "3.jpg"], "pictures for the first MAX_PREVIEWS only"
+    assert text.count("<figure") == 5 and text.count("data:image/jpeg") == 2 and "... and 3 more images" in text
+    assert '<figure data-image="1.jpg"><div class="pic"><em>(no preview)</em>' in text, "the bomb is not decoded"

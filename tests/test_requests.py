@@ -54,8 +54,11 @@ def test_one_run_makes_only_the_requests_it_needs(emulator, bucket, seed_dir, tm
         assert 1 <= calls["DeleteMessageBatch", f"{prefix}{queue}"] < IMAGES
     # Nobody watches: no event is published.
     assert not [e for e in entries if action(e) == "sns:Publish"]
-    # Only the last chord part reads the group back; the parts' results come in one batch.
-    assert sum(n for key, n in reads.items() if "taskset-meta" in key) == 1, reads
-    assert calls["BatchGetItem", ""] >= 1
+    # No part's result is read back (the terminator reads the records table): no
+    # group, no batch of results (the one BatchGetItem is the ledger's); each part
+    # counts in one transaction, the last in two.
+    assert not [key for key in reads if "taskset-meta" in key] and calls["BatchGetItem", ""] == 1, reads
+    assert calls["TransactWriteItems", ""] == IMAGES + 1
+    assert calls["Query", ""] == 1, "the terminator reads the bucket's records in one page"
     # No task's result is read alone, but the terminator's (dispatch --wait follows it).
     assert len([key for key in reads if "task-meta" in key]) == 1, reads

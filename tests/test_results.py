@@ -1,5 +1,3 @@
-import json
-
 from carcelery import results
 from carcelery.recognizers import Box, Label, TextLine
 
@@ -23,28 +21,32 @@ def test_natural_order():
     assert sorted(names, key=results.natural_key) == ["1.jpg", "2.jpg", "10.jpg", "a/9.png", "a/11.png"]
 
 
-def test_output_lines_only_cars_with_text_in_natural_order():
-    records = [record("10.jpg", text=["X 1"]), record("2.jpg", text=["LP 610", "LB"]),
-               record("3.jpg"), record("4.jpg", car=False, text=["SIGN"]),
-               results.failure("5.jpg", "detect", "broken")]
-    assert results.output_lines(records) == ["2.jpg: LP 610 LB", "10.jpg: X 1"]
+def test_output_line_only_for_cars_with_text():
+    got = [results.output_line(r) for r in (record("2.jpg", text=["LP 610", "LB"]), record("3.jpg"),
+                                            record("4.jpg", car=False, text=["SIGN"]),
+                                            results.failure("5.jpg", "detect", "broken"))]
+    assert got == ["2.jpg: LP 610 LB", None, None, None]
 
 
-def test_write_is_idempotent_and_keeps_one_bucket(tmp_path):
-    first = [record("1.jpg", text=["A"]), record("2.jpg")]
-    assert results.write(tmp_path, "b", first) == "1.jpg: A\n"
-    # The same image again replaces its record; a new image is added.
-    text = results.write(tmp_path, "b", [record("1.jpg", text=["A"]), record("3.jpg", text=["C"])])
-    assert text == "1.jpg: A\n3.jpg: C\n"
-    assert (tmp_path / "output.txt").read_text() == text
-    lines = (tmp_path / "results.jsonl").read_text().splitlines()
-    assert [json.loads(line)["image"] for line in lines] == ["1.jpg", "2.jpg", "3.jpg"]
-    # Another bucket's run replaces the files.
-    assert results.write(tmp_path, "other", [record("9.jpg", text=["Z"], bucket="other")]) == "9.jpg: Z\n"
-    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 1
+def test_write_streams_the_records_and_counts_them(tmp_path):
+    failures = [results.failure(f"f{n}.jpg", "detect", "broken") for n in range(results.MAX_FAILURES + 5)]
+
+    def stream():  # a generator: write must not need a list
+        yield record("2.jpg", text=["LP 610", "LB"])
+        yield record("3.jpg")
+        yield from failures
+        yield record("10.jpg", text=["X 1"])
+
+    counts = results.write(tmp_path, stream())
+    assert (tmp_path / "output.txt").read_text() == "2.jpg: LP 610 LB\n10.jpg: X 1\n"
+    assert [r["image"] for r in results.read_records(tmp_path)][:3] == ["2.jpg", "3.jpg", "f0.jpg"]
+    assert {k: counts[k] for k in ("images", "cars", "lines", "failed")} == {
+        "images": 3 + len(failures), "cars": 3, "lines": 2, "failed": len(failures)}
+    assert len(counts["failures"]) == results.MAX_FAILURES
+    assert counts["failures"][0] == {"image": "f0.jpg", "stage": "detect", "reason": "broken"}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary files left behind"
 
 
 def test_empty_run_writes_an_empty_output(tmp_path):
-    assert results.write(tmp_path, "b", []) == ""
+    assert results.write(tmp_path, [])["images"] == 0
     assert (tmp_path / "output.txt").read_text() == ""

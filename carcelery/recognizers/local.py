@@ -29,16 +29,10 @@ import numpy as np
 import PIL.Image
 
 from .. import weights
+from ..imaging import MAX_PIXELS, MAX_SIDE, decode, on_white  # noqa: F401 - the recognizer's decoding, shared
 from ..settings import settings
 from .base import CAR, LICENSE_PLATE, Box, Image, ImageError, Label, Recognizer, TextLine, car_confidence
 
-# Larger images are refused rather than decoded: a 20000x20000 RGB image is
-# 1.2 GB of pixels. JPEGs are decoded at a reduced scale first (draft), so only
-# very large non-JPEG images reach this limit.
-MAX_PIXELS = 64_000_000
-# Neither model gains from more pixels than this: the detector sees 300x300,
-# and PP-OCR limits its input's long side to 2000.
-MAX_SIDE = 2000
 # Detections below this score are noise, not labels.
 MIN_SCORE = 0.4
 # COCO's classes that Rekognition calls Car (its truck holds pickups and SUVs, its bus vans).
@@ -62,50 +56,6 @@ CROP_SIDE = 640
 WHOLE = Box(0.0, 0.0, 1.0, 1.0)
 # The plate look reads the whole image at most this large: it is for close-ups, whose plates are large.
 PLATE_LOOK_SIDE = 960
-
-# We check sizes ourselves, after JPEG draft mode has shrunk the image.
-PIL.Image.MAX_IMAGE_PIXELS = None
-
-
-def on_white(pic: PIL.Image.Image) -> PIL.Image.Image:
-    """``pic`` as RGB, its transparent pixels shown on white, as a viewer shows them.
-
-    The colour hidden under a transparent pixel is arbitrary and misleads OCR
-    (the seed's 7.jpg reads "LP 610 LBS" on black).
-    """
-    if pic.mode in ("RGBA", "LA", "PA") or "transparency" in pic.info:
-        rgba = pic.convert("RGBA")
-        pic = PIL.Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        pic.alpha_composite(rgba)
-    return pic.convert("RGB")
-
-
-def decode(image: Image) -> PIL.Image.Image:
-    """The image as RGB, its long side at most MAX_SIDE.
-
-    Raises:
-      ImageError: empty, not an image, truncated, or too large to decode safely.
-    """
-    data = image.read()
-    if not data:
-        raise ImageError(f"{image.name} is empty (0 bytes); upload the image again")
-    try:
-        pic = PIL.Image.open(io.BytesIO(data))
-        pic.draft("RGB", (MAX_SIDE, MAX_SIDE))
-        width, height = pic.size
-        if width * height > MAX_PIXELS:
-            raise ImageError(f"{image.name} is {width}x{height} pixels, over the local backend's "
-                             f"limit of {MAX_PIXELS:,}; downscale it (e.g. to {MAX_SIDE} px on its long side)")
-        pic = on_white(pic)
-    except ImageError:
-        raise
-    except PIL.UnidentifiedImageError:
-        raise ImageError(f"{image.name} is not an image (not JPEG, PNG or another known format); "
-                         f"remove it or replace it with a JPEG or PNG file") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{image.name} is a damaged image ({exc}); upload it again") from None
-    pic.thumbnail((MAX_SIDE, MAX_SIDE))
-    return pic
 
 
 def _box(left, top, right, bottom) -> Box:
