@@ -103,7 +103,7 @@ def run_case(case: Case, recognizer: recognizers.Recognizer, threshold: float, r
                 started = time.perf_counter()
                 lines = recognizer.text(image, recognizers.text_regions(record["labels"], region))
                 outcome.text_s[region] = time.perf_counter() - started
-                outcome.lines[region] = "".join(results.output_lines([results.with_text(record, lines)]))
+                outcome.lines[region] = results.output_line(results.with_text(record, lines)) or ""
         return outcome
     except (recognizers.ImageError, OSError) as exc:
         return Outcome(case, False, 0.0, 0.0, error=str(exc))
