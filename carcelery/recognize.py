@@ -1,6 +1,6 @@
 """Try the recognizers on local image files, without the pipeline.
 
-    python -m carcelery.recognize [--backend local|rekognition|noop] [--json] IMAGE...
+    python -m carcelery.recognize [--backend local|rekognition|noop|latency] [--json] IMAGE...
 
 Per image: whether it holds a car (and how sure), the labels with their boxes,
 and the text lines. ``--json`` prints one JSON object per image and line, the
