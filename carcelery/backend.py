@@ -36,6 +36,9 @@ stored result first so as not to overwrite a success.
 
 from __future__ import annotations
 
+import random
+import time
+
 from botocore.exceptions import ClientError
 from celery import states
 from celery.canvas import maybe_signature
@@ -52,6 +55,8 @@ logger = get_logger(__name__)
 # The counter's conditions: a part that leaves parts remaining, and the last one.
 _NOT_LAST = "attribute_not_exists(remaining) OR remaining <> :one"
 _LAST = "remaining = :one"
+# Transactions of one part, at most (conflicts with other parts' counts, the last part's two).
+MAX_ATTEMPTS = 20
 
 
 class OncePerPartDynamoDBBackend(DynamoDBBackend):
@@ -121,7 +126,8 @@ class OncePerPartDynamoDBBackend(DynamoDBBackend):
                         "Item": self._prepare_get_request(f"{key}-part-{task_id}")["Key"]}}
         # Most parts leave parts remaining: one transaction. The last one fails
         # that condition, and counts again as the last, naming itself.
-        for condition in (_NOT_LAST, _LAST, _NOT_LAST, _LAST):
+        condition = _NOT_LAST
+        for attempt in range(1, MAX_ATTEMPTS + 1):
             count = {"TableName": self.table_name, **self._prepare_get_request(key),
                      "UpdateExpression": "ADD parts :one, remaining :minus_one",
                      "ConditionExpression": condition,
@@ -138,11 +144,17 @@ class OncePerPartDynamoDBBackend(DynamoDBBackend):
                 marked, counted = (reason["Code"] for reason in exc.response["CancellationReasons"])
                 if marked == "ConditionalCheckFailed":
                     return self._counts(key)[2] == task_id
-                if counted != "ConditionalCheckFailed":
+                if counted == "ConditionalCheckFailed":
+                    condition = _LAST if condition == _NOT_LAST else _NOT_LAST  # the other one holds
+                elif "TransactionConflict" in (marked, counted):
+                    # DynamoDB cancels a transaction on an item another one is writing (every
+                    # part counts in one item): again, after a moment, as botocore retries throttling.
+                    time.sleep(random.uniform(0, 0.05 * attempt))
+                else:
                     raise
-                continue  # the other condition holds
+                continue
             return condition == _LAST
-        raise RuntimeError(f"chord counter {key}: parts remaining changed under part {task_id} four times")
+        raise RuntimeError(f"chord counter {key}: part {task_id} not counted after {MAX_ATTEMPTS} attempts")
 
     def _counts(self, key: str) -> tuple[int, int | None, str | None]:
         """(parts counted, parts remaining, last part) of chord counter ``key``; (0, None, None) if there is none."""

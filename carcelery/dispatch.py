@@ -10,41 +10,54 @@ callback is the ``-1`` terminator, delivered to Instance B's queue, and
 ``watch_run`` ends the run if its parts stop coming (CARCELERY_RUN_DEADLINE).
 Each image gets a pending record in the records table before its task is
 sent. Images dispatched before with the same ETag are skipped unless ``--force``.
+
+The bucket is listed, checked against the ledger, recorded as pending and sent
+CHUNK images at a time, so the dispatcher's memory does not grow with the
+bucket. The chord's tasks are sent one by one with its group id and callback,
+as Celery's ``chord`` sends them, but without building the list of every
+task's signature and result first; the chord's size is stored before its last
+task is sent, as Celery does.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
 import uuid
 from pathlib import Path
-from typing import TextIO
+from typing import Iterable, Iterator, TextIO
 
 from botocore.exceptions import EndpointConnectionError
-from celery import chord
-from celery.signals import after_task_publish
 
 from . import ledger, provision, records, runs, storage
 from .app import app
 from .progress import Progress
 from .settings import settings
+from .storage import S3Image
 from .tasks import detect_car, terminate, watch_run
 from .transport import batched_sends
 
 # Seconds between two looks of ``--wait`` at the run (two DynamoDB reads each):
 # at 0.5 s they were a tenth of the requests of a run of 200 images.
 WAIT_POLL = 1.0
+# Images listed, checked against the ledger, recorded as pending and sent at a
+# time: the dispatcher holds two chunks, whatever the bucket's size.
+CHUNK = 1000
 
 
-def dispatch(bucket: str, prefix: str = "", force: bool = False, stream: TextIO | None = None) -> dict:
+def dispatch(bucket: str, prefix: str = "", force: bool = False, stream: TextIO | None = None,
+             if_empty: bool = True) -> dict:
     """List ``bucket`` under ``prefix`` and send the run.
 
     Parameters:
       bucket, prefix: where the images are.
       force: send images already dispatched with the same ETag too.
       stream: where to show progress while listing and sending (None: nowhere).
+      if_empty: with nothing to recognize, send the terminator alone (it writes
+        the files again); otherwise send nothing (the beat's scans).
 
     Raises:
       botocore.exceptions.ClientError: the bucket or the ledger is missing or not reachable
@@ -55,43 +68,73 @@ def dispatch(bucket: str, prefix: str = "", force: bool = False, stream: TextIO 
 
     Returns:
       The run: ``id``, ``bucket``, ``prefix``, ``images`` (count sent), ``skipped``
-      (already dispatched) and ``result`` (the terminator's AsyncResult).
+      (already dispatched) and ``result`` (the terminator's AsyncResult; None if nothing was sent).
     """
-    run = {"id": uuid.uuid4().hex[:12], "bucket": bucket, "prefix": prefix}
+    run = {"id": uuid.uuid4().hex[:12], "bucket": bucket, "prefix": prefix, "images": 0, "skipped": 0}
+    # Immutable: the terminator reads the records from the store, not the parts' results.
+    body = terminate.si({k: run[k] for k in ("id", "bucket", "prefix")})
+    terminator, group_id = body.freeze(uuid.uuid4().hex), uuid.uuid4().hex
     listing = Progress("listed", stream=stream) if stream else None
-    listed = []
-    for image in storage.list_images(bucket, prefix):
-        listed.append(image)
+    sending, held = None, None
+
+    def send(images: list[S3Image], last: S3Image | None = None) -> None:
+        """Send ``images`` and then, the chord's size stored first, its ``last`` image."""
+        def one(image: S3Image) -> None:
+            detect_car.apply_async(({"bucket": image.bucket, "key": image.key, "etag": image.etag,
+                                     "run": run["id"]},), group_id=group_id, group_index=run["images"], chord=body)
+            run["images"] += 1
+            if sending:
+                sending.update(run["images"])
+
+        with batched_sends():
+            for image in images:
+                one(image)
+            if last:
+                # Before the last part is sent: the parts remaining reach 0 with it.
+                app.backend.set_chord_size(group_id, run["images"] + 1)
+                one(last)
+        # Sent (the batches flushed): recorded, so that a failed send leaves them to the next scan.
+        ledger.record(images + ([last] if last else []), run["id"])
+
+    for chunk, final in _chunks(storage.list_images(bucket, prefix)):
         if listing:
-            listing.update(len(listed))
+            listing.update(listing.done + len(chunk))
+        todo = ledger.new(chunk, force)
+        run["skipped"] += len(chunk) - len(todo)
+        if not todo:
+            continue
+        if stream and sending is None:
+            sending = Progress("sent", total=len(todo) if final else None, stream=stream)
+        records.put_pending(todo, run["id"])
+        # The last image waits until it is known to be the last one.
+        send(([held] if held else []) + todo[:-1], last=todo[-1] if final else None)
+        held = None if final else todo[-1]
+    if held:
+        send([], last=held)
     if listing:
         listing.close()
-    todo = ledger.new(listed, force)
-    run["images"], run["skipped"] = len(todo), len(listed) - len(todo)
-    records.put_pending(todo, run["id"])
-    header = [detect_car.s({"bucket": i.bucket, "key": i.key, "etag": i.etag, "run": run["id"]}) for i in todo]
-    # Immutable: the terminator reads the records from the store, not the parts' results.
-    body = terminate.si({k: run[k] for k in ("id", "bucket", "prefix", "images")})
-    sending = Progress("sent", total=len(todo), stream=stream) if stream and todo else None
-
-    def sent(sender=None, **_):
-        if sender == detect_car.name:
-            sending.update(sending.done + 1)
-
     if sending:
-        after_task_publish.connect(sent, weak=False)
-    try:
-        # A chord of no tasks never fires its callback: send the terminator alone.
-        with batched_sends():
-            run["result"] = chord(header)(body) if header else body.delay()
-    finally:
-        if sending:
-            after_task_publish.disconnect(sent)
-            sending.close()
-    if header:
-        watch_run.apply_async((body.args[0], run["result"].parent.id, run["result"].id), countdown=runs.look_every())
-    ledger.record(todo, run["id"])
+        sending.close()
+    if run["images"]:
+        run["result"] = app.AsyncResult(terminator.id, parent=app.GroupResult(group_id, []))
+        watch_run.apply_async((body.args[0], group_id, terminator.id), countdown=runs.look_every())
+    elif if_empty:
+        run["result"] = body.delay()  # nothing to recognize: the terminator alone writes the files again
+    else:
+        run["result"] = None
     return run
+
+
+def _chunks(images: Iterable[S3Image]) -> Iterator[tuple[list[S3Image], bool]]:
+    """``images`` CHUNK at a time, each with whether it is the last one (an empty one if there are none)."""
+    images = iter(images)
+    chunk = list(itertools.islice(images, CHUNK))
+    while True:
+        following = list(itertools.islice(images, CHUNK))
+        yield chunk, not following
+        if not following:
+            return
+        chunk = following
 
 
 def wait(run: dict, timeout: float, stream: TextIO) -> dict:
@@ -139,9 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except EndpointConnectionError as exc:
-        hint = "start it: python -m carcelery.emulator" if settings.target == "emulator" else "check the network"
-        print(f"error: cannot reach {settings.endpoint_url or exc.kwargs.get('endpoint_url')}; {hint}",
-              file=sys.stderr)
+        print(f"error: {storage.unreachable(exc)}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - known AWS errors become one clear line
         reason = storage.explain(exc, args.bucket)

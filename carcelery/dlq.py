@@ -17,7 +17,10 @@ import binascii
 import json
 import sys
 
+from botocore.exceptions import EndpointConnectionError
+
 from . import aws
+from .storage import explain, queue_missing, unreachable
 from .settings import DEAD_LETTER_QUEUE, settings
 
 # Seconds a listed message stays hidden while the rest are listed; made visible again after.
@@ -104,7 +107,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", nargs="?", choices=("list", "redrive"), default="list")
     args = parser.parse_args(argv)
     name = settings.queue_name(DEAD_LETTER_QUEUE)
-    if args.action == "redrive":
+    try:
+        return _run(args.action, name)
+    except Exception as exc:  # noqa: BLE001 - known AWS errors become one clear line
+        if isinstance(exc, EndpointConnectionError):
+            reason = unreachable(exc)
+        elif queue_missing(exc):
+            reason = f"queue {name} does not exist; create the queues: python -m carcelery.provision"
+        else:
+            reason = explain(exc)
+        if reason is None:
+            raise
+        print(f"error: {reason}", file=sys.stderr)
+        return 2
+
+
+def _run(action: str, name: str) -> int:
+    if action == "redrive":
         sent, left = redrive()
         print(f"{name}: {sent} messages sent back to their queues"
               + (f", {left} left (not carcelery tasks)" if left else ""))

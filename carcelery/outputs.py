@@ -20,7 +20,7 @@ from pathlib import Path
 from . import aws, records, results, storage
 
 RUNS, LATEST = "runs", "latest"
-FILES = (results.OUTPUT, results.RESULTS, "report.html")
+FILES = (results.OUTPUT, results.RESULTS, results.REPORT)
 
 
 def _link(path: Path, target: Path) -> None:

@@ -23,9 +23,8 @@ from typing import Callable, Iterable
 
 from . import imaging
 from .recognizers import CAR, Image, ImageError
-from .results import OUTPUT, atomic_file
+from .results import OUTPUT, REPORT, atomic_file
 
-REPORT = "report.html"
 THUMBNAIL = 480  # long side, pixels
 # Beyond this many images the page would weigh hundreds of MB: the rest are listed without a picture.
 MAX_PREVIEWS = 300

@@ -25,6 +25,7 @@ from .recognizers import Label, TextLine, car_confidence, to_dict
 
 OUTPUT = "output.txt"
 RESULTS = "results.jsonl"
+REPORT = "report.html"  # written by carcelery.report
 # A run's summary (the terminator's result, one DynamoDB item) names this many failures at most; results.jsonl has them all.
 MAX_FAILURES = 100
 

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from botocore.exceptions import ClientError, NoCredentialsError
+from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
 from . import aws
+from .settings import settings
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -68,6 +69,12 @@ def explain(exc: Exception, bucket: str = "", key: str = "") -> str | None:
         return None
     what = f"s3://{bucket}/{key}" if key else f"bucket {bucket!r}" if bucket else "the AWS resource"
     return fix.format(bucket=bucket, key=key, what=what)
+
+
+def unreachable(exc: EndpointConnectionError) -> str:
+    """One sentence for an AWS endpoint (or the emulator) that cannot be reached, with the fix."""
+    hint = "start it: python -m carcelery.emulator" if settings.target == "emulator" else "check the network"
+    return f"cannot reach {settings.endpoint_url or exc.kwargs.get('endpoint_url')}; {hint}"
 
 
 def list_images(bucket: str, prefix: str = "") -> Iterator[S3Image]:

@@ -186,8 +186,11 @@ def watch_run(run: dict, group_id: str, terminator_id: str, parts_seen: int = -1
 
 @app.task(name="carcelery.tasks.scan_bucket")
 def scan_bucket() -> dict:
-    """The beat's scan: dispatch the images that are new or changed since they were last dispatched."""
+    """The beat's scan: dispatch the images that are new or changed since they were last dispatched.
+
+    Nothing new, nothing sent: a terminator alone would write the bucket's files again at every scan.
+    """
     from .dispatch import dispatch
 
-    run = dispatch(settings.bucket, settings.key_prefix)
+    run = dispatch(settings.bucket, settings.key_prefix, if_empty=False)
     return {key: run[key] for key in ("id", "images", "skipped")}

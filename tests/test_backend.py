@@ -91,3 +91,31 @@ def test_a_forked_process_makes_its_own_clients(emulator):
     os.waitpid(pid, 0)
     assert child == {"shared": [False, False], "works": True}
     assert backend.client is inherited[0] and aws.client("s3") is inherited[1], "the parent keeps its own"
+
+
+def test_a_count_cancelled_by_another_parts_transaction_is_tried_again(emulator, monkeypatch):
+    # On DynamoDB, transactions on one item at the same time cancel each other
+    # (TransactionConflict); every part counts in the chord's one counter item.
+    from botocore.exceptions import ClientError
+
+    backend = app.backend
+    real, conflicts = backend.client, []
+
+    class Conflicting:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def transact_write_items(self, **request):
+            if len(conflicts) < 2:
+                conflicts.append(1)
+                raise ClientError({"Error": {"Code": "TransactionCanceledException", "Message": "conflict"},
+                                   "CancellationReasons": [{"Code": "None"}, {"Code": "TransactionConflict"}]},
+                                  "TransactWriteItems")
+            return real.transact_write_items(**request)
+
+    conflicting = Conflicting()
+    monkeypatch.setattr(backend, "_get_client", lambda *args, **kwargs: conflicting)
+    group = uuid.uuid4().hex
+    backend.set_chord_size(group, 2)
+    backend.on_chord_part_return(SimpleNamespace(group=group, id="task-1", chord={}), states.SUCCESS, {})
+    assert conflicts == [1, 1] and backend.chord_counts(group) == (1, 1)

@@ -73,14 +73,36 @@ def test_images_not_sent_are_not_recorded_as_dispatched(emulator, bucket, seed_d
 
     storage.upload_folder(seed_dir, bucket, "")
 
-    def refused(header):
+    def refused(*args, **kwargs):
         raise ChannelError("SQS refused the batch")
 
-    monkeypatch.setattr(dispatcher, "chord", refused)
+    monkeypatch.setattr(dispatcher.detect_car, "apply_async", refused)
     with pytest.raises(ChannelError):
         dispatcher.dispatch(bucket)
     # The next scan sends them.
     assert len(ledger.new(list(storage.list_images(bucket, "")))) == 10
+
+
+def test_the_dispatcher_sends_a_chunk_at_a_time_and_stores_the_size_before_the_last(emulator, bucket, seed_dir,
+                                                                                    monkeypatch):
+    from carcelery import app, ledger, storage
+    from carcelery import dispatch as dispatcher
+
+    s3 = aws.client("s3")
+    for n in range(1, 8):
+        s3.put_object(Bucket=bucket, Key=f"{n}.jpg", Body=b"x")
+    # The last chunk holds nothing new: the image held back from the one before is the last part.
+    ledger.record([i for i in storage.list_images(bucket) if i.key == "7.jpg"], "earlier")
+    events = []
+    monkeypatch.setattr(dispatcher, "CHUNK", 3)
+    monkeypatch.setattr(dispatcher.detect_car, "apply_async",
+                        lambda args, **options: events.append(("send", args[0]["key"], options["group_index"])))
+    monkeypatch.setattr(app.backend, "set_chord_size", lambda group_id, size: events.append(("size", size)))
+    monkeypatch.setattr(dispatcher.watch_run, "apply_async", lambda *args, **kwargs: None)
+    run = dispatcher.dispatch(bucket)
+    assert (run["images"], run["skipped"]) == (6, 1)
+    assert events == [*(("send", f"{n}.jpg", n - 1) for n in range(1, 6)), ("size", 6), ("send", "6.jpg", 5)]
+    assert ledger.new(list(storage.list_images(bucket))) == [], "all recorded once sent"
 
 
 def test_bad_objects_are_recorded_and_the_run_goes_on(pipeline, bucket, seed_dir):

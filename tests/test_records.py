@@ -37,3 +37,17 @@ def test_a_bucket_is_read_in_order_page_by_page_with_pending_ones_failed_once(em
     assert records.fail(pending, run, "no result") is True
     assert records.fail(pending, run, "no result") is False, "failed once: no longer pending"
     assert next(records.read(bucket))["error"] == {"stage": "result", "reason": "no result"}
+
+
+def test_a_run_past_its_deadline_stores_its_missing_images_as_failed_with_why(emulator):
+    from carcelery import runs
+
+    bucket, run = f"r-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex[:12]
+    records.put_pending([S3Image(bucket, "1.jpg", "e", 1), S3Image(bucket, "2.jpg", "e", 1)], run)
+    records.put(results.detection("1.jpg", bucket=bucket, key="1.jpg", etag="e", labels=[], threshold=70), run)
+    assert runs.fail_missing({"id": run, "bucket": bucket, "prefix": ""}) == 1
+    got = {r["image"]: r for r in records.read(bucket)}
+    assert "error" not in got["1.jpg"]
+    assert got["2.jpg"]["error"]["stage"] == "result"
+    assert got["2.jpg"]["error"]["reason"].startswith(f"no result: no part of run {run} was done for ")
+    assert runs.fail_missing({"id": run, "bucket": bucket, "prefix": ""}) == 0, "once"

@@ -31,7 +31,7 @@ def test_a_poison_goes_to_the_dead_letter_queue_the_run_ends_and_the_tool_sends_
     for name in ("1.jpg", "2.jpg", "poison.jpg"):
         s3.put_object(Bucket=bucket, Key=name, Body=b"noop never reads it")
     poison = {"CARCELERY_RECOGNIZER": "noop", "CARCELERY_NOOP_EXIT_ON": "poison.jpg", "CARCELERY_MAX_RECEIVES": "2",
-              "CARCELERY_VISIBILITY_TIMEOUT": "5", "CARCELERY_RUN_DEADLINE": "15"}
+              "CARCELERY_VISIBILITY_TIMEOUT": "5", "CARCELERY_RUN_DEADLINE": "30"}
     with own_stack(tmp_path, **poison) as stack:
         assert stack.run("carcelery.provision").returncode == 0  # the queues, with their redrive policy
         stack.start_worker("worker_a", "detect", 1)

@@ -33,6 +33,9 @@ def test_region_setting_wins_over_aws_default_region():
     ({"CARCELERY_RECOGNIZER": "yolo"}, "CARCELERY_RECOGNIZER"),
     ({"CARCELERY_EMULATOR_PORT": "http"}, "CARCELERY_EMULATOR_PORT"),
     ({"CARCELERY_CAR_THRESHOLD": "101"}, "CARCELERY_CAR_THRESHOLD"),
+    ({"CARCELERY_OUTPUT_URI": "/tmp/out"}, "CARCELERY_OUTPUT_URI"),
+    ({"CARCELERY_OUTPUT_URI": "s3:///prefix"}, "CARCELERY_OUTPUT_URI"),
+    ({"CARCELERY_RUN_DEADLINE": "soon"}, "CARCELERY_RUN_DEADLINE"),
 ])
 def test_bad_values_name_the_variable(env, named):
     with pytest.raises(ConfigError, match=named):
@@ -45,6 +48,8 @@ def test_threshold_and_paths_are_parsed():
     assert s.car_threshold == 85.5
     assert str(s.output_dir) == "/tmp/x"
     assert not str(s.model_dir).startswith("~")
+    s = Settings.from_env({"CARCELERY_OUTPUT_URI": "s3://b/p/", "CARCELERY_RUN_DEADLINE": "90"})
+    assert (s.output_uri, s.run_deadline) == ("s3://b/p/", 90.0)
 
 
 def test_monitoring_is_on_and_task_sent_events_off_by_default():

@@ -1,0 +1,133 @@
+"""How a run scales with its size: images per second and every process's peak memory, per run size.
+
+    python -m bench.scale --sizes 2000,5000,20000[,100000] [--json FILE]
+
+Per size, on a fresh emulator of its own (a free loopback port), with the
+``noop`` recognizer (no model: what is measured is the pipeline and the
+emulator): N objects uploaded (noop never reads them), both workers (2
+processes each), then ``dispatch --wait``, timed from the dispatcher's start
+to the terminator's output.txt. Printed and in the JSON: images per second,
+the dispatcher's time to all sent, the rate in each tenth of the run (from
+Instance B's log: flat means no cost grows with the run), peak RSS (VmHWM) of
+every process (emulator, dispatcher, each worker's main process and children),
+and the CPU each used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from .pipeline import cpu_s, free_port, peak_rss_mb
+
+ROOT = Path(__file__).resolve().parents[1]
+BUCKET = "scale-images"
+
+
+def tenths(log: str, started: float, images: int) -> list[float]:
+    """Images per second in each tenth of the run, from the end times of Instance B's text tasks."""
+    stamps = sorted(datetime.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+                    for stamp in re.findall(r"^\[(\S+ \S+): INFO/ForkPoolWorker-\d+\] \S+: image=\S+ stage=text", log, re.M))
+    rates, previous = [], started
+    for tenth in range(1, 11):
+        index = min(len(stamps), tenth * images // 10) - 1
+        if index < 0:
+            return rates
+        rates.append((images // 10) / max(1e-6, stamps[index] - previous))
+        previous = stamps[index]
+    return rates
+
+
+def sampled_peaks(pids: dict[str, int], stop: threading.Event, peaks: dict) -> None:
+    """Keep the highest VmHWM seen of each process tree until ``stop`` (the dispatcher's ends with it)."""
+    while not stop.is_set():
+        for name, pid in pids.items():
+            for child, mb in peak_rss_mb(pid).items():
+                peaks.setdefault(name, {})[child] = max(mb, peaks.get(name, {}).get(child, 0.0))
+        stop.wait(0.5)
+
+
+def run_size(images: int, workdir: Path) -> dict:
+    from carcelery import aws, results
+    from carcelery.demo import Stack
+
+    aws.reset()  # a fresh emulator per size, on the same port
+    with Stack(workdir, {"CARCELERY_OUTPUT_DIR": str(workdir / "output")}) as stack:
+        stack.start_emulator()
+        started = time.perf_counter()
+        s3 = aws.client("s3")
+        for n in range(1, images + 1):
+            s3.put_object(Bucket=BUCKET, Key=f"{n}.jpg", Body=b"noop never reads it")
+        upload_s = time.perf_counter() - started
+        stack.start_worker("worker_a", "detect", 2)
+        stack.start_worker("worker_b", "text", 2)
+        names = ("emulator", "worker_a", "worker_b")
+        cpu_before = {name: cpu_s(stack.procs[name].pid) for name in names}
+        started = time.time()
+        proc = subprocess.Popen([sys.executable, "-m", "carcelery.dispatch", "--wait", "--timeout", "36000"],
+                                cwd=ROOT, env=stack.env, stdout=subprocess.PIPE, text=True)
+        peaks, stop = {}, threading.Event()
+        sampler = threading.Thread(target=sampled_peaks, args=(
+            {"dispatcher": proc.pid, **{name: stack.procs[name].pid for name in names}}, stop, peaks))
+        sampler.start()
+        sent_at = None
+        for line in proc.stdout:
+            if sent_at is None and " dispatched " in line:
+                sent_at = time.time()
+        proc.wait()
+        stop.set()
+        sampler.join()
+        wall = (stack.output_dir / results.OUTPUT).stat().st_mtime - started
+        cpu = {name: cpu_s(stack.procs[name].pid) - cpu_before[name] for name in names}
+        lines = sum(1 for _ in (stack.output_dir / results.OUTPUT).open())
+        rates = tenths(stack.log("worker_b"), started, images)
+        terminator = re.findall(r"terminate\[\S+\] succeeded in ([\d.]+)s", stack.log("worker_b"))
+    return {
+        "images": images, "exit_code": proc.returncode, "output_lines": lines, "upload_s": upload_s,
+        "wall_s": wall, "images_per_s": images / wall, "dispatch_send_s": (sent_at or started) - started,
+        "images_per_s_by_tenth": rates, "terminator_s": float(terminator[-1]) if terminator else None,
+        "peak_rss_mb": peaks, "cpu_s": cpu,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="2000,5000,20000", help="run sizes, comma-separated")
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    args = parser.parse_args(argv)
+    # Before carcelery is imported: it reads its settings once. Each size's emulator, on this port.
+    os.environ.update({"CARCELERY_TARGET": "emulator", "CARCELERY_QUEUE_PREFIX": "scale-",
+                       "CARCELERY_EMULATOR_PORT": str(free_port()), "CARCELERY_BUCKET": BUCKET,
+                       "CARCELERY_RECOGNIZER": "noop"})
+    figures = []
+    for images in (int(size) for size in args.sizes.split(",")):
+        got = run_size(images, Path(tempfile.mkdtemp(prefix=f"carcelery-scale-{images}-")))
+        figures.append(got)
+        print(f"{images} images (noop, A=2 B=2): exit {got['exit_code']}, output.txt {got['output_lines']} lines")
+        rows = [("wall, dispatcher start to output.txt", f"{got['wall_s']:.1f} s"),
+                ("images per second", f"{got['images_per_s']:.1f}"),
+                ("  in each tenth of the run", " ".join(f"{r:.0f}" for r in got["images_per_s_by_tenth"])),
+                ("dispatcher start to all sent", f"{got['dispatch_send_s']:.1f} s"),
+                ("terminator (outputs written)", f"{got['terminator_s'] or 0:.1f} s"),
+                ("upload before the run", f"{got['upload_s']:.1f} s")]
+        rows += [(f"CPU during the run, {name}", f"{seconds:.1f} s") for name, seconds in got["cpu_s"].items()]
+        rows += [(f"peak RSS {name}", ", ".join(f"{v:.0f}" for v in rss.values()) + " MB")
+                 for name, rss in got["peak_rss_mb"].items()]
+        for label, value in rows:
+            print(f"  {label:<38} {value}", flush=True)
+        if args.json:
+            args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    return max(f["exit_code"] for f in figures)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
