@@ -42,8 +42,8 @@ def _without_hot_spots(dispatcher_class):
       failure: O(table) per transaction, and each chord part counts in one,
       in the results table (``_transactions_copy_items``).
     - ReceiveMessage listed every visible message of its queue, DeleteMessage
-      scanned and rebuilt the whole list: O(queue length) per request
-      (``_queues_scan_from_the_front``).
+      scanned and rebuilt the whole list, SendMessage counted the queue's
+      messages: O(queue length) per request (``_queues_scan_from_the_front``).
 
     Returns:
       A subclass of ``dispatcher_class`` whose backend lookup is cached per host.
@@ -93,7 +93,11 @@ def _queues_scan_from_the_front() -> None:
     milliseconds, in the one-request-at-a-time emulator. A queue is worked
     from its front (the oldest messages are received first, so the ones
     received and being deleted are there): here a receive stops at the
-    messages it takes, and a delete at the message it deletes.
+    messages it takes, and a delete at the message it deletes. And every
+    SendMessage counted the queue's messages three times over (it reads the
+    queue's attributes, counts included, for one of them): 4 ms per send with
+    8,000 messages queued, 1.2 ms with 2,000; the counts come from the list's
+    and the in-flight set's lengths instead.
     """
     from moto.sqs import models
     from moto.sqs.exceptions import ReceiptHandleIsInvalid
@@ -124,8 +128,18 @@ def _queues_scan_from_the_front() -> None:
                 return
         raise ReceiptHandleIsInvalid()
 
+    def delayed(self) -> int:
+        # Only a queue with a default delay is scanned: nothing here sends a message with a delay of its own.
+        return sum(1 for m in self._messages if m.delayed) if self.delay_seconds else 0
+
     models.Queue.messages = property(Visible)
     models.Queue.delete_message = delete_message
+    # Counted without a scan: in flight are the messages received and not deleted (one
+    # whose visibility ran out counts until it is received again: the counts are approximate).
+    models.Queue.approximate_number_of_messages_delayed = property(delayed)
+    models.Queue.approximate_number_of_messages_not_visible = property(lambda self: len(self._pending_messages))
+    models.Queue.approximate_number_of_messages = property(
+        lambda self: len(self._messages) - len(self._pending_messages) - delayed(self))
 
 
 def _transactions_copy_items() -> None:
