@@ -220,7 +220,7 @@ def test_throttled_recognition_loses_and_repeats_no_image(emulator, bucket, seed
     runs = {}
     for throttle in ("0", "0.15"):
         with own_stack(tmp_path / throttle, CARCELERY_RECOGNIZER="latency", CARCELERY_LATENCY="0.05",
-                       CARCELERY_THROTTLE=throttle) as stack:
+                       CARCELERY_THROTTLE=throttle, CARCELERY_RUN_DEADLINE="30") as stack:
             stack.start_worker("worker_a", "detect", None)
             stack.start_worker("worker_b", "text", None)
             done = dispatch(stack, "--bucket", bucket, "--force")
@@ -235,7 +235,9 @@ def test_throttled_recognition_loses_and_repeats_no_image(emulator, bucket, seed
             for queue in ("detect", "text"):
                 url = sqs.get_queue_url(QueueName=f"{prefix}{queue}")["QueueUrl"]
                 deadline = time.monotonic() + 15
-                while True:  # the threads' acknowledgements delete every message
+                # The threads' acknowledgements delete every message (the run's watch_run, sent
+                # again every 3 s with a deadline of 30 s, sees the run complete and ends).
+                while True:
                     attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
                     if attributes["ApproximateNumberOfMessages"] == attributes["ApproximateNumberOfMessagesNotVisible"] == "0":
                         break
