@@ -9,7 +9,8 @@ from carcelery import recognizers
 from carcelery.recognizers import Image, ImageError
 from carcelery.demo import SEED_IMAGES
 from carcelery.recognizers import CAR, LICENSE_PLATE, Box
-from carcelery.recognizers.local import MAX_PIXELS, MAX_SIDE, crop, decode, merged, plate_like
+from carcelery.imaging import MAX_PIXELS, MAX_SIDE, decode
+from carcelery.recognizers.local import crop, merged, plate_like
 
 # What AWS Rekognition answered (../shared/images/seed/REFERENCE.md).
 CARS = {"1.jpg", "2.jpg", "4.jpg", "5.jpg", "6.jpg", "7.jpg"}

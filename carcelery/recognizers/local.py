@@ -20,7 +20,6 @@ The car decision (README, "Recognizers"; figures from ``python -m carcelery.eval
 
 from __future__ import annotations
 
-import io
 import logging
 import re
 from typing import Sequence
@@ -29,9 +28,9 @@ import numpy as np
 import PIL.Image
 
 from .. import weights
-from ..imaging import MAX_PIXELS, MAX_SIDE, decode, on_white  # noqa: F401 - the recognizer's decoding, shared
+from ..imaging import MAX_SIDE, decode
 from ..settings import settings
-from .base import CAR, LICENSE_PLATE, Box, Image, ImageError, Label, Recognizer, TextLine, car_confidence
+from .base import CAR, LICENSE_PLATE, Box, Image, Label, Recognizer, TextLine, car_confidence
 
 # Detections below this score are noise, not labels.
 MIN_SCORE = 0.4
