@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import sys
 
-from carcelery import aws, recognizers, results, storage
+from carcelery import aws, recognizers
+from carcelery.pipeline import results, images
 from carcelery.settings import settings
 
 
@@ -19,8 +20,8 @@ def detect(queue_url: str) -> None:
     recognizer = recognizers.get(settings.recognizer)
     threshold = recognizers.threshold(recognizer, settings.car_threshold)
     sqs = aws.client("sqs")
-    for image in storage.list_images(settings.bucket, settings.key_prefix):
-        ref = recognizers.Image(image.key, lambda key=image.key: storage.read(settings.bucket, key))
+    for image in images.list_images(settings.bucket, settings.key_prefix):
+        ref = recognizers.Image(image.key, lambda key=image.key: images.read(settings.bucket, key))
         if recognizers.car_confidence(recognizer.labels(ref)) >= threshold:
             sqs.send_message(QueueUrl=queue_url, MessageBody=image.key)
     sqs.send_message(QueueUrl=queue_url, MessageBody="-1")
@@ -40,7 +41,7 @@ def text(queue_url: str) -> None:
             if key == "-1":
                 ended = True
             else:
-                ref = recognizers.Image(key, lambda key=key: storage.read(settings.bucket, key))
+                ref = recognizers.Image(key, lambda key=key: images.read(settings.bucket, key))
                 record = {"image": key, "car": True, "text": []}
                 records.append(results.with_text(record, recognizer.text(ref)))
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])

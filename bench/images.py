@@ -13,7 +13,7 @@ from pathlib import Path
 import PIL.Image
 import PIL.ImageOps
 
-from carcelery.imaging import on_white
+from carcelery.recognizers.imaging import on_white
 
 
 def variants(seed_dir: Path, n: int) -> list[tuple[str, bytes]]:

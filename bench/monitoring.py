@@ -37,8 +37,9 @@ def subscribed(topic_name: str) -> bool:
 
 def run_one(workdir: Path, name: str, env: dict[str, str], images: int, concurrency: int) -> float:
     """Seconds of one run of ``images`` images with configuration ``env``."""
-    from carcelery import aws, provision
-    from carcelery.demo import SEED_IMAGES, Stack
+    from carcelery import aws
+    from carcelery.aws import provision
+    from carcelery.embedded.demo import SEED_IMAGES, Stack
 
     prefix = f"b{uuid.uuid4().hex[:8]}-"
     env = {**env, "CARCELERY_QUEUE_PREFIX": prefix, "CARCELERY_FLOWER_PORT": str(free_port())}
@@ -71,7 +72,7 @@ def main() -> None:
     # Before carcelery is imported: it reads its settings once, at import.
     os.environ.update({"CARCELERY_TARGET": "emulator", "CARCELERY_EMULATOR_HOST": "127.0.0.1",
                        "CARCELERY_EMULATOR_PORT": str(free_port()), "CARCELERY_RECOGNIZER": "noop"})
-    from carcelery.demo import Stack
+    from carcelery.embedded.demo import Stack
 
     workdir = Path(tempfile.mkdtemp(prefix="carcelery-bench-"))
     tasks = 2 * args.images + 1

@@ -135,7 +135,7 @@ def task_times(log: str, stage: str) -> dict:
 
 
 def run_pipeline(stack, concurrency: tuple[int | None, int | None]) -> dict:
-    from carcelery import results
+    from carcelery.pipeline import results
 
     stack.start_worker("worker_a", "detect", concurrency[0])
     stack.start_worker("worker_b", "text", concurrency[1])
@@ -242,8 +242,9 @@ def main(argv: list[str] | None = None) -> int:
                        "CARCELERY_OUTPUT_DIR": str(workdir / "output"), "CARCELERY_QUEUE_PREFIX": "bench-",
                        "CARCELERY_LATENCY": str(args.latency), "CARCELERY_THROTTLE": str(args.throttle)})
     from bench.images import variants
-    from carcelery import aws, costs
-    from carcelery.demo import Stack
+    from carcelery import aws
+    from carcelery.pipeline import costs
+    from carcelery.embedded.demo import Stack
     from carcelery.settings import settings
 
     images = variants(args.seed_dir, args.images)

@@ -57,8 +57,9 @@ def sampled_peaks(pids: dict[str, int], stop: threading.Event, peaks: dict) -> N
 
 
 def run_size(images: int, workdir: Path) -> dict:
-    from carcelery import aws, results
-    from carcelery.demo import Stack
+    from carcelery import aws
+    from carcelery.pipeline import results
+    from carcelery.embedded.demo import Stack
 
     aws.reset()  # a fresh emulator per size, on the same port
     with Stack(workdir, {"CARCELERY_OUTPUT_DIR": str(workdir / "output")}) as stack:

@@ -13,7 +13,7 @@ parts remaining (``set_chord_size`` adds the chord's size, each part takes one
 away) and, once it is reached, the last part.
 
 The chord's callback is immutable (``terminate.si(run)``): it reads the run's
-records from the records table (``carcelery.records``), not from the parts'
+records from the records table (``carcelery.pipeline.records``), not from the parts'
 results. So the last part sends it without reading any part's result back,
 and the group of every part's task id is never stored (Celery stores it as one
 item, which DynamoDB's 400 KB would cap at about 8,000 parts).
@@ -66,7 +66,7 @@ class OncePerPartDynamoDBBackend(DynamoDBBackend):
         # boto3 session's: it is made again in a forked worker process, where the
         # parent's kept-alive connections must not carry a second process's
         # requests, and it spares each process a session (about 0.1 s). The table
-        # is provision's (python -m carcelery.provision), not created here.
+        # is provision's (python -m carcelery.aws.provision), not created here.
         return aws.client("dynamodb")
 
     def _apply_chord_incr(self, header_result_args, body, **kwargs):

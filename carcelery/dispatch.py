@@ -32,12 +32,12 @@ from typing import Iterable, Iterator, TextIO
 
 from botocore.exceptions import EndpointConnectionError
 
-from . import ledger, provision, records, runs, storage
+from .pipeline import ledger, records, runs, images
+from .aws import provision, errors
 from .app import app
-from .progress import Progress
+from .pipeline.progress import Progress
 from .settings import settings
-from .storage import S3Image
-from .tasks import detect_car, terminate, watch_run
+from .pipeline.images import S3Image
 from .transport import batched_sends
 
 # Seconds between two looks of ``--wait`` at the run (two DynamoDB reads each):
@@ -46,6 +46,11 @@ WAIT_POLL = 1.0
 # Images listed, checked against the ledger, recorded as pending and sent at a
 # time: the dispatcher holds two chunks, whatever the bucket's size.
 CHUNK = 1000
+
+
+def _task(name: str, *args, **options):
+    # By name: carcelery.tasks imports this module (the beat's scans dispatch).
+    return app.signature(f"carcelery.tasks.{name}", args=args, **options)
 
 
 def dispatch(bucket: str, prefix: str = "", force: bool = False, stream: TextIO | None = None,
@@ -61,7 +66,7 @@ def dispatch(bucket: str, prefix: str = "", force: bool = False, stream: TextIO 
 
     Raises:
       botocore.exceptions.ClientError: the bucket or the ledger is missing or not reachable
-        (``storage.explain`` says which, and the fix); nothing has been sent then, unless
+        (``errors.explain`` says which, and the fix); nothing has been sent then, unless
         it was the ledger's write, after sending: the next scan sends those images again.
       kombu.exceptions.ChannelError: SQS refused messages; the images are not recorded
         as dispatched, so the next scan sends them again.
@@ -72,7 +77,7 @@ def dispatch(bucket: str, prefix: str = "", force: bool = False, stream: TextIO 
     """
     run = {"id": uuid.uuid4().hex[:12], "bucket": bucket, "prefix": prefix, "images": 0, "skipped": 0}
     # Immutable: the terminator reads the records from the store, not the parts' results.
-    body = terminate.si({k: run[k] for k in ("id", "bucket", "prefix")})
+    body = _task("terminate", {k: run[k] for k in ("id", "bucket", "prefix")}, immutable=True)
     terminator, group_id = body.freeze(uuid.uuid4().hex), uuid.uuid4().hex
     listing = Progress("listed", stream=stream) if stream else None
     sending, held = None, None
@@ -80,8 +85,8 @@ def dispatch(bucket: str, prefix: str = "", force: bool = False, stream: TextIO 
     def send(images: list[S3Image], last: S3Image | None = None) -> None:
         """Send ``images`` and then, the chord's size stored first, its ``last`` image."""
         def one(image: S3Image) -> None:
-            detect_car.apply_async(({"bucket": image.bucket, "key": image.key, "etag": image.etag,
-                                     "run": run["id"]},), group_id=group_id, group_index=run["images"], chord=body)
+            ref = {"bucket": image.bucket, "key": image.key, "etag": image.etag, "run": run["id"]}
+            _task("detect_car", ref).apply_async(group_id=group_id, group_index=run["images"], chord=body)
             run["images"] += 1
             if sending:
                 sending.update(run["images"])
@@ -96,7 +101,7 @@ def dispatch(bucket: str, prefix: str = "", force: bool = False, stream: TextIO 
         # Sent (the batches flushed): recorded, so that a failed send leaves them to the next scan.
         ledger.record(images + ([last] if last else []), run["id"])
 
-    for chunk, final in _chunks(storage.list_images(bucket, prefix)):
+    for chunk, final in _chunks(images.list_images(bucket, prefix)):
         if listing:
             listing.update(listing.done + len(chunk))
         todo = ledger.new(chunk, force)
@@ -117,7 +122,7 @@ def dispatch(bucket: str, prefix: str = "", force: bool = False, stream: TextIO 
         sending.close()
     if run["images"]:
         run["result"] = app.AsyncResult(terminator.id, parent=app.GroupResult(group_id, []))
-        watch_run.apply_async((body.args[0], group_id, terminator.id), countdown=runs.look_every())
+        _task("watch_run", body.args[0], group_id, terminator.id).apply_async(countdown=runs.look_every())
     elif if_empty:
         run["result"] = body.delay()  # nothing to recognize: the terminator alone writes the files again
     else:
@@ -175,17 +180,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.folder:
             provision.bucket(args.bucket)
-            keys = storage.upload_folder(args.folder, args.bucket, args.prefix)
+            keys = images.upload_folder(args.folder, args.bucket, args.prefix)
             print(f"uploaded {len(keys)} images from {args.folder} to s3://{args.bucket}/{args.prefix}")
         run = dispatch(args.bucket, args.prefix, args.force, stream=sys.stderr)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except EndpointConnectionError as exc:
-        print(f"error: {storage.unreachable(exc)}", file=sys.stderr)
+        print(f"error: {errors.unreachable(exc)}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - known AWS errors become one clear line
-        reason = storage.explain(exc, args.bucket)
+        reason = errors.explain(exc, args.bucket)
         if reason is None:
             raise
         print(f"error: {reason}", file=sys.stderr)

@@ -36,7 +36,7 @@ where boto3's standard credential chain applies (nothing is hard-coded).
 | CARCELERY_MODEL_THREADS   | 1                           | threads per model (0: the libraries' defaults); parallelism comes from worker processes |
 | CARCELERY_MONITORING      | on                          | ``on``: task events and remote control over SNS (Flower, ``celery inspect``); ``off``: neither, for raw throughput |
 | CARCELERY_TASK_SENT_EVENTS| off                         | ``on``: the dispatcher sends task-sent events too (one SNS publish per task) |
-| CARCELERY_FLOWER_PORT     | 5555                        | port of Flower (``python -m carcelery.flower``) on 127.0.0.1 |
+| CARCELERY_FLOWER_PORT     | 5555                        | port of Flower (``python -m carcelery.commands.flower``) on 127.0.0.1 |
 | CARCELERY_FLOWER_USER     | (unset)                     | with CARCELERY_FLOWER_PASSWORD: Flower asks for this user (HTTP basic auth) |
 | CARCELERY_FLOWER_PASSWORD | (unset)                     | that user's password                           |
 | CARCELERY_NOOP_EXIT_ON    | (unset)                     | tests only: the ``noop`` recognizer's process exits at once (``os._exit``) when it meets this image name, a worker-killing poison |
@@ -44,6 +44,7 @@ where boto3's standard credential chain applies (nothing is hard-coded).
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -233,6 +234,16 @@ class Settings:
         if self.recognition_quota is None:
             return None
         return f"{self.recognition_quota / self.workers:g}/s"
+
+    def queue_attributes(self, dead_letter_arn: str | None) -> dict[str, str]:
+        """SQS attributes of a queue: encrypted at rest, and with a redrive policy
+        (a message received CARCELERY_MAX_RECEIVES times goes to the dead-letter
+        queue instead of looping) when ``dead_letter_arn`` is given."""
+        attributes = {"VisibilityTimeout": str(self.visibility_timeout), "SqsManagedSseEnabled": "true"}
+        if dead_letter_arn:
+            attributes["RedrivePolicy"] = json.dumps(
+                {"deadLetterTargetArn": dead_letter_arn, "maxReceiveCount": str(self.max_receives)})
+        return attributes
 
     def queue_name(self, queue: str) -> str:
         """The SQS name of a Celery queue (kombu adds the prefix the same way)."""

@@ -2,11 +2,11 @@
 
 Per image, ``detect_car`` (Instance A) runs in one chord; for a car image it
 hands on to ``recognize_text`` (Instance B) by replacing itself. Each stores
-its image's record in the records table (``carcelery.records``) as it ends.
+its image's record in the records table (``carcelery.pipeline.records``) as it ends.
 The chord's callback, ``terminate``, is the ``-1`` terminator: Instance B
 writes the run's outputs from the records table when it arrives. Images
 without a car never reach Instance B's queue. ``watch_run`` ends a run whose
-parts stopped coming (``carcelery.runs``). ``scan_bucket`` is the beat's
+parts stopped coming (``carcelery.pipeline.runs``). ``scan_bucket`` is the beat's
 periodic scan for new images.
 
 A task never raises for a bad image or a permanent AWS error: it stores a
@@ -28,8 +28,11 @@ from celery.concurrency.thread import TaskPool as ThreadPool
 from celery.signals import worker_init, worker_process_init
 from celery.utils.log import get_task_logger
 
-from . import aws, costs, outputs, records, recognizers, results, runs, storage
+from . import aws, recognizers
+from .pipeline import costs, outputs, records, results, runs, images
+from .aws import errors
 from .app import app
+from .dispatch import dispatch
 from .settings import settings
 
 logger = get_task_logger(__name__)
@@ -74,7 +77,7 @@ def _stored(record: dict, run_id: str | None) -> dict:
 
 
 def _image(ref: dict) -> recognizers.Image:
-    return recognizers.Image(ref["key"], lambda: storage.read(ref["bucket"], ref["key"]),
+    return recognizers.Image(ref["key"], lambda: images.read(ref["bucket"], ref["key"]),
                              bucket=ref["bucket"], key=ref["key"])
 
 
@@ -95,7 +98,7 @@ def _attempt(task, ref: dict, stage: str, work) -> dict:
     except recognizers.ImageError as exc:
         reason = str(exc)
     except Exception as exc:  # noqa: BLE001 - sorted below into permanent and transient
-        reason = storage.explain(exc, ref["bucket"], ref["key"])
+        reason = errors.explain(exc, ref["bucket"], ref["key"])
         if reason is None:
             if task.request.retries < MAX_RETRIES:
                 logger.warning("image=%s stage=%s transient error, retrying: %r", ref["key"], stage, exc)
@@ -169,7 +172,7 @@ def terminate(run: dict) -> dict:
 
 @app.task(name="carcelery.tasks.watch_run")
 def watch_run(run: dict, group_id: str, terminator_id: str, parts_seen: int = -1, since: float | None = None) -> dict:
-    """Instance B: look at run ``run`` again later, or end it if its parts stopped coming (``carcelery.runs``)."""
+    """Instance B: look at run ``run`` again later, or end it if its parts stopped coming (``carcelery.pipeline.runs``)."""
     complete, parts_seen, since = runs.progress(group_id, parts_seen, since)
     if complete:
         return {"run": run["id"], "ended": "complete"}
@@ -190,7 +193,5 @@ def scan_bucket() -> dict:
 
     Nothing new, nothing sent: a terminator alone would write the bucket's files again at every scan.
     """
-    from .dispatch import dispatch
-
     run = dispatch(settings.bucket, settings.key_prefix, if_empty=False)
     return {key: run[key] for key in ("id", "images", "skipped")}

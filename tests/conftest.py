@@ -38,7 +38,7 @@ os.environ.update({
 for name in ("CARCELERY_BUCKET", "CARCELERY_KEY_PREFIX", "CARCELERY_CAR_THRESHOLD", "CARCELERY_QUEUE_PREFIX"):
     os.environ.pop(name, None)
 
-from carcelery.demo import SEED_IMAGES, Stack  # noqa: E402
+from carcelery.embedded.demo import SEED_IMAGES, Stack  # noqa: E402
 
 
 @pytest.fixture
@@ -73,7 +73,7 @@ def pipeline(emulator):
 @pytest.fixture
 def bucket(emulator) -> str:
     """A new, empty bucket of this test's own."""
-    from carcelery import provision
+    from carcelery.aws import provision
 
     name = f"test-{uuid.uuid4().hex[:12]}"
     provision.bucket(name)

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from bench.images import variants
-from carcelery.demo import ROOT
+from carcelery.embedded.demo import ROOT
 
 
 def test_variants_are_distinct_jpegs(seed_dir):

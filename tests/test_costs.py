@@ -2,7 +2,7 @@
 
 import pytest
 
-from carcelery import costs, results
+from carcelery.pipeline import costs, results
 from carcelery.recognizers import Label
 
 CAR = [Label("Car", 99.0)]

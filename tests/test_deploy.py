@@ -22,8 +22,10 @@ from test_pipeline import dispatch
 
 from conftest import free_port
 
-from carcelery import aws, ledger, provision, records, results
-from carcelery.demo import ROOT, Stack
+from carcelery import aws
+from carcelery.pipeline import ledger, records, results
+from carcelery.aws import provision
+from carcelery.embedded.demo import ROOT, Stack
 from carcelery.settings import DEAD_LETTER_QUEUE, DETECT_QUEUE, TEXT_QUEUE, Settings
 
 DEPLOY = ROOT / "deploy"
@@ -218,7 +220,7 @@ def test_units_run_a_dispatch_then_the_beat_a_new_image(emulator, seed_dir, tmp_
                  "CARCELERY_FLOWER_USER": USER, "CARCELERY_FLOWER_PASSWORD": PASSWORD,
                  "CARCELERY_FLOWER_PORT": str(free_port())}
     with unit_stack(tmp_path, overrides) as stack:
-        assert stack.run("carcelery.provision").returncode == 0
+        assert stack.run("carcelery.aws.provision").returncode == 0
         s3 = aws.client("s3")
         for name in ("1.jpg", "2.jpg"):
             s3.put_object(Bucket=bucket, Key=name, Body=(seed_dir / name).read_bytes())
@@ -293,7 +295,7 @@ def test_stack_creates_everything_and_the_pipeline_runs_on_it(emulator, key_pair
     dead_arn = sqs.get_queue_attributes(QueueUrl=urls[DEAD_LETTER_QUEUE], AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     for queue, url in urls.items():
         got = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
-        expected = provision.queue_attributes(None if queue == DEAD_LETTER_QUEUE else dead_arn)
+        expected = Settings.from_env().queue_attributes(None if queue == DEAD_LETTER_QUEUE else dead_arn)
         assert redrive(got.pop("RedrivePolicy", None)) == redrive(expected.pop("RedrivePolicy", None))
         assert expected.items() <= got.items(), (queue, got)
 

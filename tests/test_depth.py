@@ -3,7 +3,7 @@
 import uuid
 
 from carcelery import aws
-from carcelery.depth import Depth, depths
+from carcelery.commands.depth import Depth, depths
 
 
 def test_depths_of_a_prefix_queues(emulator):

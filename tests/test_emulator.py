@@ -40,7 +40,7 @@ def test_dynamodb_answers_as_moto_gives_them():
     from moto import mock_aws
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 
-    from carcelery.emulator import _without_hot_spots
+    from carcelery.embedded.emulator import _without_hot_spots
 
     item = {"id": {"S": "k"}, "n": {"N": "1.5"}, "b": {"B": b"\x00\xffbin"}, "bs": {"BS": [b"a", b"\x01"]},
             "t": {"BOOL": True}, "z": {"NULL": True}, "ss": {"SS": ["a", "b"]}, "ns": {"NS": ["1", "2"]},

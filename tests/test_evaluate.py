@@ -11,8 +11,8 @@ import shutil
 import pytest
 
 from bench import negatives
-from carcelery import evaluate
-from carcelery.demo import SEED_IMAGES
+from carcelery.commands import evaluate
+from carcelery.embedded.demo import SEED_IMAGES
 
 DEV = SEED_IMAGES.parent / "dev" / "br"
 

@@ -11,8 +11,9 @@ import uuid
 import boto3
 import pytest
 
-from carcelery import aws, outputs, report, results
-from carcelery.demo import ROOT, Stack
+from carcelery import aws
+from carcelery.pipeline import outputs, report, results
+from carcelery.embedded.demo import ROOT, Stack
 from test_pipeline import dispatch, output, own_stack, records
 
 
@@ -35,7 +36,7 @@ def wait_for_log(stack, name, pattern, timeout=120):
 @pytest.mark.parametrize("victim, stage", [("worker_b", "text"), ("worker_a", "detect")])
 def test_sigkill_mid_run_then_restart_gives_the_same_output(emulator, seed_dir, tmp_path, victim, stage):
     quiet, noisy = f"q-{uuid.uuid4().hex[:8]}", f"n-{uuid.uuid4().hex[:8]}"
-    from carcelery import provision
+    from carcelery.aws import provision
 
     # A short visibility timeout, so that what the killed worker held comes back soon.
     with own_stack(tmp_path, CARCELERY_VISIBILITY_TIMEOUT="5") as stack:
@@ -90,7 +91,7 @@ def test_odd_keys_stay_inside_the_output_folder(pipeline, bucket, seed_dir):
 def test_a_message_received_too_often_goes_to_the_dead_letter_queue(emulator, tmp_path):
     prefix = f"d{uuid.uuid4().hex[:8]}-"
     stack = Stack(tmp_path, {"CARCELERY_QUEUE_PREFIX": prefix, "CARCELERY_MAX_RECEIVES": "2"})
-    assert stack.run("carcelery.provision").returncode == 0
+    assert stack.run("carcelery.aws.provision").returncode == 0
     sqs = aws.client("sqs")
     work = sqs.get_queue_url(QueueName=f"{prefix}detect")["QueueUrl"]
     dead = sqs.get_queue_url(QueueName=f"{prefix}dead-letter")["QueueUrl"]
@@ -141,7 +142,7 @@ def test_the_secret_never_reaches_a_log(emulator, bucket, seed_dir, tmp_path):
     env = aws_env(endpoint, AWS_ACCESS_KEY_ID="AKIAEXAMPLEEXAMPLE12", AWS_SECRET_ACCESS_KEY=secret,
                   CARCELERY_RECOGNIZER="noop")
     with own_stack(tmp_path, **env) as stack:
-        assert stack.run("carcelery.provision").returncode == 0
+        assert stack.run("carcelery.aws.provision").returncode == 0
         stack.start_worker("worker_a", "detect", 1, "--loglevel", "DEBUG")
         stack.start_worker("worker_b", "text", 1, "--loglevel", "DEBUG")
         aws.client("s3").put_object(Bucket=bucket, Key="2.jpg", Body=(seed_dir / "2.jpg").read_bytes())

@@ -1,6 +1,6 @@
 """The Flower launcher's command line: loopback only, basic auth only when both are set."""
 
-from carcelery.flower import command
+from carcelery.commands.flower import command
 from carcelery.settings import Settings
 
 

@@ -9,7 +9,7 @@ import urllib.request
 
 from test_pipeline import dispatch, own_stack
 
-from carcelery.demo import ROOT
+from carcelery.embedded.demo import ROOT
 
 
 def recorder(emulator, verb):
@@ -78,7 +78,7 @@ def test_iam_policy_is_exactly_what_the_code_calls(emulator, seed_dir, tmp_path)
         with own_stack(tmp_path, CARCELERY_RECOGNIZER="rekognition", CARCELERY_CAR_THRESHOLD="0",
                        CARCELERY_BUCKET=f"iam-{tmp_path.name[-8:].lower().replace('_', '-')}") as stack:
             for _ in range(2):  # creates, then finds and updates
-                assert stack.run("carcelery.provision").returncode == 0
+                assert stack.run("carcelery.aws.provision").returncode == 0
             stack.start_worker("worker_a", "detect", 1)
             stack.start_worker("worker_b", "text", 1)
             done = dispatch(stack, "--from", str(seed_dir))

@@ -3,7 +3,8 @@
 import pytest
 from botocore.exceptions import ClientError
 
-from carcelery import recognizers, storage
+from carcelery import recognizers
+from carcelery.aws import errors
 from carcelery.recognizers.base import Box, Image
 from carcelery.recognizers.latency import LatencyRecognizer
 
@@ -30,7 +31,7 @@ def test_throttled_calls_raise_what_rekognition_raises_and_tasks_retry():
         with pytest.raises(ClientError) as raised:
             call(image("1.jpg"))
         assert raised.value.response["Error"]["Code"] == "ThrottlingException"
-        assert storage.explain(raised.value) is None, "transient: the task retries it"
+        assert errors.explain(raised.value) is None, "transient: the task retries it"
     calm = LatencyRecognizer(0, 0, throttle=0)
     assert all(calm.labels(image(f"{n}.jpg")) for n in range(200))
 

@@ -3,7 +3,7 @@
 import uuid
 
 from carcelery import aws
-from carcelery.leases import LEASE_TAG, Leases
+from carcelery.transport.leases import LEASE_TAG, Leases
 
 
 def lease(url):

@@ -7,9 +7,9 @@ import pytest
 
 from carcelery import recognizers
 from carcelery.recognizers import Image, ImageError
-from carcelery.demo import SEED_IMAGES
+from carcelery.embedded.demo import SEED_IMAGES
 from carcelery.recognizers import CAR, LICENSE_PLATE, Box
-from carcelery.imaging import MAX_PIXELS, MAX_SIDE, decode
+from carcelery.recognizers.imaging import MAX_PIXELS, MAX_SIDE, decode
 from carcelery.recognizers.local import crop, merged, plate_like
 
 # What AWS Rekognition answered (../shared/images/seed/REFERENCE.md).

@@ -18,8 +18,9 @@ import pytest
 
 from conftest import free_port
 
-from carcelery import aws, provision, transport
-from carcelery.demo import ROOT, Stack
+from carcelery import aws, transport
+from carcelery.aws import provision
+from carcelery.embedded.demo import ROOT, Stack
 
 USER, PASSWORD = "watcher", "not-a-secret"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

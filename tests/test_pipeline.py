@@ -8,8 +8,9 @@ import uuid
 
 import pytest
 
-from carcelery import aws, results
-from carcelery.demo import Stack
+from carcelery import aws
+from carcelery.pipeline import results
+from carcelery.embedded.demo import Stack
 
 SEED_OUTPUT = [r"1\.jpg: .*BR8167$", r"4\.jpg: YHI9 .TZ$", r"7\.jpg: .*LP 610 LB$"]
 
@@ -69,9 +70,9 @@ def test_images_not_sent_are_not_recorded_as_dispatched(emulator, bucket, seed_d
     from kombu.exceptions import ChannelError
 
     from carcelery import dispatch as dispatcher
-    from carcelery import ledger, storage
+    from carcelery.pipeline import ledger, images
 
-    storage.upload_folder(seed_dir, bucket, "")
+    images.upload_folder(seed_dir, bucket, "")
 
     def refused(*args, **kwargs):
         raise ChannelError("SQS refused the batch")
@@ -80,19 +81,20 @@ def test_images_not_sent_are_not_recorded_as_dispatched(emulator, bucket, seed_d
     with pytest.raises(ChannelError):
         dispatcher.dispatch(bucket)
     # The next scan sends them.
-    assert len(ledger.new(list(storage.list_images(bucket, "")))) == 10
+    assert len(ledger.new(list(images.list_images(bucket, "")))) == 10
 
 
 def test_the_dispatcher_sends_a_chunk_at_a_time_and_stores_the_size_before_the_last(emulator, bucket, seed_dir,
                                                                                     monkeypatch):
-    from carcelery import app, ledger, storage
+    from carcelery import app
+    from carcelery.pipeline import ledger, images
     from carcelery import dispatch as dispatcher
 
     s3 = aws.client("s3")
     for n in range(1, 8):
         s3.put_object(Bucket=bucket, Key=f"{n}.jpg", Body=b"x")
     # The last chunk holds nothing new: the image held back from the one before is the last part.
-    ledger.record([i for i in storage.list_images(bucket) if i.key == "7.jpg"], "earlier")
+    ledger.record([i for i in images.list_images(bucket) if i.key == "7.jpg"], "earlier")
     events = []
     monkeypatch.setattr(dispatcher, "CHUNK", 3)
     monkeypatch.setattr(dispatcher.detect_car, "apply_async",
@@ -102,7 +104,7 @@ def test_the_dispatcher_sends_a_chunk_at_a_time_and_stores_the_size_before_the_l
     run = dispatcher.dispatch(bucket)
     assert (run["images"], run["skipped"]) == (6, 1)
     assert events == [*(("send", f"{n}.jpg", n - 1) for n in range(1, 6)), ("size", 6), ("send", "6.jpg", 5)]
-    assert ledger.new(list(storage.list_images(bucket))) == [], "all recorded once sent"
+    assert ledger.new(list(images.list_images(bucket))) == [], "all recorded once sent"
 
 
 def test_bad_objects_are_recorded_and_the_run_goes_on(pipeline, bucket, seed_dir):
@@ -136,14 +138,14 @@ def test_missing_bucket_is_a_clear_error_before_anything_is_sent(pipeline):
     done = dispatch(pipeline, "--bucket", "no-such-bucket-anywhere")
     assert done.returncode == 2
     assert done.stderr.strip() == ("error: bucket 'no-such-bucket-anywhere' does not exist; create it "
-                                   "(python -m carcelery.provision) or set CARCELERY_BUCKET to an existing one")
+                                   "(python -m carcelery.aws.provision) or set CARCELERY_BUCKET to an existing one")
     assert "Traceback" not in done.stderr and "run " not in done.stdout
 
 
 def test_no_emulator_is_a_clear_error(tmp_path):
     done = Stack(tmp_path, {"CARCELERY_EMULATOR_PORT": "9"}).run("carcelery.dispatch")
     assert done.returncode == 2
-    assert done.stderr == "error: cannot reach http://127.0.0.1:9; start it: python -m carcelery.emulator\n"
+    assert done.stderr == "error: cannot reach http://127.0.0.1:9; start it: python -m carcelery.embedded.emulator\n"
 
 
 def own_stack(tmp_path, **env):
@@ -203,7 +205,7 @@ def test_beat_dispatches_new_images_only(emulator, bucket, seed_dir, tmp_path):
 
 def test_demo_runs_the_seed_images(seed_dir, tmp_path, port):
     stack = Stack(tmp_path, {"CARCELERY_EMULATOR_PORT": str(port), "CARCELERY_OUTPUT_DIR": str(tmp_path / "out")})
-    done = stack.run("carcelery.demo", timeout=600)
+    done = stack.run("carcelery.embedded.demo", timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     printed = done.stdout.split("output.txt <==\n", 1)[1]
     assert printed == (tmp_path / "out" / "output.txt").read_text()

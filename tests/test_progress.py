@@ -1,6 +1,6 @@
 import io
 
-from carcelery.progress import Progress
+from carcelery.pipeline.progress import Progress
 
 
 class Terminal(io.StringIO):

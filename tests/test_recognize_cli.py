@@ -1,11 +1,11 @@
 import json
 
-from carcelery.demo import Stack
+from carcelery.embedded.demo import Stack
 
 
 def test_json_lines_per_image(seed_dir, tmp_path):
     (tmp_path / "bad.jpg").write_bytes(b"")
-    done = Stack(tmp_path).run("carcelery.recognize", "--json", str(seed_dir / "7.jpg"),
+    done = Stack(tmp_path).run("carcelery.commands.recognize", "--json", str(seed_dir / "7.jpg"),
                                str(seed_dir / "8.jpg"), str(tmp_path / "bad.jpg"))
     assert done.returncode == 1, "a failed image makes the exit code 1"
     rows = [json.loads(line) for line in done.stdout.splitlines()]
@@ -18,7 +18,7 @@ def test_json_lines_per_image(seed_dir, tmp_path):
 
 
 def test_human_readable(seed_dir, tmp_path):
-    done = Stack(tmp_path).run("carcelery.recognize", str(seed_dir / "4.jpg"))
+    done = Stack(tmp_path).run("carcelery.commands.recognize", str(seed_dir / "4.jpg"))
     assert done.returncode == 0
     assert done.stdout.startswith("4.jpg: car (car confidence")
     assert "text  'YHI9 " in done.stdout

@@ -3,8 +3,8 @@
 import random
 import uuid
 
-from carcelery import records, results
-from carcelery.storage import S3Image
+from carcelery.pipeline import records, results
+from carcelery.pipeline.images import S3Image
 
 
 def test_order_sorts_as_natural_order():
@@ -40,7 +40,7 @@ def test_a_bucket_is_read_in_order_page_by_page_with_pending_ones_failed_once(em
 
 
 def test_a_run_past_its_deadline_stores_its_missing_images_as_failed_with_why(emulator):
-    from carcelery import runs
+    from carcelery.pipeline import runs
 
     bucket, run = f"r-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex[:12]
     records.put_pending([S3Image(bucket, "1.jpg", "e", 1), S3Image(bucket, "2.jpg", "e", 1)], run)

@@ -7,7 +7,7 @@ import subprocess
 import PIL.Image
 import pytest
 
-from carcelery import report, results
+from carcelery.pipeline import report, results
 from carcelery.recognizers import Box, Label, TextLine
 
 

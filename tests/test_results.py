@@ -1,4 +1,4 @@
-from carcelery import results
+from carcelery.pipeline import results
 from carcelery.recognizers import Box, Label, TextLine
 
 

@@ -4,8 +4,10 @@ import json
 import os
 import time
 
-from carcelery import aws, outputs, provision, results
-from carcelery.demo import Stack
+from carcelery import aws
+from carcelery.pipeline import outputs, results
+from carcelery.aws import provision
+from carcelery.embedded.demo import Stack
 from test_pipeline import dispatch, output, own_stack, records
 
 
@@ -33,7 +35,7 @@ def test_a_poison_goes_to_the_dead_letter_queue_the_run_ends_and_the_tool_sends_
     poison = {"CARCELERY_RECOGNIZER": "noop", "CARCELERY_NOOP_EXIT_ON": "poison.jpg", "CARCELERY_MAX_RECEIVES": "2",
               "CARCELERY_VISIBILITY_TIMEOUT": "5", "CARCELERY_RUN_DEADLINE": "30"}
     with own_stack(tmp_path, **poison) as stack:
-        assert stack.run("carcelery.provision").returncode == 0  # the queues, with their redrive policy
+        assert stack.run("carcelery.aws.provision").returncode == 0  # the queues, with their redrive policy
         stack.start_worker("worker_a", "detect", 1)
         stack.start_worker("worker_b", "text", 1)
         done = dispatch(stack, "--bucket", bucket)
@@ -45,7 +47,7 @@ def test_a_poison_goes_to_the_dead_letter_queue_the_run_ends_and_the_tool_sends_
         assert stack.log("worker_a").count("exited with 'exitcode 70'") == 2, "once per receive, no copies"
         assert "ending it with 1 images missing" in stack.log("worker_b")
 
-        listed = stack.run("carcelery.dlq")
+        listed = stack.run("carcelery.commands.dlq")
         assert listed.returncode == 0, listed.stderr
         (line,) = [line for line in listed.stdout.splitlines() if line.startswith("poison.jpg")]
         assert f"bucket={bucket}" in line and "task=carcelery.tasks.detect_car" in line
@@ -55,9 +57,9 @@ def test_a_poison_goes_to_the_dead_letter_queue_the_run_ends_and_the_tool_sends_
         # completes the chord after all, and the terminator writes the files again.
         stack.stop("worker_a")
         del stack.env["CARCELERY_NOOP_EXIT_ON"]
-        sent = stack.run("carcelery.dlq", "redrive")
+        sent = stack.run("carcelery.commands.dlq", "redrive")
         assert sent.returncode == 0 and "1 messages sent back to their queues" in sent.stdout, sent.stderr
-        assert "0 messages" in stack.run("carcelery.dlq").stdout
+        assert "0 messages" in stack.run("carcelery.commands.dlq").stdout
         before = stack.log("worker_b").count("terminator -1")
         stack.start_worker("worker_a", "detect", 1)
         deadline = time.monotonic() + 60
@@ -93,9 +95,9 @@ def test_the_demo_prints_exactly_the_images_of_its_bucket_after_earlier_runs(see
     (other / "extra.jpg").write_bytes((seed_dir / "4.jpg").read_bytes())
     env = {"CARCELERY_EMULATOR_PORT": str(port), "CARCELERY_OUTPUT_DIR": str(tmp_path / "out"),
            "CARCELERY_RECOGNIZER": "noop"}
-    first = Stack(tmp_path / "first", env).run("carcelery.demo", str(other), timeout=600)
+    first = Stack(tmp_path / "first", env).run("carcelery.embedded.demo", str(other), timeout=600)
     assert first.returncode == 0 and first.stdout.endswith("extra.jpg: NOOP\n"), first.stdout + first.stderr
-    done = Stack(tmp_path / "second", env).run("carcelery.demo", str(seed_dir), timeout=600)
+    done = Stack(tmp_path / "second", env).run("carcelery.embedded.demo", str(seed_dir), timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     printed = done.stdout.split("output.txt <==\n", 1)[1]
     assert printed == "".join(f"{n}.jpg: NOOP\n" for n in range(1, 11))

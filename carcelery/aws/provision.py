@@ -1,31 +1,21 @@
 """Create what the pipeline needs: the bucket, the SQS queues, the DynamoDB tables.
 
 Idempotent: what exists is left as it is. On AWS run it once from a machine
-with the rights to create them; on the emulator ``carcelery.emulator`` runs it.
+with the rights to create them; on the emulator ``carcelery.embedded.emulator`` runs it.
 
-    python -m carcelery.provision
+    python -m carcelery.aws.provision
 """
 
 from __future__ import annotations
 
-import json
 import sys
 
 from botocore.exceptions import ClientError
 
-from . import aws, ledger, records
-from .settings import DEAD_LETTER_QUEUE, DETECT_QUEUE, TEXT_QUEUE, settings
-from .storage import error_code, explain, queue_missing
-
-def queue_attributes(dead_letter_arn: str | None) -> dict[str, str]:
-    """Attributes of a work queue: encrypted at rest, and with a redrive policy
-    (a message received CARCELERY_MAX_RECEIVES times goes to the dead-letter
-    queue instead of looping) when ``dead_letter_arn`` is given."""
-    attributes = {"VisibilityTimeout": str(settings.visibility_timeout), "SqsManagedSseEnabled": "true"}
-    if dead_letter_arn:
-        attributes["RedrivePolicy"] = json.dumps(
-            {"deadLetterTargetArn": dead_letter_arn, "maxReceiveCount": str(settings.max_receives)})
-    return attributes
+from .. import aws
+from ..pipeline import ledger, records
+from ..settings import DEAD_LETTER_QUEUE, DETECT_QUEUE, TEXT_QUEUE, settings
+from .errors import error_code, explain, queue_missing
 
 
 def bucket(name: str) -> None:
@@ -57,9 +47,9 @@ def queue(name: str, attributes: dict[str, str]) -> str:
 def queues() -> list[str]:
     """The dead-letter queue, then the work queues that redrive to it."""
     sqs = aws.client("sqs")
-    dead = queue(settings.queue_name(DEAD_LETTER_QUEUE), queue_attributes(None))
+    dead = queue(settings.queue_name(DEAD_LETTER_QUEUE), settings.queue_attributes(None))
     arn = sqs.get_queue_attributes(QueueUrl=dead, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    return [dead] + [queue(settings.queue_name(q), queue_attributes(arn)) for q in (DETECT_QUEUE, TEXT_QUEUE)]
+    return [dead] + [queue(settings.queue_name(q), settings.queue_attributes(arn)) for q in (DETECT_QUEUE, TEXT_QUEUE)]
 
 
 def table(name: str, key: str, range_key: str | None = None) -> None:

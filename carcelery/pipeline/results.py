@@ -21,11 +21,11 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator, TextIO
 
-from .recognizers import Label, TextLine, car_confidence, to_dict
+from ..recognizers import Label, TextLine, car_confidence, to_dict
 
 OUTPUT = "output.txt"
 RESULTS = "results.jsonl"
-REPORT = "report.html"  # written by carcelery.report
+REPORT = "report.html"  # written by carcelery.pipeline.report
 # A run's summary (the terminator's result, one DynamoDB item) names this many failures at most; results.jsonl has them all.
 MAX_FAILURES = 100
 

@@ -17,7 +17,8 @@ import os
 import re
 from pathlib import Path
 
-from . import aws, records, results, storage
+from .. import aws
+from . import records, results, images
 
 RUNS, LATEST = "runs", "latest"
 FILES = (results.OUTPUT, results.RESULTS, results.REPORT)
@@ -58,7 +59,7 @@ def write(run: dict, root: Path, uri: str = "") -> dict:
     from . import report
 
     page = report.write(folder, run["id"], results.read_records(folder), counts,
-                        read=lambda r: storage.read(r["bucket"], r["key"]))
+                        read=lambda r: images.read(r["bucket"], r["key"]))
     _link(root / LATEST, Path(RUNS) / run["id"])
     for name in FILES:
         if not (root / name).is_symlink():

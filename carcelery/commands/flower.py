@@ -1,6 +1,6 @@
 """Flower, Celery's web monitor, for this pipeline, on 127.0.0.1 only.
 
-    python -m carcelery.flower [FLOWER OPTION...]
+    python -m carcelery.commands.flower [FLOWER OPTION...]
 
 Runs ``celery -A carcelery flower`` in this process (its PID stays Flower's),
 on ``CARCELERY_FLOWER_PORT``. With ``CARCELERY_FLOWER_USER`` and
@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 
-from .settings import Settings, settings
+from ..settings import Settings, settings
 
 
 def command(config: Settings, extra: list[str]) -> tuple[list[str], dict[str, str]]:

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import time
 
-from . import dlq, records
-from .app import app
-from .settings import settings
+from . import dead_letters, records
+from ..app import app
+from ..settings import settings
 
 
 def look_every() -> float:
@@ -45,13 +45,13 @@ def overdue(since: float) -> bool:
 
 def fail_missing(run: dict) -> int:
     """Store the run's images still pending as failed, with why; how many they were."""
-    dead = {(message["bucket"], message["image"]) for message in dlq.messages() if message["run"] == run["id"]}
+    dead = {(message["bucket"], message["image"]) for message in dead_letters.messages() if message["run"] == run["id"]}
     failed = 0
     for record in records.pending(run["bucket"], run["id"], run.get("prefix", "")):
         if (record["bucket"], record["key"]) in dead:
             # SQS moves a message there once it was received CARCELERY_MAX_RECEIVES times.
             reason = (f"in the dead-letter queue after {settings.max_receives} receives; "
-                      f"python -m carcelery.dlq lists it, python -m carcelery.dlq redrive sends it back")
+                      f"python -m carcelery.commands.dlq lists it, python -m carcelery.commands.dlq redrive sends it back")
         else:
             reason = (f"no result: no part of run {run['id']} was done for {settings.run_deadline:.0f} s "
                       f"(CARCELERY_RUN_DEADLINE); a late result replaces this record")

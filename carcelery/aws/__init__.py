@@ -18,7 +18,7 @@ from typing import Iterator
 import boto3
 from botocore.config import Config
 
-from .settings import settings
+from ..settings import settings
 
 # Retries of transient errors (throttling, 5xx, resets) with backoff and jitter,
 # done by botocore itself; a bounded number of attempts.

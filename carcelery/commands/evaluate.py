@@ -1,6 +1,6 @@
 """Measure a recognizer on labeled photos: does it find the cars, and read their plates into output.txt?
 
-    python -m carcelery.evaluate [--backend local|rekognition] [--labeled DIR]... [--negatives DIR]...
+    python -m carcelery.commands.evaluate [--backend local|rekognition] [--labeled DIR]... [--negatives DIR]...
                                  [--reference REFERENCE.md]... [--text-region vehicles|image]... [--json]
 
 Three kinds of folders:
@@ -29,9 +29,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import recognizers, results
-from .demo import SEED_IMAGES
-from .settings import TEXT_REGIONS, settings
+from .. import recognizers
+from ..pipeline import results
+from ..embedded.demo import SEED_IMAGES
+from ..settings import TEXT_REGIONS, settings
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 DEV_IMAGES = SEED_IMAGES.parent / "dev"
@@ -168,7 +169,7 @@ def default_folders() -> dict[str, list[Path]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m carcelery.evaluate", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m carcelery.commands.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--backend", choices=sorted(recognizers.BACKENDS), default=settings.recognizer)
     parser.add_argument("--labeled", action="append", type=Path, default=[], metavar="DIR",
                         help="photos of cars with NAME.txt plates beside them (openalpr's format)")

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from . import aws
-from .settings import settings
-from .storage import S3Image
+from .. import aws
+from ..settings import settings
+from .images import S3Image
 
 KEY = "image"  # the table's hash key: "<bucket>/<key>"
 

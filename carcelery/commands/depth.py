@@ -1,6 +1,6 @@
 """Queue depths, which Flower's broker page cannot show over SQS.
 
-    python -m carcelery.depth
+    python -m carcelery.commands.depth
 
 Prints one line per SQS queue of this pipeline (``CARCELERY_QUEUE_PREFIX``):
 messages waiting, in flight (received, not yet acknowledged) and delayed, as
@@ -13,9 +13,9 @@ from __future__ import annotations
 import sys
 from typing import NamedTuple
 
-from . import aws
-from .settings import settings
-from .storage import explain
+from .. import aws
+from ..settings import settings
+from ..aws.errors import explain
 
 ATTRIBUTES = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
               "ApproximateNumberOfMessagesDelayed"]

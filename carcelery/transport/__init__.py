@@ -16,7 +16,7 @@ the transport option ``supports_fanout`` this transport:
   the caller's process, not the replier's;
 - deletes no-ack messages with the blocking client, a batch per receive, where
   there is no event loop (Flower, ``celery events``, ``celery inspect``);
-- gives exclusive and auto-delete queues a lease (``carcelery.leases``): deleted
+- gives exclusive and auto-delete queues a lease (``carcelery.transport.leases``): deleted
   with their SNS subscriptions when the process exits, swept when left behind.
 
 And it saves SQS requests: within ``batched_sends()`` it sends messages ten per

@@ -1,27 +1,18 @@
-"""The dead-letter queue: what is in it, and sending it back to the queue it came from.
-
-    python -m carcelery.dlq              # one line per message: image, task, run, receives, queue
-    python -m carcelery.dlq redrive      # send every message back to its queue, then delete it here
+"""The dead-letter queue's messages: what each is, and sending them back to the queue they came from.
 
 SQS moves a task's message there once it was received CARCELERY_MAX_RECEIVES
-times without being done: its worker process died every time (an image that
-crashes a model, memory), or it was never acknowledged. Fix the cause (or
-not: a message that kills its worker again comes back here), then redrive.
+times without being done (its worker process died every time, or it was never
+acknowledged). ``python -m carcelery.commands.dlq`` is the operator's command.
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import binascii
 import json
-import sys
 
-from botocore.exceptions import EndpointConnectionError
-
-from . import aws
-from .storage import explain, queue_missing, unreachable
-from .settings import DEAD_LETTER_QUEUE, settings
+from .. import aws
+from ..settings import DEAD_LETTER_QUEUE, settings
 
 # Seconds a listed message stays hidden while the rest are listed; made visible again after.
 LOOK_SECONDS = 30
@@ -100,41 +91,3 @@ def redrive() -> tuple[int, int]:
         sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
         sent += 1
     return sent, left
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m carcelery.dlq", description=__doc__.split("\n")[0])
-    parser.add_argument("action", nargs="?", choices=("list", "redrive"), default="list")
-    args = parser.parse_args(argv)
-    name = settings.queue_name(DEAD_LETTER_QUEUE)
-    try:
-        return _run(args.action, name)
-    except Exception as exc:  # noqa: BLE001 - known AWS errors become one clear line
-        if isinstance(exc, EndpointConnectionError):
-            reason = unreachable(exc)
-        elif queue_missing(exc):
-            reason = f"queue {name} does not exist; create the queues: python -m carcelery.provision"
-        else:
-            reason = explain(exc)
-        if reason is None:
-            raise
-        print(f"error: {reason}", file=sys.stderr)
-        return 2
-
-
-def _run(action: str, name: str) -> int:
-    if action == "redrive":
-        sent, left = redrive()
-        print(f"{name}: {sent} messages sent back to their queues"
-              + (f", {left} left (not carcelery tasks)" if left else ""))
-        return 0
-    found = messages()
-    for m in found:
-        print(f"{m['image'] or '?'}\tbucket={m['bucket']}\ttask={m['task']}\trun={m['run']}\t"
-              f"receives={m['receives']}\tqueue={m['queue']}")
-    print(f"{name}: {len(found)} messages" + (" (python -m carcelery.dlq redrive sends them back)" if found else ""))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """Try the recognizers on local image files, without the pipeline.
 
-    python -m carcelery.recognize [--backend local|rekognition|noop|latency] [--json] IMAGE...
+    python -m carcelery.commands.recognize [--backend local|rekognition|noop|latency] [--json] IMAGE...
 
 Per image: whether it holds a car (and how sure), the labels with their boxes,
 and the text lines. ``--json`` prints one JSON object per image and line, the
@@ -14,8 +14,9 @@ import json
 import sys
 from pathlib import Path
 
-from . import recognizers, results
-from .settings import settings
+from .. import recognizers
+from ..pipeline import results
+from ..settings import settings
 
 
 def analyze(path: Path, recognizer: recognizers.Recognizer, threshold: float) -> dict:
@@ -42,7 +43,7 @@ def describe(record: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m carcelery.recognize", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m carcelery.commands.recognize", description=__doc__.split("\n")[0])
     parser.add_argument("--backend", choices=sorted(recognizers.BACKENDS), default=settings.recognizer)
     parser.add_argument("--json", action="store_true", help="one JSON object per image and line")
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE")

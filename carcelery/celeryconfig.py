@@ -1,11 +1,10 @@
-"""Celery configuration of carcelery (``app.config_from_object("celeryconfig")``).
+"""Celery configuration of carcelery (``app.config_from_object("carcelery.celeryconfig")``).
 
 Values come from carcelery.settings, which reads the environment; see README,
 "Configuration".
 """
 
-from carcelery.provision import queue_attributes
-from carcelery.settings import DETECT_QUEUE, TEXT_QUEUE, settings
+from .settings import DETECT_QUEUE, TEXT_QUEUE, settings
 
 broker_url = settings.broker_url
 broker_connection_retry_on_startup = True
@@ -18,7 +17,7 @@ broker_transport_options = {
     "is_secure": settings.target == "aws",
     "visibility_timeout": settings.visibility_timeout,
     # Queues kombu creates itself (not provisioned) are encrypted too.
-    "sqs-creation-attributes": queue_attributes(dead_letter_arn=None),
+    "sqs-creation-attributes": settings.queue_attributes(dead_letter_arn=None),
     # Long polling: one ReceiveMessage waits up to 1 s for work on the server
     # side, and the next one follows at once (an empty poll adds polling_interval).
     "wait_time_seconds": 1,

@@ -4,7 +4,7 @@ Starts the server, creates the bucket, queues and tables, optionally uploads a
 folder of images, prints one ``ready`` line, and serves until stopped
 (SIGINT or SIGTERM). State lives in this process's memory.
 
-    python -m carcelery.emulator [--from DIR]
+    python -m carcelery.embedded.emulator [--from DIR]
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from .settings import settings
+from ..settings import settings
 
 # A thread serves one request at a time, and a long poll holds it for up to
 # wait_time_seconds; every worker process, Flower and the dispatcher poll.
@@ -264,7 +264,7 @@ def _complete_after_continue(channel_class):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m carcelery.emulator", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m carcelery.embedded.emulator", description=__doc__.split("\n")[0])
     parser.add_argument("--from", dest="folder", type=Path, help="upload this folder's images into the bucket")
     args = parser.parse_args(argv)
     if settings.target != "emulator":
@@ -276,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     from waitress.channel import HTTPChannel
     from waitress.server import create_server
 
-    from . import provision, storage
+    from ..aws import provision
+    from ..pipeline import images
 
     try:
         # Waitress, not moto's werkzeug server: werkzeug closes the connection after
@@ -296,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     provision.everything()
-    uploaded = storage.upload_folder(args.folder, settings.bucket, settings.key_prefix) if args.folder else []
+    uploaded = images.upload_folder(args.folder, settings.bucket, settings.key_prefix) if args.folder else []
     # moto and botocore's models, loaded by now, stay: out of the garbage
     # collector's full passes, which took 0.15 to 0.2 s each, four times in a
     # run of 200 images (one of them stalled the chord's BatchGetItem), now 0.01 to 0.05 s.

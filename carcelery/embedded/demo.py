@@ -4,7 +4,7 @@ Starts the emulator and Instance A's and Instance B's workers as real
 processes, runs the real dispatcher over a folder of images, waits for the
 terminator, prints output.txt, and ends the processes it started (by PID).
 
-    python -m carcelery.demo [FOLDER]     # default: ../shared/images/seed
+    python -m carcelery.embedded.demo [FOLDER]     # default: ../shared/images/seed
 
 ``Stack`` is also what the integration tests and the benchmark start.
 """
@@ -18,10 +18,10 @@ import sys
 import time
 from pathlib import Path
 
-from . import results
-from .settings import DETECT_QUEUE, TEXT_QUEUE, settings
+from ..pipeline import results
+from ..settings import DETECT_QUEUE, TEXT_QUEUE, settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SEED_IMAGES = ROOT.parent / "shared" / "images" / "seed"
 # Messages each worker process holds ahead (as Procfile). Detection is quick:
 # a deeper prefetch lets one ReceiveMessage fetch more. Text recognition keeps
@@ -80,7 +80,7 @@ class Stack:
         return proc
 
     def start_emulator(self, folder: Path | None = None) -> subprocess.Popen:
-        args = ["-m", "carcelery.emulator"] + (["--from", str(folder)] if folder else [])
+        args = ["-m", "carcelery.embedded.emulator"] + (["--from", str(folder)] if folder else [])
         return self.start("emulator", args, "ready:")
 
     def start_worker(self, name: str, queue: str, concurrency: int | None = 2, *extra: str) -> subprocess.Popen:
@@ -91,8 +91,8 @@ class Stack:
         return self.start(name, args, " ready.", timeout=120)
 
     def start_flower(self) -> subprocess.Popen:
-        """Flower (``python -m carcelery.flower``), on ``CARCELERY_FLOWER_PORT`` of the stack's settings."""
-        return self.start("flower", ["-m", "carcelery.flower"], "Visit me at")
+        """Flower (``python -m carcelery.commands.flower``), on ``CARCELERY_FLOWER_PORT`` of the stack's settings."""
+        return self.start("flower", ["-m", "carcelery.commands.flower"], "Visit me at")
 
     def start_all(self, folder: Path | None = None, concurrency: int = 2) -> "Stack":
         """The emulator (with ``folder`` uploaded), Instance A's worker and Instance B's worker."""
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     folder = Path(argv[0]) if argv else SEED_IMAGES
     if not folder.is_dir():
-        print(f"error: {folder} is not a folder of images; pass one: python -m carcelery.demo FOLDER",
+        print(f"error: {folder} is not a folder of images; pass one: python -m carcelery.embedded.demo FOLDER",
               file=sys.stderr)
         return 2
     output_dir = settings.output_dir.resolve()

@@ -13,7 +13,7 @@ import warnings
 
 import PIL.Image
 
-from .recognizers.base import Image, ImageError
+from .base import Image, ImageError
 
 # Larger images are refused rather than decoded: a 20000x20000 RGB image is
 # 1.2 GB of pixels. JPEGs are decoded at a reduced scale first (draft), so only

@@ -21,8 +21,8 @@ import itertools
 from pathlib import Path
 from typing import Callable, Iterable
 
-from . import imaging
-from .recognizers import CAR, Image, ImageError
+from ..recognizers import imaging
+from ..recognizers import CAR, Image, ImageError
 from .results import OUTPUT, REPORT, atomic_file
 
 THUMBNAIL = 480  # long side, pixels

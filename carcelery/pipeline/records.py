@@ -19,9 +19,10 @@ from typing import Iterable, Iterator
 
 from botocore.exceptions import ClientError
 
-from . import aws, results
-from .settings import settings
-from .storage import S3Image
+from .. import aws
+from . import results
+from ..settings import settings
+from .images import S3Image
 
 HASH, RANGE = "bucket", "order"
 # DynamoDB's range keys stop at 1024 bytes; S3 keys may be as long.

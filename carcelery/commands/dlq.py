@@ -1,0 +1,59 @@
+"""The dead-letter queue: what is in it, and sending it back to the queue it came from.
+
+    python -m carcelery.commands.dlq              # one line per message: image, task, run, receives, queue
+    python -m carcelery.commands.dlq redrive      # send every message back to its queue, then delete it here
+
+SQS moves a task's message there once it was received CARCELERY_MAX_RECEIVES
+times without being done: its worker process died every time (an image that
+crashes a model, memory), or it was never acknowledged. Fix the cause (or
+not: a message that kills its worker again comes back here), then redrive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from botocore.exceptions import EndpointConnectionError
+
+from ..aws.errors import explain, queue_missing, unreachable
+from ..pipeline.dead_letters import messages, redrive
+from ..settings import DEAD_LETTER_QUEUE, settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m carcelery.commands.dlq", description=__doc__.split("\n")[0])
+    parser.add_argument("action", nargs="?", choices=("list", "redrive"), default="list")
+    args = parser.parse_args(argv)
+    name = settings.queue_name(DEAD_LETTER_QUEUE)
+    try:
+        return _run(args.action, name)
+    except Exception as exc:  # noqa: BLE001 - known AWS errors become one clear line
+        if isinstance(exc, EndpointConnectionError):
+            reason = unreachable(exc)
+        elif queue_missing(exc):
+            reason = f"queue {name} does not exist; create the queues: python -m carcelery.aws.provision"
+        else:
+            reason = explain(exc)
+        if reason is None:
+            raise
+        print(f"error: {reason}", file=sys.stderr)
+        return 2
+
+
+def _run(action: str, name: str) -> int:
+    if action == "redrive":
+        sent, left = redrive()
+        print(f"{name}: {sent} messages sent back to their queues"
+              + (f", {left} left (not carcelery tasks)" if left else ""))
+        return 0
+    found = messages()
+    for m in found:
+        print(f"{m['image'] or '?'}\tbucket={m['bucket']}\ttask={m['task']}\trun={m['run']}\t"
+              f"receives={m['receives']}\tqueue={m['queue']}")
+    print(f"{name}: {len(found)} messages" + (" (python -m carcelery.commands.dlq redrive sends them back)" if found else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
