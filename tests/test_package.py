@@ -1,0 +1,58 @@
+"""The package's shape: parts that import each other one way, configuration that imports no service."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "carcelery"
+
+
+def _module_imports() -> dict[str, set[str]]:
+    """Each carcelery module's carcelery imports, module-level and inside functions alike."""
+    modules = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        modules[name] = path
+    graph = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(up + ([node.module] if node.module else []))
+                for alias in node.names:
+                    found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base)
+            elif isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+        graph[name] = {m for m in found if m in modules and m != name and not name.startswith(m + ".")}
+    return graph
+
+
+def test_no_module_imports_one_that_imports_it_back():
+    graph = _module_imports()
+    assert len(graph) > 30  # the walk found the package
+
+    def reaches(start: str, goal: str) -> bool:
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in graph[todo.pop()] - seen:
+                if nxt == goal:
+                    return True
+                seen.add(nxt)
+                todo.append(nxt)
+        return False
+
+    cycles = sorted(f"{a} -> {b}" for a in graph for b in graph[a] if reaches(b, a))
+    assert not cycles, f"import cycles: {cycles}"
+
+
+def test_the_configuration_imports_no_aws_client():
+    """celeryconfig and settings read the environment; boto3 comes with the first client, not with them."""
+    code = "import sys, carcelery.celeryconfig; print(sorted(m for m in ('boto3', 'botocore') if m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "[]"
