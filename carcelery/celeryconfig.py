@@ -1,7 +1,7 @@
 """Celery configuration of carcelery (``app.config_from_object("carcelery.celeryconfig")``).
 
-Values come from carcelery.settings, which reads the environment; see README,
-"Configuration".
+Values come from carcelery.settings, which reads the environment; see
+docs/configuration.md.
 """
 
 from .settings import DETECT_QUEUE, TEXT_QUEUE, settings
@@ -55,7 +55,7 @@ task_routes = {
 # A task is acknowledged when it is done, so a task whose worker dies is
 # delivered again. A worker holds up to 4 messages per process (Celery's
 # default) and hands each to the first free process: fetching one at a time
-# left Instance B waiting on SQS round trips between tasks (README, "Performance").
+# left Instance B waiting on SQS round trips between tasks (docs/performance.md).
 task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 4

@@ -4,12 +4,17 @@ Nothing configured means the embedded default: the local AWS emulator on
 127.0.0.1 and the local models. ``CARCELERY_TARGET=aws`` switches to real AWS,
 where boto3's standard credential chain applies (nothing is hard-coded).
 
+The table below is the one description of the settings: ``python -m
+carcelery.settings`` prints it as markdown, and docs/configuration.md holds
+that output (tests/test_docs.py checks both, and that every CARCELERY_* name
+read here is in it).
+
 | variable                  | default                     | meaning                                        |
 |---------------------------|-----------------------------|------------------------------------------------|
 | CARCELERY_TARGET          | emulator                    | ``emulator`` (local moto server) or ``aws``    |
 | CARCELERY_EMULATOR_HOST   | 127.0.0.1                   | address the emulator binds to and is reached at|
 | CARCELERY_EMULATOR_PORT   | 4566                        | its port                                       |
-| CARCELERY_REGION          | $AWS_DEFAULT_REGION or us-east-1 | AWS region of SQS, S3, DynamoDB, Rekognition |
+| CARCELERY_REGION          | ``$AWS_DEFAULT_REGION``, else ``us-east-1`` | AWS region of SQS, S3, DynamoDB, Rekognition |
 | CARCELERY_BUCKET          | carcelery-images            | S3 bucket holding the images                   |
 | CARCELERY_KEY_PREFIX      | (empty)                     | only keys under this prefix are dispatched     |
 | CARCELERY_QUEUE_PREFIX    | carcelery-                  | prefix of every SQS queue name                 |
@@ -18,7 +23,7 @@ where boto3's standard credential chain applies (nothing is hard-coded).
 | CARCELERY_RECORDS_TABLE   | carcelery-records           | DynamoDB table of every image's result record, by bucket and key; the outputs are made from it |
 | CARCELERY_SCAN_INTERVAL   | 60                          | seconds between the beat's scans for new images |
 | CARCELERY_RECOGNIZER      | local                       | ``local``, ``rekognition``, ``noop`` or ``latency`` |
-| CARCELERY_CAR_THRESHOLD   | the recognizer's own        | car confidence (0-100) at or above which an image holds a car |
+| CARCELERY_CAR_THRESHOLD   | the recognizer's own (local 70, rekognition 90) | car confidence (0-100) at or above which an image holds a car |
 | CARCELERY_TEXT_REGION     | vehicles                    | where a car image's text is read: ``vehicles`` (its cars' and plates' boxes; the whole image if it has none) or ``image`` (all of it, signs and watermarks too) |
 | CARCELERY_OUTPUT_DIR      | output                      | where Instance B writes the outputs: ``runs/<run id>/``, ``latest`` (a link to the last run's folder), and output.txt, results.jsonl, report.html (links into ``latest``) |
 | CARCELERY_OUTPUT_URI      | (none)                      | ``s3://bucket/prefix``: also upload each run's outputs there (``<prefix>runs/<run id>/`` and ``<prefix>latest/``) |
@@ -26,10 +31,10 @@ where boto3's standard credential chain applies (nothing is hard-coded).
 | CARCELERY_MODEL_DIR       | ~/.cache/carcelery/models   | where setup puts the local detector model      |
 | CARCELERY_VISIBILITY_TIMEOUT | 300                      | seconds a received task stays hidden; longer than the longest task, so a task is redelivered only when its worker died |
 | CARCELERY_MAX_RECEIVES    | 5                           | receives after which SQS moves a message to the dead-letter queue |
-| CARCELERY_RECOGNITION_QUOTA | (none)                    | calls per second per recognition API (DetectLabels, DetectText) for the whole deployment: Rekognition's quota, per account and region; split evenly between the workers (README, "Rekognition: pool, rate limit, cost") |
+| CARCELERY_RECOGNITION_QUOTA | (none)                    | calls per second per recognition API (DetectLabels, DetectText) for the whole deployment: Rekognition's quota, per account and region; split evenly between the workers (docs/aws.md, "Rekognition: pool, rate limit, cost") |
 | CARCELERY_WORKERS         | 1                           | ``celery worker`` instances per queue (Instance A's, Instance B's) sharing the quota |
-| CARCELERY_POOL            | per recognizer: threads for rekognition and latency, else prefork | Celery's worker pool (``worker_pool``): ``prefork`` for models that compute, ``threads`` for a service one waits on |
-| CARCELERY_CONCURRENCY     | per pool: threads 32, prefork one process per core | tasks in flight per worker (``worker_concurrency``) |
+| CARCELERY_POOL            | per recognizer: ``threads`` for ``rekognition`` and ``latency``, else ``prefork`` | Celery's worker pool (``worker_pool``): ``prefork`` for models that compute, ``threads`` for a service one waits on |
+| CARCELERY_CONCURRENCY     | per pool: ``threads`` 32, ``prefork`` one process per core | tasks in flight per worker (``worker_concurrency``) |
 | CARCELERY_LATENCY         | 0.3                         | ``latency`` recognizer: seconds each call waits |
 | CARCELERY_LATENCY_JITTER  | 0.1                         | ``latency`` recognizer: each wait is off by up to this many seconds, either way |
 | CARCELERY_THROTTLE        | 0                           | ``latency`` recognizer: fraction of calls (0-1) refused with ThrottlingException |
@@ -46,6 +51,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -54,7 +60,7 @@ TARGETS = ("emulator", "aws")
 RECOGNIZERS = ("local", "rekognition", "noop", "latency")
 POOLS = ("prefork", "threads", "solo")
 # Recognizers that wait on a service rather than compute: many calls in flight
-# per process, in THREADS threads (measured: README, "Performance").
+# per process, in THREADS threads (measured: docs/performance.md, "Which pool").
 WAITING_RECOGNIZERS = ("rekognition", "latency")
 THREADS = 32
 TEXT_REGIONS = ("vehicles", "image")
@@ -250,4 +256,29 @@ class Settings:
         return f"{self.queue_prefix}{queue}"
 
 
+def table() -> list[tuple[str, str, str]]:
+    """The rows of the module docstring's table: (variable, default, meaning)."""
+    rows = []
+    for line in (__doc__ or "").splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[0].startswith("CARCELERY_"):
+            rows.append((cells[0], cells[1], " | ".join(cells[2:])))
+    return rows
+
+
+def markdown() -> str:
+    """The settings' table in markdown, as docs/configuration.md shows it."""
+    def code(text: str) -> str:
+        return re.sub(r"``(.+?)``", r"`\1`", text)
+
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, default, meaning in table():
+        literal = " " not in default and not default.startswith("(")
+        lines.append(f"| `{name}` | {f'`{default}`' if literal else code(default)} | {code(meaning)} |")
+    return "\n".join(lines) + "\n"
+
+
 settings = Settings.from_env()
+
+if __name__ == "__main__":
+    print(markdown(), end="")

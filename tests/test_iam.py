@@ -1,4 +1,4 @@
-"""The IAM policy (deploy/iam-policy.json: README's and the CloudFormation template's) lists exactly
+"""The IAM policy (deploy/iam-policy.json: docs/aws.md's and the CloudFormation template's) lists exactly
 the AWS calls the code makes, as the emulator records them."""
 
 import base64

@@ -1,7 +1,7 @@
 """What one run asks of AWS, request by request, as the emulator records it.
 
 Each request costs SQS, S3 or DynamoDB time (and money on AWS); these are the
-savings the pipeline counts on (README, "Performance"), checked on a run of the
+savings the pipeline counts on (docs/architecture.md, "Requests"), checked on a run of the
 ten seed images in which every image is a car (noop recognizer), monitoring on
 and nobody watching.
 """

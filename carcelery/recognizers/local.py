@@ -3,7 +3,7 @@
 - Objects: SSD MobileNet v2 COCO (8-bit quantized TFLite) on ai-edge-litert.
 - Text: RapidOCR's PP-OCR ONNX models, shipped inside the rapidocr wheel.
 
-The car decision (README, "Recognizers"; figures from ``python -m carcelery.commands.evaluate``):
+The car decision (docs/recognizers.md; figures from ``python -m carcelery.commands.evaluate``):
 
 - COCO's ``car``, ``truck`` and ``bus`` all count as a car, as Rekognition's
   ``Car`` does: COCO files pickups and SUVs under truck, vans under bus.
@@ -48,7 +48,7 @@ PLATE_MIN_CONFIDENCE = 90.0
 # Where the text of a region is read: the region with a margin of this share of its size each side
 # (a vehicle's box often ends at the bumper that holds the plate), scaled so that its long side is
 # CROP_SIDE (a small car enlarged, a large one reduced). On the development set, 640 reads as many
-# plates as 960 within +-2 of 114, at half its CPU time (README, "Recognizers").
+# plates as 960 within +-2 of 114, at half its CPU time (docs/recognizers.md).
 CROP_MARGIN = 0.2
 CROP_SIDE = 640
 # The whole image, as a region of itself.
