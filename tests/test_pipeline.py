@@ -66,6 +66,16 @@ def test_a_second_run_skips_what_was_done_and_force_redoes_it(pipeline, bucket, 
     assert len(records(pipeline)) == 10
 
 
+def _sending(task, **sends):
+    """The dispatcher's ``_task``, with the tasks named in ``sends`` sent by ``sends[name](*args, **options)``."""
+    def made(name, *args, **options):
+        signature = task(name, *args, **options)
+        if name in sends:
+            signature.apply_async = lambda **sent: sends[name](*args, **sent)
+        return signature
+    return made
+
+
 def test_images_not_sent_are_not_recorded_as_dispatched(emulator, bucket, seed_dir, monkeypatch):
     from kombu.exceptions import ChannelError
 
@@ -77,7 +87,7 @@ def test_images_not_sent_are_not_recorded_as_dispatched(emulator, bucket, seed_d
     def refused(*args, **kwargs):
         raise ChannelError("SQS refused the batch")
 
-    monkeypatch.setattr(dispatcher.detect_car, "apply_async", refused)
+    monkeypatch.setattr(dispatcher, "_task", _sending(dispatcher._task, detect_car=refused))
     with pytest.raises(ChannelError):
         dispatcher.dispatch(bucket)
     # The next scan sends them.
@@ -97,10 +107,10 @@ def test_the_dispatcher_sends_a_chunk_at_a_time_and_stores_the_size_before_the_l
     ledger.record([i for i in images.list_images(bucket) if i.key == "7.jpg"], "earlier")
     events = []
     monkeypatch.setattr(dispatcher, "CHUNK", 3)
-    monkeypatch.setattr(dispatcher.detect_car, "apply_async",
-                        lambda args, **options: events.append(("send", args[0]["key"], options["group_index"])))
+    monkeypatch.setattr(dispatcher, "_task", _sending(
+        dispatcher._task, detect_car=lambda ref, **options: events.append(("send", ref["key"], options["group_index"])),
+        watch_run=lambda *args, **options: None))
     monkeypatch.setattr(app.backend, "set_chord_size", lambda group_id, size: events.append(("size", size)))
-    monkeypatch.setattr(dispatcher.watch_run, "apply_async", lambda *args, **kwargs: None)
     run = dispatcher.dispatch(bucket)
     assert (run["images"], run["skipped"]) == (6, 1)
     assert events == [*(("send", f"{n}.jpg", n - 1) for n in range(1, 6)), ("size", 6), ("send", "6.jpg", 5)]
