@@ -14,7 +14,7 @@ where boto3's standard credential chain applies (nothing is hard-coded).
 | CARCELERY_KEY_PREFIX      | (empty)                     | only keys under this prefix are dispatched     |
 | CARCELERY_QUEUE_PREFIX    | carcelery-                  | prefix of every SQS queue name                 |
 | CARCELERY_RESULTS_TABLE   | carcelery-results           | DynamoDB table of Celery's result backend      |
-| CARCELERY_RESULT_EXPIRES  | 86400                       | seconds the result backend keeps what it writes (tasks' results, chords' counters; Celery's ``result_expires``), then DynamoDB's TTL deletes it; longer than a run |
+| CARCELERY_RESULT_EXPIRES  | 86400                       | seconds the result backend keeps what it writes (tasks' results, chords' counters; Celery's ``result_expires``); DynamoDB's TTL deletes it after that (within days). Longer than a run |
 | CARCELERY_LEDGER_TABLE    | carcelery-ledger            | DynamoDB table of the images already dispatched (key, ETag) |
 | CARCELERY_RECORDS_TABLE   | carcelery-records           | DynamoDB table of every image's result record, by bucket and key; the outputs are made from it |
 | CARCELERY_SCAN_INTERVAL   | 60                          | seconds between the beat's scans for new images |

@@ -76,7 +76,7 @@ def table(name: str, key: str, range_key: str | None = None, expiry: str | None 
 
 
 def everything() -> None:
-    """Create the bucket, the queues and the tables (ledger, records, results), if missing."""
+    """Create the bucket, the queues and the tables (ledger, records, results, its TTL enabled), if missing."""
     bucket(settings.bucket)
     queues()
     table(settings.ledger_table, ledger.KEY)
