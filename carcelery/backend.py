@@ -25,10 +25,27 @@ item, which DynamoDB's 400 KB would cap at about 8,000 parts).
   last part's memory before sending the callback with it.
 - ``_apply_chord_incr`` (private, what Celery's ``apply_chord`` is for
   backends that count) replaces the one that saves the group as one item.
-  Check both when Celery is upgraded (written against 5.7.0).
+- ``_store_result`` (private) replaces ``BaseKeyValueStoreBackend``'s read
+  then write with one conditional PutItem (below), of Celery's item
+  (``_get_result_meta``, ``_prepare_put_request``, ``encode``).
+- ``_get_client`` (private) returns the process's client (``aws.client``) when
+  the URL names only a region (the deployment's) and a table; else it is
+  Celery's, keyed on what Celery's ``__init__`` parsed from the URL
+  (``endpoint_url``, ``aws_region``, the credentials it passes to
+  ``_get_client``) and on its client cache ``_client``.
+- Items expire as Celery's do: ``_has_ttl``, ``time_to_live_seconds`` and
+  ``_ttl_field`` (private) give the counter and the part marks the expiry
+  ``_prepare_put_request`` gives results.
+  Check them all when Celery is upgraded (written against 5.7.0);
+  tests/test_upstream_celery.py runs Celery's own tests of its backend against this one.
 
 A result is stored with one conditional PutItem, where Celery reads the
 stored result first so as not to overwrite a success.
+
+Every item written (results, chord counters, part marks) carries Celery's
+``ttl`` attribute, now + the URL's ``ttl_seconds`` (CARCELERY_RESULT_EXPIRES):
+DynamoDB's TTL, which provision and the CloudFormation template enable on the
+table, deletes it then.
 
 ``celeryconfig.result_backend`` names this class in front of the
 ``dynamodb://`` URL (Celery's ``module:Class+url`` form).
@@ -36,8 +53,10 @@ stored result first so as not to overwrite a success.
 
 from __future__ import annotations
 
+import os
 import random
 import time
+import weakref
 
 from botocore.exceptions import ClientError
 from celery import states
@@ -48,6 +67,7 @@ from celery.backends.dynamodb import DynamoDBBackend
 from kombu.utils.encoding import bytes_to_str
 
 from . import aws
+from .settings import settings
 
 logger = get_logger(__name__)
 
@@ -59,15 +79,39 @@ _LAST = "remaining = :one"
 MAX_ATTEMPTS = 20
 
 
+# Backends with a client of their own (their URL's): a forked child makes its own, as with aws.client.
+_own_clients = weakref.WeakSet()
+
+
+def _forget_own_clients() -> None:
+    for backend in _own_clients:
+        backend._client = None
+
+
+os.register_at_fork(after_in_child=_forget_own_clients)
+
+
 class OncePerPartDynamoDBBackend(DynamoDBBackend):
 
+    # The URL's credentials: Celery's __init__ hands them to _get_client once.
+    _url_credentials: tuple[str, str] | tuple[()] = ()
+
     def _get_client(self, access_key_id=None, secret_access_key=None):
-        # The process's DynamoDB client (aws.client, the ledger's too), not a new
-        # boto3 session's: it is made again in a forked worker process, where the
-        # parent's kept-alive connections must not carry a second process's
-        # requests, and it spares each process a session (about 0.1 s). The table
-        # is provision's (python -m carcelery.aws.provision), not created here.
-        return aws.client("dynamodb")
+        if access_key_id is not None:
+            self._url_credentials = (access_key_id, secret_access_key)
+        if self._client is not None:  # made before: Celery's cache of it
+            return self._client
+        if not self._url_credentials and self.endpoint_url is None and self.aws_region in (None, settings.region):
+            # The deployment's DynamoDB: the process's client (aws.client, the ledger's
+            # too), not a new boto3 session's: it is made again in a forked worker
+            # process, where the parent's kept-alive connections must not carry a
+            # second process's requests, and it spares each process a session (about
+            # 0.1 s). The table and its TTL are provision's, not made here.
+            return aws.client("dynamodb")
+        # A DynamoDB the URL names (its endpoint, region or credentials): Celery's
+        # client, which creates the table and sets its TTL as Celery does.
+        _own_clients.add(self)
+        return super()._get_client(*self._url_credentials)
 
     def _apply_chord_incr(self, header_result_args, body, **kwargs):
         # Debt (see the module's docstring): Celery saves the group here, every
@@ -80,9 +124,8 @@ class OncePerPartDynamoDBBackend(DynamoDBBackend):
         Parts that reported before it have taken their one away already, so
         the parts remaining reach 0 with the last part either way.
         """
-        self.client.update_item(**self._prepare_get_request(str(self.get_key_for_chord(group_id))),
-                                UpdateExpression="ADD remaining :size",
-                                ExpressionAttributeValues={":size": {"N": str(chord_size)}})
+        self.client.update_item(**self._counter_update(str(self.get_key_for_chord(group_id)), "remaining :size",
+                                                       {":size": {"N": str(chord_size)}}))
 
     def on_chord_part_return(self, request, state, result, **kwargs):
         # Debt (see the module's docstring): Celery's version joins every part's result.
@@ -123,19 +166,15 @@ class OncePerPartDynamoDBBackend(DynamoDBBackend):
         """
         mark = {"Put": {"TableName": self.table_name, "ConditionExpression": "attribute_not_exists(#id)",
                         "ExpressionAttributeNames": {"#id": self._key_field.name},
-                        "Item": self._prepare_get_request(f"{key}-part-{task_id}")["Key"]}}
+                        "Item": {**self._prepare_get_request(f"{key}-part-{task_id}")["Key"], **self._expiry()}}}
         # Most parts leave parts remaining: one transaction. The last one fails
         # that condition, and counts again as the last, naming itself.
         condition = _NOT_LAST
         for attempt in range(1, MAX_ATTEMPTS + 1):
-            count = {"TableName": self.table_name, **self._prepare_get_request(key),
-                     "UpdateExpression": "ADD parts :one, remaining :minus_one",
-                     "ConditionExpression": condition,
-                     "ExpressionAttributeValues": {":one": {"N": "1"}, ":minus_one": {"N": "-1"}}}
-            if condition == _LAST:
-                count["UpdateExpression"] += " SET #last = :task"
-                count["ExpressionAttributeNames"] = {"#last": "last"}
-                count["ExpressionAttributeValues"][":task"] = {"S": task_id}
+            count = {**self._counter_update(key, "parts :one, remaining :minus_one",
+                                            {":one": {"N": "1"}, ":minus_one": {"N": "-1"}},
+                                            {"last": {"S": task_id}} if condition == _LAST else {}),
+                     "ConditionExpression": condition}
             try:
                 self.client.transact_write_items(TransactItems=[mark, {"Update": count}])
             except ClientError as exc:
@@ -155,6 +194,24 @@ class OncePerPartDynamoDBBackend(DynamoDBBackend):
                 continue
             return condition == _LAST
         raise RuntimeError(f"chord counter {key}: part {task_id} not counted after {MAX_ATTEMPTS} attempts")
+
+    def _expiry(self) -> dict:
+        """The expiry attribute of an item written now (none without ttl_seconds), as Celery's ``_prepare_put_request`` sets it."""
+        if not self._has_ttl():
+            return {}
+        return {self._ttl_field.name: {self._ttl_field.data_type: str(int(time.time() + self.time_to_live_seconds))}}
+
+    def _counter_update(self, key: str, add: str, values: dict, assign: dict | None = None) -> dict:
+        """UpdateItem parameters of chord counter ``key``: ``ADD add`` (its ``values``), and SET
+        ``assign`` (attribute: value) and the expiry, which each write of the counter pushes back."""
+        assign = {**(assign or {}), **self._expiry()}
+        update = {**self._prepare_get_request(key), "UpdateExpression": f"ADD {add}",
+                  "ExpressionAttributeValues": {**values, **{f":{name}": value for name, value in assign.items()}}}
+        if assign:
+            # Names, as "ttl" is one of DynamoDB's reserved words.
+            update["UpdateExpression"] += " SET " + ", ".join(f"#{name} = :{name}" for name in assign)
+            update["ExpressionAttributeNames"] = {f"#{name}": name for name in assign}
+        return update
 
     def _counts(self, key: str) -> tuple[int, int | None, str | None]:
         """(parts counted, parts remaining, last part) of chord counter ``key``; (0, None, None) if there is none."""

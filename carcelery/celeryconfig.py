@@ -34,6 +34,9 @@ worker_send_task_events = settings.monitoring
 task_send_sent_event = settings.monitoring and settings.task_sent_events
 
 result_backend = settings.result_backend
+# Celery's own name for how long results are kept; the backend's URL passes the
+# same seconds to DynamoDB's TTL (ttl_seconds), which does the deleting.
+result_expires = settings.result_expires
 result_extended = False
 
 # JSON only: a message can never make a worker unpickle code.

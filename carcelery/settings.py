@@ -19,6 +19,7 @@ read here is in it).
 | CARCELERY_KEY_PREFIX      | (empty)                     | only keys under this prefix are dispatched     |
 | CARCELERY_QUEUE_PREFIX    | carcelery-                  | prefix of every SQS queue name                 |
 | CARCELERY_RESULTS_TABLE   | carcelery-results           | DynamoDB table of Celery's result backend      |
+| CARCELERY_RESULT_EXPIRES  | 86400                       | seconds the result backend keeps what it writes (tasks' results, chords' counters; Celery's ``result_expires``); DynamoDB's TTL deletes it after that (within days). Longer than a run |
 | CARCELERY_LEDGER_TABLE    | carcelery-ledger            | DynamoDB table of the images already dispatched (key, ETag) |
 | CARCELERY_RECORDS_TABLE   | carcelery-records           | DynamoDB table of every image's result record, by bucket and key; the outputs are made from it |
 | CARCELERY_SCAN_INTERVAL   | 60                          | seconds between the beat's scans for new images |
@@ -125,6 +126,7 @@ class Settings:
     results_table: str = "carcelery-results"
     ledger_table: str = "carcelery-ledger"
     records_table: str = "carcelery-records"
+    result_expires: int = 86400
     scan_interval: float = 60.0
     recognizer: str = "local"
     car_threshold: float | None = None
@@ -163,6 +165,9 @@ class Settings:
         if not 0 <= throttle <= 1:
             raise ConfigError(f"CARCELERY_THROTTLE={throttle} is outside 0-1")
         recognizer = _choice(env, "CARCELERY_RECOGNIZER", "local", RECOGNIZERS)
+        result_expires = _number(env, "CARCELERY_RESULT_EXPIRES", cls.result_expires)
+        if result_expires <= 0:
+            raise ConfigError(f"CARCELERY_RESULT_EXPIRES={result_expires} is not a positive number of seconds")
         pool = _choice(env, "CARCELERY_POOL", "threads" if recognizer in WAITING_RECOGNIZERS else "prefork", POOLS)
         return cls(
             target=_choice(env, "CARCELERY_TARGET", "emulator", TARGETS),
@@ -175,6 +180,7 @@ class Settings:
             results_table=env.get("CARCELERY_RESULTS_TABLE") or cls.results_table,
             ledger_table=env.get("CARCELERY_LEDGER_TABLE") or cls.ledger_table,
             records_table=env.get("CARCELERY_RECORDS_TABLE") or cls.records_table,
+            result_expires=result_expires,
             scan_interval=_number(env, "CARCELERY_SCAN_INTERVAL", cls.scan_interval, float),
             recognizer=recognizer,
             car_threshold=threshold,
@@ -226,7 +232,9 @@ class Settings:
         # Celery's DynamoDB backend counts chord parts natively and is shared
         # between hosts, which the two-instance deployment needs. Its client is
         # the process's (aws.client), with the emulator's address and credentials.
-        return f"carcelery.backend:OncePerPartDynamoDBBackend+dynamodb://{self.region}/{self.results_table}"
+        # ttl_seconds: each item it writes expires then (DynamoDB's TTL, enabled by provision).
+        return (f"carcelery.backend:OncePerPartDynamoDBBackend+dynamodb://{self.region}/{self.results_table}"
+                f"?ttl_seconds={self.result_expires}")
 
     @property
     def rate_limit(self) -> str | None:

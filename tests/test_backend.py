@@ -1,5 +1,6 @@
 import json
 import os
+import time
 import uuid
 from types import SimpleNamespace
 
@@ -49,7 +50,7 @@ def test_the_counter_stays_small_and_the_group_is_not_stored(emulator, monkeypat
     for n in range(300):
         backend.on_chord_part_return(SimpleNamespace(group=group, id=f"task-{n}", chord={}), states.SUCCESS, {})
     counter = backend.client.get_item(**backend._prepare_get_request(str(backend.get_key_for_chord(group))))["Item"]
-    assert set(counter) == {"id", "parts", "remaining", "last"}
+    assert set(counter) == {"id", "parts", "remaining", "last", "ttl"}
     assert backend.get(backend.get_key_for_group(group)) is None
 
 
@@ -66,6 +67,22 @@ def test_a_stored_success_is_not_overwritten(emulator):
     assert (meta["status"], meta["result"]) == (states.SUCCESS, {"n": 2})
 
 
+def in_a_forked_child(report):
+    """What ``report()`` returns (JSON) in a child forked from this process."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, never return into pytest
+        try:
+            os.write(write, json.dumps(report()).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = json.loads(pipe.read() or "null")
+    os.waitpid(pid, 0)
+    return child
+
+
 def test_a_forked_process_makes_its_own_clients(emulator):
     # Worker processes are forked from the worker's main process. Connections are
     # kept alive, so a client shared across the fork would carry two processes'
@@ -76,21 +93,66 @@ def test_a_forked_process_makes_its_own_clients(emulator):
     task_id = uuid.uuid4().hex
     backend.store_result(task_id, {"n": 1}, states.SUCCESS)
     inherited = (backend.client, aws.client("s3"))
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: report, never return into pytest
-        try:
-            ours = (backend.client, aws.client("s3"))
-            works = backend.get_task_meta(task_id, cache=False)["result"] == {"n": 1}
-            os.write(write, json.dumps({"shared": [a is b for a, b in zip(ours, inherited)], "works": works}).encode())
-        finally:
-            os._exit(0)
-    os.close(write)
-    with os.fdopen(read) as pipe:
-        child = json.loads(pipe.read() or "{}")
-    os.waitpid(pid, 0)
-    assert child == {"shared": [False, False], "works": True}
+
+    def report():
+        ours = (backend.client, aws.client("s3"))
+        return {"shared": [a is b for a, b in zip(ours, inherited)],
+                "works": backend.get_task_meta(task_id, cache=False)["result"] == {"n": 1}}
+
+    assert in_a_forked_child(report) == {"shared": [False, False], "works": True}
     assert backend.client is inherited[0] and aws.client("s3") is inherited[1], "the parent keeps its own"
+
+
+def test_a_url_naming_its_own_dynamodb_gets_a_client_of_its_own(emulator):
+    # The deployment's URL (region and table) shares the process's client. One
+    # naming an endpoint or credentials is Celery's: a client of its own, made
+    # again in a forked child too, and the table created with TTL on first use.
+    from carcelery import aws
+    from carcelery.settings import settings
+
+    assert app.backend.client is aws.client("dynamodb")
+    table, task_id = f"test-{uuid.uuid4().hex[:12]}", uuid.uuid4().hex
+    endpoint = f"http://127.0.0.1:{settings.emulator_port}"
+    backend = OncePerPartDynamoDBBackend(app=app, url=f"dynamodb://testing:testing@127.0.0.1:{settings.emulator_port}"
+                                                      f"/{table}?ttl_seconds=60")
+    client = backend.client
+    assert client is not aws.client("dynamodb") and client.meta.endpoint_url == endpoint
+    assert client.describe_time_to_live(TableName=table)["TimeToLiveDescription"] == {
+        "TimeToLiveStatus": "ENABLED", "AttributeName": "ttl"}
+    backend.store_result(task_id, {"n": 1}, states.SUCCESS)
+
+    def report():
+        return {"shared": backend.client is client, "endpoint": backend.client.meta.endpoint_url,
+                "works": backend.get_task_meta(task_id, cache=False)["result"] == {"n": 1}}
+
+    assert in_a_forked_child(report) == {"shared": False, "endpoint": endpoint, "works": True}
+    assert backend.client is client, "the parent keeps its own"
+
+
+def test_what_the_backend_writes_expires_after_result_expires(emulator, monkeypatch):
+    # DynamoDB's TTL deletes an item once the time in its "ttl" attribute has
+    # passed: provision enables it on the results table, and each write of a
+    # result, a chord counter or a part's mark sets it to now + CARCELERY_RESULT_EXPIRES.
+    from carcelery.settings import settings
+
+    backend = app.backend
+    monkeypatch.setattr(backend_module, "maybe_signature", lambda chord, app: SimpleNamespace(delay=lambda: None))
+    expires = settings.result_expires
+    assert backend.time_to_live_seconds == app.conf.result_expires == expires
+    assert backend.client.describe_time_to_live(TableName=backend.table_name)["TimeToLiveDescription"] == {
+        "TimeToLiveStatus": "ENABLED", "AttributeName": backend._ttl_field.name}
+    group, tasks = uuid.uuid4().hex, [uuid.uuid4().hex for _ in range(2)]
+    before = time.time()
+    backend.set_chord_size(group, 2)
+    for task_id in tasks:  # a part that leaves one remaining, then the last one
+        backend.store_result(task_id, {"n": 1}, states.SUCCESS)
+        backend.on_chord_part_return(SimpleNamespace(group=group, id=task_id, chord={}), states.SUCCESS, {})
+    after = time.time()
+    chord = str(backend.get_key_for_chord(group))
+    keys = [chord] + [str(backend.get_key_for_task(t)) for t in tasks] + [f"{chord}-part-{t}" for t in tasks]
+    for key in keys:
+        item = backend.client.get_item(**backend._prepare_get_request(key), ConsistentRead=True)["Item"]
+        assert int(before + expires) <= int(item["ttl"]["N"]) <= after + expires, key
 
 
 def test_a_count_cancelled_by_another_parts_transaction_is_tried_again(emulator, monkeypatch):

@@ -75,8 +75,10 @@ def test_iam_policy_is_exactly_what_the_code_calls(emulator, seed_dir, tmp_path)
     recorder(emulator, "reset-recording")
     recorder(emulator, "start-recording")
     try:
-        with own_stack(tmp_path, CARCELERY_RECOGNIZER="rekognition", CARCELERY_CAR_THRESHOLD="0",
-                       CARCELERY_BUCKET=f"iam-{tmp_path.name[-8:].lower().replace('_', '-')}") as stack:
+        # Tables of its own too: the first provision creates them (and enables the results' TTL).
+        own = f"carcelery-iam-{tmp_path.name[-8:].lower().replace('_', '-')}"
+        with own_stack(tmp_path, CARCELERY_RECOGNIZER="rekognition", CARCELERY_CAR_THRESHOLD="0", CARCELERY_BUCKET=own,
+                       **{f"CARCELERY_{table}_TABLE": f"{own}-{table.lower()}" for table in ("RESULTS", "LEDGER", "RECORDS")}) as stack:
             for _ in range(2):  # creates, then finds and updates
                 assert stack.run("carcelery.aws.provision").returncode == 0
             stack.start_worker("worker_a", "detect", 1)

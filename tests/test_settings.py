@@ -8,7 +8,7 @@ def test_defaults_are_the_embedded_emulator():
     assert s.target == "emulator"
     assert s.endpoint_url == "http://127.0.0.1:4566"
     assert s.broker_url == "sqs://testing:testing@127.0.0.1:4566"
-    assert s.result_backend.endswith("+dynamodb://us-east-1/carcelery-results")
+    assert s.result_backend.endswith("+dynamodb://us-east-1/carcelery-results?ttl_seconds=86400")
     assert s.recognizer == "local"
     assert s.car_threshold is None
     assert s.queue_name("detect") == "carcelery-detect"
@@ -20,8 +20,14 @@ def test_aws_uses_the_standard_credential_chain():
     assert s.endpoint_url is None
     assert s.credentials == {}
     assert s.broker_url == "sqs://"
-    assert s.result_backend.endswith("+dynamodb://eu-west-1/carcelery-results")
+    assert s.result_backend.endswith("+dynamodb://eu-west-1/carcelery-results?ttl_seconds=86400")
     assert s.bucket == "njit-cs-643"
+
+
+def test_results_expire_after_result_expires_through_the_backends_ttl():
+    s = Settings.from_env({"CARCELERY_RESULT_EXPIRES": "3600"})
+    assert s.result_expires == 3600
+    assert s.result_backend.endswith("?ttl_seconds=3600")
 
 
 def test_region_setting_wins_over_aws_default_region():
@@ -36,6 +42,8 @@ def test_region_setting_wins_over_aws_default_region():
     ({"CARCELERY_OUTPUT_URI": "/tmp/out"}, "CARCELERY_OUTPUT_URI"),
     ({"CARCELERY_OUTPUT_URI": "s3:///prefix"}, "CARCELERY_OUTPUT_URI"),
     ({"CARCELERY_RUN_DEADLINE": "soon"}, "CARCELERY_RUN_DEADLINE"),
+    ({"CARCELERY_RESULT_EXPIRES": "1d"}, "CARCELERY_RESULT_EXPIRES"),
+    ({"CARCELERY_RESULT_EXPIRES": "0"}, "CARCELERY_RESULT_EXPIRES"),
 ])
 def test_bad_values_name_the_variable(env, named):
     with pytest.raises(ConfigError, match=named):

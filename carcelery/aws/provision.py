@@ -52,8 +52,12 @@ def queues() -> list[str]:
     return [dead] + [queue(settings.queue_name(q), settings.queue_attributes(arn)) for q in (DETECT_QUEUE, TEXT_QUEUE)]
 
 
-def table(name: str, key: str, range_key: str | None = None) -> None:
-    """A DynamoDB table with string hash key ``key`` (and string ``range_key``), billed per request."""
+def table(name: str, key: str, range_key: str | None = None, expiry: str | None = None) -> None:
+    """A DynamoDB table with string hash key ``key`` (and string ``range_key``), billed per request.
+
+    With ``expiry``, DynamoDB's TTL on that attribute: it deletes each item once
+    the time the item holds there (seconds since the epoch) has passed.
+    """
     dynamodb = aws.client("dynamodb")
     keys = [(key, "HASH")] + ([(range_key, "RANGE")] if range_key else [])
     try:
@@ -64,17 +68,24 @@ def table(name: str, key: str, range_key: str | None = None) -> None:
         if error_code(exc) != "ResourceInUseException":
             raise
     dynamodb.get_waiter("table_exists").wait(TableName=name)
+    if expiry:
+        ttl = dynamodb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+        if ttl["TimeToLiveStatus"] not in ("ENABLED", "ENABLING") or ttl.get("AttributeName") != expiry:
+            dynamodb.update_time_to_live(TableName=name,
+                                         TimeToLiveSpecification={"Enabled": True, "AttributeName": expiry})
 
 
 def everything() -> None:
-    """Create the bucket, the queues and the tables (ledger, records, results), if missing."""
+    """Create the bucket, the queues and the tables (ledger, records, results, its TTL enabled), if missing."""
     bucket(settings.bucket)
     queues()
     table(settings.ledger_table, ledger.KEY)
     table(settings.records_table, records.HASH, records.RANGE)
     # Celery would create its own on first use, but two workers starting
-    # together race to create it; its key is Celery's ("id").
-    table(settings.results_table, "id")
+    # together race to create it; its key is Celery's ("id"). Here, not by the
+    # backend, its TTL too, on Celery's attribute (DynamoDBBackend._ttl_field):
+    # workers need no right to change the table.
+    table(settings.results_table, "id", expiry="ttl")
 
 
 def main() -> int:
