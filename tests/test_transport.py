@@ -5,8 +5,9 @@ import uuid
 
 from botocore.exceptions import ClientError
 
-from carcelery import aws, transport
+from carcelery import aws
 from carcelery.app import app
+from carcelery.transport import broadcast
 
 
 def channel():
@@ -26,7 +27,7 @@ def test_events_go_out_only_while_a_queue_is_subscribed(emulator):
         topic = chan.fanout._get_or_create_topic(exchange)
         subscription = sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)["SubscriptionArn"]
         assert not chan._watched(exchange), "the answer holds for WATCH_SECONDS"
-        time.sleep(transport.WATCH_SECONDS)
+        time.sleep(broadcast.WATCH_SECONDS)
         assert chan._watched(exchange)
         sns.unsubscribe(SubscriptionArn=subscription)
         sqs.delete_queue(QueueUrl=url)
