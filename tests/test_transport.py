@@ -1,12 +1,15 @@
-"""The transport's own behaviour: event broadcasts only while somebody watches; a quiet close."""
+"""The transport's own behaviour: event broadcasts only while somebody watches; a quiet close; kombu's queue deletion."""
 
 import time
 import uuid
 
+import kombu
+import pytest
 from botocore.exceptions import ClientError
 
 from carcelery import aws
 from carcelery.app import app
+from carcelery.aws.errors import queue_missing
 from carcelery.transport import broadcast
 
 
@@ -55,3 +58,20 @@ def test_a_receive_that_completes_after_close_schedules_nothing(emulator):
     chan.close()
     chan._loop1("detect", None)  # kombu's own raised AttributeError here, at some worker shutdowns
     connection.release()
+
+
+def test_kombus_queue_delete_deletes_the_sqs_queue(emulator):
+    connection, chan = channel()
+    try:
+        queue = kombu.Queue("doomed", kombu.Exchange("doomed"), "doomed", channel=chan)
+        queue.declare()
+        name = chan.canonical_queue_name("doomed")
+        sqs = aws.client("sqs")
+        sqs.get_queue_url(QueueName=name)
+        queue.delete()
+        with pytest.raises(ClientError) as gone:
+            sqs.get_queue_url(QueueName=name)
+        assert queue_missing(gone.value)
+    finally:
+        connection.release()
+

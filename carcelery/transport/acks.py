@@ -82,9 +82,10 @@ class GatheredAcks:
     def _delete_acked(self, key) -> None:
         handles = self._acked.pop(key, None)
         if handles:
-            self._delete(*key, handles)
+            self._delete_batch(*key, handles)
 
-    def _delete(self, queue: str | None, url: str, handles: list[str]) -> None:
+    # Not `_delete`: that is kombu's queue deletion (virtual Channel.queue_delete calls it).
+    def _delete_batch(self, queue: str | None, url: str, handles: list[str]) -> None:
         """Delete messages from SQS with one request; what is not deleted is delivered again, with a warning."""
         try:
             failed = self.sqs(queue=queue).delete_message_batch(

@@ -106,8 +106,8 @@ class Broadcast:
         # A no-ack message is deleted on receipt. kombu deletes each with its
         # asynchronous client, which needs an event loop that Flower's, `celery
         # events`' and `celery inspect`'s receivers lack; one batch call per
-        # receive also spares SQS nine calls in ten. _delete: GatheredAcks.
-        self._delete(self.canonical_queue_name(queue), self._new_queue(queue),
+        # receive also spares SQS nine calls in ten. _delete_batch: GatheredAcks.
+        self._delete_batch(self.canonical_queue_name(queue), self._new_queue(queue),
                            [m["ReceiptHandle"] for m in messages])
         return [self._prepare_json_payload(bytes_to_str(self._decode_python_message_body(m["Body"])))
                 for m in messages]
