@@ -1,4 +1,4 @@
-"""The transport's own behaviour: event broadcasts only while somebody watches; a quiet close; kombu's queue deletion."""
+"""The transport's own behaviour: events only while watched, quiet close, kombu's queue deletion, no prefetch limit."""
 
 import time
 import uuid
@@ -6,6 +6,7 @@ import uuid
 import kombu
 import pytest
 from botocore.exceptions import ClientError
+from kombu.transport import SQS
 
 from carcelery import aws
 from carcelery.app import app
@@ -75,3 +76,14 @@ def test_kombus_queue_delete_deletes_the_sqs_queue(emulator):
     finally:
         connection.release()
 
+
+@pytest.mark.parametrize("prefetch", [None, 0])
+def test_a_worker_without_a_prefetch_limit_receives_without_waiting(emulator, prefetch):
+    connection, chan = channel()
+    try:
+        chan.hub = object()  # a worker's event loop: only its presence counts here
+        chan.qos.prefetch_count = prefetch  # kombu's "no limit"
+        assert chan._get_message_estimate() == SQS.SQS_MAX_MESSAGES
+    finally:
+        chan.hub = None
+        connection.release()

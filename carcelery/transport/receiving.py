@@ -18,10 +18,12 @@ class Receiving:
     # Debt: overrides kombu's private `Channel._get_message_estimate` (5.7.0): how many messages one receive asks for.
     def _get_message_estimate(self, max_if_unlimited=SQS.SQS_MAX_MESSAGES):
         estimate = super()._get_message_estimate(max_if_unlimited)
+        prefetch = self.qos.prefetch_count
+        if self.hub is None or not prefetch:  # no worker, or no limit (None or 0): nothing to wait for
+            return estimate
         # In a worker, wait (polling_interval at a time) until half its prefetch
         # is free, so that one ReceiveMessage fetches several messages rather
         # than one per task done; the other half keeps its processes busy.
-        half = (self.qos.prefetch_count + 1) // 2
-        if self.hub is not None and estimate < min(half, max_if_unlimited):
+        if estimate < min((prefetch + 1) // 2, max_if_unlimited):
             return 0
         return estimate
