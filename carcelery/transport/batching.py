@@ -73,7 +73,8 @@ class BatchedSends:
     """Channel mixin: inside ``batched_sends()``, ``sqs()`` hands out a batching client."""
 
     def sqs(self, queue=None):
-        # kombu's _put sends through sqs(...).send_message: the one place a send can be held back.
+        # Debt: relies on kombu's private `Channel._put` (5.7.0) sending through `sqs(...).send_message`:
+        # the one place a send can be held back.
         client = super().sqs(queue)
         batching = _batching.get()
         if batching is None:

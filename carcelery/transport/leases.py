@@ -191,6 +191,8 @@ def _release_at_exit() -> None:
 class TransientQueues:
     """Channel mixin: exclusive and auto-delete queues get a lease, deleted with it when the process exits."""
 
+    # Debt: here, in _leases and in _renew, calls kombu's private `Channel._new_queue` (5.7.0; a queue's URL,
+    # made if missing) and `Channel._queue_cache` (forgets the URL of a queue swept by another process).
     def queue_declare(self, queue=None, passive=False, **kwargs):
         """Declare ``queue``; an exclusive or auto-delete one gets a lease.
 
@@ -242,8 +244,7 @@ class TransientQueues:
             registry.renew(self._new_queue(queue))
 
     # Debt: overrides kombu's private `Channel._receive_message` and `_get_async` (5.7.0): the blocking
-    # and the asynchronous receive, where a poll renews the lease. Calls its private `_new_queue`
-    # (the queue's URL, made if missing) and `_queue_cache` (forgets a swept queue's URL).
+    # and the asynchronous receive, where a poll renews the lease.
     def _receive_message(self, queue, *args, **kwargs):
         self._renew(queue)
         return super()._receive_message(queue, *args, **kwargs)
