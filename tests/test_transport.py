@@ -8,7 +8,7 @@ import pytest
 from botocore.exceptions import ClientError
 from kombu.transport import SQS
 
-from carcelery import aws
+from carcelery import aws, transport
 from carcelery.app import app
 from carcelery.aws.errors import queue_missing
 from carcelery.transport import broadcast
@@ -87,3 +87,9 @@ def test_a_worker_without_a_prefetch_limit_receives_without_waiting(emulator, pr
     finally:
         chan.hub = None
         connection.release()
+
+
+def test_each_concern_overrides_names_of_its_own():
+    mixins = transport.Channel.__bases__[:-1]
+    names = [name for mixin in mixins for name in vars(mixin) if not name.startswith("__")]
+    assert len(names) == len(set(names)), "two mixins define one name: only one of them would be used"
