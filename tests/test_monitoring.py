@@ -18,9 +18,10 @@ import pytest
 
 from conftest import free_port
 
-from carcelery import aws, transport
+from carcelery import aws
 from carcelery.aws import provision
 from carcelery.embedded.demo import ROOT, Stack
+from carcelery.transport import broadcast
 
 USER, PASSWORD = "watcher", "not-a-secret"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -73,7 +74,7 @@ def start_flower(stack):
     stack.start_flower()
     prefix = stack.env["CARCELERY_QUEUE_PREFIX"]
     wait_for(lambda: [s for s in leftovers(prefix)[1] if "celeryev" in s])
-    time.sleep(transport.WATCH_SECONDS)
+    time.sleep(broadcast.WATCH_SECONDS)
 
 
 @pytest.fixture(scope="module")

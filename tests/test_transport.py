@@ -1,12 +1,17 @@
-"""The transport's own behaviour: event broadcasts only while somebody watches; a quiet close."""
+"""The transport's own behaviour: events only while watched, quiet close, kombu's queue deletion, no prefetch limit."""
 
 import time
 import uuid
 
+import kombu
+import pytest
 from botocore.exceptions import ClientError
+from kombu.transport import SQS
 
 from carcelery import aws, transport
 from carcelery.app import app
+from carcelery.aws.errors import queue_missing
+from carcelery.transport import broadcast
 
 
 def channel():
@@ -26,7 +31,7 @@ def test_events_go_out_only_while_a_queue_is_subscribed(emulator):
         topic = chan.fanout._get_or_create_topic(exchange)
         subscription = sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)["SubscriptionArn"]
         assert not chan._watched(exchange), "the answer holds for WATCH_SECONDS"
-        time.sleep(transport.WATCH_SECONDS)
+        time.sleep(broadcast.WATCH_SECONDS)
         assert chan._watched(exchange)
         sns.unsubscribe(SubscriptionArn=subscription)
         sqs.delete_queue(QueueUrl=url)
@@ -54,3 +59,37 @@ def test_a_receive_that_completes_after_close_schedules_nothing(emulator):
     chan.close()
     chan._loop1("detect", None)  # kombu's own raised AttributeError here, at some worker shutdowns
     connection.release()
+
+
+def test_kombus_queue_delete_deletes_the_sqs_queue(emulator):
+    connection, chan = channel()
+    try:
+        queue = kombu.Queue("doomed", kombu.Exchange("doomed"), "doomed", channel=chan)
+        queue.declare()
+        name = chan.canonical_queue_name("doomed")
+        sqs = aws.client("sqs")
+        sqs.get_queue_url(QueueName=name)
+        queue.delete()
+        with pytest.raises(ClientError) as gone:
+            sqs.get_queue_url(QueueName=name)
+        assert queue_missing(gone.value)
+    finally:
+        connection.release()
+
+
+@pytest.mark.parametrize("prefetch", [None, 0])
+def test_a_worker_without_a_prefetch_limit_receives_without_waiting(emulator, prefetch):
+    connection, chan = channel()
+    try:
+        chan.hub = object()  # a worker's event loop: only its presence counts here
+        chan.qos.prefetch_count = prefetch  # kombu's "no limit"
+        assert chan._get_message_estimate() == SQS.SQS_MAX_MESSAGES
+    finally:
+        chan.hub = None
+        connection.release()
+
+
+def test_each_concern_overrides_names_of_its_own():
+    mixins = transport.Channel.__bases__[:-1]
+    names = [name for mixin in mixins for name in vars(mixin) if not name.startswith("__")]
+    assert len(names) == len(set(names)), "two mixins define one name: only one of them would be used"

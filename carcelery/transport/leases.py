@@ -8,6 +8,9 @@ lease: a tag holding the time until which its owner is known to be alive,
 renewed while the owner declares or polls it. The owner deletes its queues and
 their SNS subscriptions when it exits; what a crashed owner left behind (its
 lease ran out) is swept by the next process that makes a transient queue.
+
+``Leases`` keeps them; ``TransientQueues`` is the Channel's side: it claims a
+queue when it is declared and renews it when it is polled.
 """
 
 from __future__ import annotations
@@ -20,11 +23,17 @@ import time
 from typing import Callable, Iterable
 
 from botocore.exceptions import ClientError
+from kombu.exceptions import ChannelError
 
 from ..aws.errors import queue_missing
 
 LEASE_TAG = "carcelery-lease"
+# How long a transient queue outlives its owner's last declare or poll before a
+# start-up sweeps it: long enough that a busy owner never loses its queue.
+LEASE_SECONDS = 300
 logger = logging.getLogger(__name__)
+
+
 def _pages(client, method: str, key: str, **params) -> Iterable:
     for page in client.get_paginator(method).paginate(**params):
         yield from page.get(key, [])
@@ -177,3 +186,69 @@ def _release_at_exit() -> None:
         except Exception as exc:  # noqa: BLE001 - at exit the emulator or network may be gone already
             logger.warning("could not delete this process's transient queues (%s); the next start sweeps "
                            "them once their lease runs out", exc)
+
+
+class TransientQueues:
+    """Channel mixin: exclusive and auto-delete queues get a lease, deleted with it when the process exits."""
+
+    # Debt: here, in _leases and in _renew, calls kombu's private `Channel._new_queue` (5.7.0; a queue's URL,
+    # made if missing) and `Channel._queue_cache` (forgets the URL of a queue swept by another process).
+    def queue_declare(self, queue=None, passive=False, **kwargs):
+        """Declare ``queue``; an exclusive or auto-delete one gets a lease.
+
+        Parameters, raises and returns: kombu's ``Channel.queue_declare``.
+        """
+        if not (kwargs.get("exclusive") or kwargs.get("auto_delete")):
+            return super().queue_declare(queue, passive, **kwargs)
+        registry = self._leases(keep=queue)
+        declared = super().queue_declare(queue, passive, **kwargs)
+        if not registry.claim(self._new_queue(declared.queue)):
+            # Swept by another process after this one cached its URL: make it again.
+            self._queue_cache.pop(self.canonical_queue_name(declared.queue), None)
+            registry.claim(self._new_queue(declared.queue))
+        return declared
+
+    # Debt: overrides kombu's private `Channel._create_queue` (5.7.0): every queue kombu makes goes through it.
+    def _create_queue(self, queue_name, attributes):
+        registry = existing(self._leases_key)
+        if registry is not None and registry.closed:
+            # This process is exiting and has deleted its transient queues; a
+            # consumer thread reconnecting (Flower's) would make its queue again.
+            raise ChannelError(f"not creating queue {queue_name!r}: this process is exiting")
+        return super()._create_queue(queue_name, attributes)
+
+    def after_reply_message_received(self, queue):
+        """Keep the reply queue for the next call (kombu deletes it after each call).
+
+        SQS refuses to create a queue for 60 s after one of the same name was
+        deleted, and a caller (Flower) reuses its reply queue's name; the
+        queue's lease deletes it when the caller exits.
+        """
+
+    @property
+    def _leases_key(self) -> tuple:
+        return (self.endpoint_url, self.region, self.queue_name_prefix)
+
+    def _leases(self, keep: str) -> Leases:
+        """This process's leases; made, and stale queues swept, on the first transient queue."""
+        registry, made = for_process(self._leases_key, lambda: Leases(
+            self.sqs(), self.fanout.get_client(), self.queue_name_prefix, LEASE_SECONDS))
+        if made:
+            for url in registry.sweep(keep=[self.canonical_queue_name(keep)]):
+                self._queue_cache.pop(url.rsplit("/", 1)[-1], None)
+        return registry
+
+    def _renew(self, queue: str) -> None:
+        registry = existing(self._leases_key)
+        if registry is not None:
+            registry.renew(self._new_queue(queue))
+
+    # Debt: overrides kombu's private `Channel._receive_message` and `_get_async` (5.7.0): the blocking
+    # and the asynchronous receive, where a poll renews the lease.
+    def _receive_message(self, queue, *args, **kwargs):
+        self._renew(queue)
+        return super()._receive_message(queue, *args, **kwargs)
+
+    def _get_async(self, queue, *args, **kwargs):
+        self._renew(queue)
+        return super()._get_async(queue, *args, **kwargs)

@@ -1,0 +1,105 @@
+"""Acknowledgements that save SQS requests, and rejects that keep a message's receive count.
+
+In a worker (a channel with an event loop), the messages of done tasks are
+deleted with one DeleteMessageBatch for those acknowledged within ACK_DELAY
+seconds of each other (ten at most), instead of one DeleteMessage each. A
+worker killed within that delay leaves them to be delivered again, as SQS does
+for any message not deleted: tasks are idempotent and their chord parts count
+once. A message rejected to be requeued is made visible again, not copied.
+"""
+
+from __future__ import annotations
+
+from kombu.log import get_logger
+from kombu.transport import SQS
+from kombu.utils.objects import cached_property
+
+logger = get_logger(__name__)
+
+# Seconds a worker gathers acknowledgements before deleting their messages: with
+# tasks of a few tenths of a second, 0.2 s gathered 2.4 per request, 1 s 4 to 5.
+ACK_DELAY = 1.0
+
+
+class GatheredAcks:
+    """Channel mixin: gathered deletes of acknowledged messages; requeue by visibility."""
+
+    @cached_property
+    def _acked(self) -> dict[tuple[str | None, str], list[str]]:
+        return {}  # (queue, queue URL): receipt handles of acknowledged messages, not yet deleted
+
+    def basic_ack(self, delivery_tag, multiple=False):
+        """Acknowledge a message: its delivery is released now, its deletion from SQS gathered (see the module).
+
+        Parameters, raises and returns: kombu's ``Channel.basic_ack``; without an
+        event loop (no worker), kombu's own, one DeleteMessage each.
+        """
+        try:
+            info = self.qos.get(delivery_tag).delivery_info
+            key = (self.canonical_queue_name(info["routing_key"]) if "routing_key" in info else None,
+                   info["sqs_queue"])
+            handle = info["sqs_message"]["ReceiptHandle"]
+        except KeyError:
+            return super().basic_ack(delivery_tag, multiple)
+        if self.hub is None:
+            return super().basic_ack(delivery_tag, multiple)
+        self.qos.ack(delivery_tag)  # frees the prefetch slot: the next message may come
+        # The threads pool acknowledges from its threads: gathering is left to
+        # the event loop's thread (call_soon is kombu's thread-safe way in).
+        self.hub.call_soon(self._gather_ack, key, handle)
+
+    def _gather_ack(self, key, handle: str) -> None:
+        pending = self._acked.setdefault(key, [])
+        pending.append(handle)
+        if len(pending) == SQS.SQS_MAX_MESSAGES or self.closed:  # closed: a thread's last ack
+            self._delete_acked(key)
+        elif len(pending) == 1:
+            self.hub.call_later(ACK_DELAY, self._delete_acked, key)
+
+    def basic_reject(self, delivery_tag, requeue=False):
+        """Reject a message; one to be requeued (its worker process died) is made visible again in SQS.
+
+        kombu's requeue publishes a copy, a new message whose receive count
+        starts at 0, and leaves the original to come back after its visibility
+        timeout: a message that kills its worker every time (a poison) doubled
+        at each death and never reached the dead-letter queue. Made visible
+        again, it is the same message, received once more: its receive count
+        grows, and the queue's redrive policy moves it to the dead-letter queue.
+
+        Parameters: kombu's ``Channel.basic_reject``.
+        """
+        try:
+            info = self.qos.get(delivery_tag).delivery_info
+            queue = self.canonical_queue_name(info["routing_key"]) if "routing_key" in info else None
+            url, handle = info["sqs_queue"], info["sqs_message"]["ReceiptHandle"]
+        except KeyError:
+            return super().basic_reject(delivery_tag, requeue)
+        if not requeue:
+            return super().basic_reject(delivery_tag, requeue)
+        self.sqs(queue=queue).change_message_visibility(QueueUrl=url, ReceiptHandle=handle, VisibilityTimeout=0)
+        self.qos.reject(delivery_tag, requeue=False)  # released here; SQS delivers it again
+
+    def _delete_acked(self, key) -> None:
+        handles = self._acked.pop(key, None)
+        if handles:
+            self._delete_batch(*key, handles)
+
+    # Not `_delete`: that is kombu's queue deletion (virtual Channel.queue_delete calls it).
+    def _delete_batch(self, queue: str | None, url: str, handles: list[str]) -> None:
+        """Delete messages from SQS with one request; what is not deleted is delivered again, with a warning."""
+        try:
+            failed = self.sqs(queue=queue).delete_message_batch(
+                QueueUrl=url, Entries=[{"Id": str(n), "ReceiptHandle": h} for n, h in enumerate(handles)]
+            ).get("Failed", [])
+        except Exception as exc:  # noqa: BLE001 - logged; SQS delivers the messages again
+            failed = [{"Message": f"{type(exc).__name__}: {exc}"}] * len(handles)
+        if failed:
+            logger.warning("SQS did not delete %d of %d done messages of %s (%s): they will be delivered again "
+                           "after the visibility timeout (is sqs:DeleteMessage allowed?)", len(failed), len(handles),
+                           url.rsplit("/", 1)[-1], failed[0].get("Message") or failed[0].get("Code"))
+
+    def close(self):
+        """Delete the messages of the acknowledgements still gathered, then close."""
+        for key in list(self._acked):
+            self._delete_acked(key)
+        super().close()
