@@ -5,6 +5,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from bench.images import variants
 from carcelery.embedded.demo import ROOT
 
@@ -17,6 +19,7 @@ def test_variants_are_distinct_jpegs(seed_dir):
     assert made[0][0] == "1-from-1.jpg" and made[16][0] == "17-from-7.jpg"
 
 
+@pytest.mark.integration
 def test_benchmark_reports_its_figures(seed_dir, tmp_path):
     figures = tmp_path / "bench.json"
     done = subprocess.run([sys.executable, "-m", "bench.pipeline", "--images", "12", "--backend", "noop",
@@ -32,6 +35,7 @@ def test_benchmark_reports_its_figures(seed_dir, tmp_path):
     assert "pipeline wall" in done.stdout
 
 
+@pytest.mark.integration
 def test_benchmark_of_a_waiting_recognizer_counts_its_calls(seed_dir, tmp_path):
     figures = tmp_path / "bench.json"
     done = subprocess.run([sys.executable, "-m", "bench.pipeline", "--images", "12", "--backend", "latency",
