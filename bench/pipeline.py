@@ -36,6 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .processes import cpu_s, peak_rss_mb
+
 ROOT = Path(__file__).resolve().parents[1]
 SEED = ROOT.parent / "shared" / "images" / "seed"
 BUCKET = "bench-images"
@@ -45,32 +47,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _tree(pid: int):
-    """(pid, /proc status text, /proc stat fields) of ``pid`` and of all its descendants."""
-    pending = [pid]
-    while pending:
-        current = pending.pop()
-        try:
-            status = Path(f"/proc/{current}/status").read_text()
-            stat = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
-        except FileNotFoundError:
-            continue
-        yield current, status, stat
-        pending += [int(child) for child in children]
-
-
-def peak_rss_mb(pid: int) -> dict[str, float]:
-    """VmHWM of ``pid`` and of its descendants, in MB, by PID."""
-    return {str(p): int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024 for p, status, _ in _tree(pid)}
-
-
-def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) used so far by ``pid`` and its live descendants."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    return sum(int(stat[11]) + int(stat[12]) for _, _, stat in _tree(pid)) / ticks
 
 
 def _model_share(images, backend: str, taken, ready, shares) -> None:

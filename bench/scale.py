@@ -27,7 +27,8 @@ import threading
 import time
 from pathlib import Path
 
-from .pipeline import cpu_s, free_port, peak_rss_mb
+from .pipeline import free_port
+from .processes import cpu_s, peak_rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 BUCKET = "scale-images"

@@ -2,12 +2,14 @@
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
 from bench.images import variants
+from bench.processes import cpu_s, peak_rss_mb
 from carcelery.embedded.demo import ROOT
 
 
@@ -17,6 +19,15 @@ def test_variants_are_distinct_jpegs(seed_dir):
     assert len({hashlib.sha256(data).digest() for _, data in made}) == 25
     assert all(data.startswith(b"\xff\xd8") for _, data in made)
     assert made[0][0] == "1-from-1.jpg" and made[16][0] == "17-from-7.jpg"
+
+
+def test_a_process_peak_memory_and_cpu_time():
+    sum(range(3_000_000))  # some CPU time
+    peaks = peak_rss_mb(os.getpid())
+    assert str(os.getpid()) in peaks and peaks[str(os.getpid())] > 10
+    assert cpu_s(os.getpid()) > 0
+    no_such_pid = 2**22 + 1  # above the largest PID Linux allows
+    assert peak_rss_mb(no_such_pid) == {} and cpu_s(no_such_pid) == 0
 
 
 @pytest.mark.integration
