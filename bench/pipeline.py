@@ -36,7 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .processes import cpu_s, peak_rss_mb
+from .processes import peak_rss_mb
+from .timed import timed_dispatch
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = ROOT.parent / "shared" / "images" / "seed"
@@ -115,35 +116,24 @@ def run_pipeline(stack, concurrency: tuple[int | None, int | None]) -> dict:
 
     stack.start_worker("worker_a", "detect", concurrency[0])
     stack.start_worker("worker_b", "text", concurrency[1])
-    names = ("emulator", "worker_a", "worker_b")
-    cpu_before = {name: cpu_s(stack.procs[name].pid) for name in names}
-    started = time.time()
-    proc = subprocess.Popen([sys.executable, "-m", "carcelery.dispatch", "--bucket", BUCKET, "--wait"],
-                            cwd=ROOT, env=stack.env, stdout=subprocess.PIPE, text=True)
-    sent_at = None
-    for line in proc.stdout:
-        if sent_at is None and " dispatched " in line:
-            sent_at = time.time()
-    proc.wait()
+    run = timed_dispatch(stack, "--bucket", BUCKET)
     output = stack.output_dir / results.OUTPUT
-    wall = output.stat().st_mtime - started
-    cpu = {name: cpu_s(stack.procs[name].pid) - cpu_before[name] for name in names}
     rss = {name: peak_rss_mb(stack.procs[name].pid) for name in ("worker_a", "worker_b")}
     stack.stop("worker_b", "worker_a")
     detect, text = task_times(stack.log("worker_a"), "detect"), task_times(stack.log("worker_b"), "text")
     return {
-        "wall_s": wall, "exit_code": proc.returncode,
+        "wall_s": run["wall_s"], "exit_code": run["exit_code"],
         "output_sha256": hashlib.sha256(output.read_bytes()).hexdigest(),
         # Calls answered (as billed), and calls that failed and were retried (throttled).
         "calls": {"DetectLabels": detect["calls"], "DetectText": text["calls"]},
         "retried_calls": {"DetectLabels": detect["retried"], "DetectText": text["retried"]},
         "stage_s": {
-            "dispatch_send": (sent_at or started) - started,
+            "dispatch_send": run["dispatch_send_s"],
             "detect_tasks_sum": detect["time"], "detect_tasks_cpu_sum": detect["cpu"],
             "text_tasks_sum": text["time"], "text_tasks_cpu_sum": text["cpu"],
         },
         "peak_rss_mb": rss,
-        "cpu_s": cpu,
+        "cpu_s": run["cpu_s"],
     }
 
 
