@@ -36,7 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .processes import peak_rss_mb
+from .processes import peak_rss_mb, use_rows
 from .timed import timed_dispatch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -275,9 +275,7 @@ def main(argv: list[str] | None = None) -> int:
              ("emulator SQS send/recv/delete", "{send_per_s:.0f} / {receive_per_s:.0f} / {delete_per_s:.0f} per s"
               .format(**rates)),
              ("emulator ceiling (1 msg/request)", f"{ceiling:.1f} images/s; pipeline at {args.images / wall / ceiling:.2f}")]
-    rows += [(f"CPU during the run, {name}", f"{seconds:.2f} s") for name, seconds in pipeline["cpu_s"].items()]
-    rows += [(f"peak RSS {name}", ", ".join(f"{v:.0f}" for v in rss.values()) + " MB")
-             for name, rss in pipeline["peak_rss_mb"].items()]
+    rows += use_rows(pipeline["cpu_s"], pipeline["peak_rss_mb"], digits=2)
     for label, value in rows:
         print(f"  {label:<32} {value}")
     if args.json:

@@ -42,3 +42,10 @@ def cpu_s(pid: int) -> float:
             continue
         seconds += times.user + times.system
     return seconds
+
+
+def use_rows(cpu: dict[str, float], peaks: dict[str, dict[str, float]], digits: int = 1) -> list[tuple[str, str]]:
+    """Table rows (label, value) of ``cpu_s`` and ``peak_rss_mb`` answers, by process name."""
+    return ([(f"CPU during the run, {name}", f"{seconds:.{digits}f} s") for name, seconds in cpu.items()]
+            + [(f"peak RSS {name}", ", ".join(f"{mb:.0f}" for mb in tree_peaks.values()) + " MB")
+               for name, tree_peaks in peaks.items()])

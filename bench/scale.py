@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from .pipeline import free_port
-from .processes import peak_rss_mb
+from .processes import peak_rss_mb, use_rows
 from .timed import MEASURED, timed_dispatch
 
 BUCKET = "scale-images"
@@ -121,9 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                 ("dispatcher start to all sent", f"{got['dispatch_send_s']:.1f} s"),
                 ("terminator (outputs written)", f"{got['terminator_s'] or 0:.1f} s"),
                 ("upload before the run", f"{got['upload_s']:.1f} s")]
-        rows += [(f"CPU during the run, {name}", f"{seconds:.1f} s") for name, seconds in got["cpu_s"].items()]
-        rows += [(f"peak RSS {name}", ", ".join(f"{v:.0f}" for v in rss.values()) + " MB")
-                 for name, rss in got["peak_rss_mb"].items()]
+        rows += use_rows(got["cpu_s"], got["peak_rss_mb"])
         for label, value in rows:
             print(f"  {label:<38} {value}", flush=True)
         if args.json:
