@@ -29,7 +29,7 @@ class Progress:
         self.stream = stream or sys.stderr
         self.format = KNOWN if total else UNKNOWN
         # tqdm redraws one line with "\r": in a log that piles up into one line, so there the lines are written here.
-        # Every change is drawn: tqdm's defaults would skip some, the last ones of a run among them.
+        # Every change is drawn (tqdm's defaults skip the changes between timed redraws).
         self.bar = tqdm(total=total, desc=label, file=self.stream, ascii=ASCII, bar_format=self.format,
                         mininterval=0, miniters=1) if self.stream.isatty() else None
         self.done = 0
