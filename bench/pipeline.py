@@ -36,6 +36,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from .processes import peak_rss_mb, use_rows
+from .timed import timed_dispatch
+
 ROOT = Path(__file__).resolve().parents[1]
 SEED = ROOT.parent / "shared" / "images" / "seed"
 BUCKET = "bench-images"
@@ -45,32 +48,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _tree(pid: int):
-    """(pid, /proc status text, /proc stat fields) of ``pid`` and of all its descendants."""
-    pending = [pid]
-    while pending:
-        current = pending.pop()
-        try:
-            status = Path(f"/proc/{current}/status").read_text()
-            stat = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
-        except FileNotFoundError:
-            continue
-        yield current, status, stat
-        pending += [int(child) for child in children]
-
-
-def peak_rss_mb(pid: int) -> dict[str, float]:
-    """VmHWM of ``pid`` and of its descendants, in MB, by PID."""
-    return {str(p): int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024 for p, status, _ in _tree(pid)}
-
-
-def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) used so far by ``pid`` and its live descendants."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    return sum(int(stat[11]) + int(stat[12]) for _, _, stat in _tree(pid)) / ticks
 
 
 def _model_share(images, backend: str, taken, ready, shares) -> None:
@@ -139,35 +116,24 @@ def run_pipeline(stack, concurrency: tuple[int | None, int | None]) -> dict:
 
     stack.start_worker("worker_a", "detect", concurrency[0])
     stack.start_worker("worker_b", "text", concurrency[1])
-    names = ("emulator", "worker_a", "worker_b")
-    cpu_before = {name: cpu_s(stack.procs[name].pid) for name in names}
-    started = time.time()
-    proc = subprocess.Popen([sys.executable, "-m", "carcelery.dispatch", "--bucket", BUCKET, "--wait"],
-                            cwd=ROOT, env=stack.env, stdout=subprocess.PIPE, text=True)
-    sent_at = None
-    for line in proc.stdout:
-        if sent_at is None and " dispatched " in line:
-            sent_at = time.time()
-    proc.wait()
+    run = timed_dispatch(stack, "--bucket", BUCKET)
     output = stack.output_dir / results.OUTPUT
-    wall = output.stat().st_mtime - started
-    cpu = {name: cpu_s(stack.procs[name].pid) - cpu_before[name] for name in names}
     rss = {name: peak_rss_mb(stack.procs[name].pid) for name in ("worker_a", "worker_b")}
     stack.stop("worker_b", "worker_a")
     detect, text = task_times(stack.log("worker_a"), "detect"), task_times(stack.log("worker_b"), "text")
     return {
-        "wall_s": wall, "exit_code": proc.returncode,
+        "wall_s": run["wall_s"], "exit_code": run["exit_code"],
         "output_sha256": hashlib.sha256(output.read_bytes()).hexdigest(),
         # Calls answered (as billed), and calls that failed and were retried (throttled).
         "calls": {"DetectLabels": detect["calls"], "DetectText": text["calls"]},
         "retried_calls": {"DetectLabels": detect["retried"], "DetectText": text["retried"]},
         "stage_s": {
-            "dispatch_send": (sent_at or started) - started,
+            "dispatch_send": run["dispatch_send_s"],
             "detect_tasks_sum": detect["time"], "detect_tasks_cpu_sum": detect["cpu"],
             "text_tasks_sum": text["time"], "text_tasks_cpu_sum": text["cpu"],
         },
         "peak_rss_mb": rss,
-        "cpu_s": cpu,
+        "cpu_s": run["cpu_s"],
     }
 
 
@@ -309,9 +275,7 @@ def main(argv: list[str] | None = None) -> int:
              ("emulator SQS send/recv/delete", "{send_per_s:.0f} / {receive_per_s:.0f} / {delete_per_s:.0f} per s"
               .format(**rates)),
              ("emulator ceiling (1 msg/request)", f"{ceiling:.1f} images/s; pipeline at {args.images / wall / ceiling:.2f}")]
-    rows += [(f"CPU during the run, {name}", f"{seconds:.2f} s") for name, seconds in pipeline["cpu_s"].items()]
-    rows += [(f"peak RSS {name}", ", ".join(f"{v:.0f}" for v in rss.values()) + " MB")
-             for name, rss in pipeline["peak_rss_mb"].items()]
+    rows += use_rows(pipeline["cpu_s"], pipeline["peak_rss_mb"], digits=2)
     for label, value in rows:
         print(f"  {label:<32} {value}")
     if args.json:

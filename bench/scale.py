@@ -16,20 +16,21 @@ and the CPU each used.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-from .pipeline import cpu_s, free_port, peak_rss_mb
+from .pipeline import free_port
+from .processes import peak_rss_mb, use_rows
+from .timed import MEASURED, timed_dispatch
 
-ROOT = Path(__file__).resolve().parents[1]
 BUCKET = "scale-images"
 
 
@@ -47,13 +48,28 @@ def tenths(log: str, started: float, images: int) -> list[float]:
     return rates
 
 
-def sampled_peaks(pids: dict[str, int], stop: threading.Event, peaks: dict) -> None:
-    """Keep the highest VmHWM seen of each process tree until ``stop`` (the dispatcher's ends with it)."""
-    while not stop.is_set():
-        for name, pid in pids.items():
-            for child, mb in peak_rss_mb(pid).items():
-                peaks.setdefault(name, {})[child] = max(mb, peaks.get(name, {}).get(child, 0.0))
-        stop.wait(0.5)
+@contextlib.contextmanager
+def sampled_peaks(pids: dict[str, int], peaks: dict):
+    """Keep the highest VmHWM seen of each process tree in ``peaks`` while in the block.
+
+    Sampled, not read once at the end: the dispatcher, and pool children, have ended by then.
+    """
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            for name, pid in pids.items():
+                for child, mb in peak_rss_mb(pid).items():
+                    peaks.setdefault(name, {})[child] = max(mb, peaks.get(name, {}).get(child, 0.0))
+            stop.wait(0.5)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        sampler.join()
 
 
 def run_size(images: int, workdir: Path) -> dict:
@@ -71,32 +87,17 @@ def run_size(images: int, workdir: Path) -> dict:
         upload_s = time.perf_counter() - started
         stack.start_worker("worker_a", "detect", 2)
         stack.start_worker("worker_b", "text", 2)
-        names = ("emulator", "worker_a", "worker_b")
-        cpu_before = {name: cpu_s(stack.procs[name].pid) for name in names}
-        started = time.time()
-        proc = subprocess.Popen([sys.executable, "-m", "carcelery.dispatch", "--wait", "--timeout", "36000"],
-                                cwd=ROOT, env=stack.env, stdout=subprocess.PIPE, text=True)
-        peaks, stop = {}, threading.Event()
-        sampler = threading.Thread(target=sampled_peaks, args=(
-            {"dispatcher": proc.pid, **{name: stack.procs[name].pid for name in names}}, stop, peaks))
-        sampler.start()
-        sent_at = None
-        for line in proc.stdout:
-            if sent_at is None and " dispatched " in line:
-                sent_at = time.time()
-        proc.wait()
-        stop.set()
-        sampler.join()
-        wall = (stack.output_dir / results.OUTPUT).stat().st_mtime - started
-        cpu = {name: cpu_s(stack.procs[name].pid) - cpu_before[name] for name in names}
+        peaks = {}
+        run = timed_dispatch(stack, "--timeout", "36000", watch=lambda pid: sampled_peaks(
+            {"dispatcher": pid, **{name: stack.procs[name].pid for name in MEASURED}}, peaks))
         lines = sum(1 for _ in (stack.output_dir / results.OUTPUT).open())
-        rates = tenths(stack.log("worker_b"), started, images)
+        rates = tenths(stack.log("worker_b"), run["started"], images)
         terminator = re.findall(r"terminate\[\S+\] succeeded in ([\d.]+)s", stack.log("worker_b"))
     return {
-        "images": images, "exit_code": proc.returncode, "output_lines": lines, "upload_s": upload_s,
-        "wall_s": wall, "images_per_s": images / wall, "dispatch_send_s": (sent_at or started) - started,
+        "images": images, "exit_code": run["exit_code"], "output_lines": lines, "upload_s": upload_s,
+        "wall_s": run["wall_s"], "images_per_s": images / run["wall_s"], "dispatch_send_s": run["dispatch_send_s"],
         "images_per_s_by_tenth": rates, "terminator_s": float(terminator[-1]) if terminator else None,
-        "peak_rss_mb": peaks, "cpu_s": cpu,
+        "peak_rss_mb": peaks, "cpu_s": run["cpu_s"],
     }
 
 
@@ -120,9 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                 ("dispatcher start to all sent", f"{got['dispatch_send_s']:.1f} s"),
                 ("terminator (outputs written)", f"{got['terminator_s'] or 0:.1f} s"),
                 ("upload before the run", f"{got['upload_s']:.1f} s")]
-        rows += [(f"CPU during the run, {name}", f"{seconds:.1f} s") for name, seconds in got["cpu_s"].items()]
-        rows += [(f"peak RSS {name}", ", ".join(f"{v:.0f}" for v in rss.values()) + " MB")
-                 for name, rss in got["peak_rss_mb"].items()]
+        rows += use_rows(got["cpu_s"], got["peak_rss_mb"])
         for label, value in rows:
             print(f"  {label:<38} {value}", flush=True)
         if args.json:

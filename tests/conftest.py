@@ -4,16 +4,23 @@ The settings of this process and of every process started here come from the
 environment set below, before carcelery is imported: the emulator on a free
 loopback port, output in a temporary folder. Tests isolate themselves by
 using a bucket of their own.
+
+Two speeds: a test is ``integration`` if it uses a fixture that starts a
+process (``PROCESS_FIXTURES``) or is marked so; every other test is a unit
+test, run in this process, and fails if it starts a process or reaches the
+emulator (``pytest -m "not integration"`` runs the unit tests alone).
 """
 
+import _posixsubprocess
+import contextlib
 import os
 import socket
+import subprocess
 import tempfile
 import uuid
 from pathlib import Path
 
 import pytest
-
 
 
 def free_port() -> int:
@@ -78,3 +85,59 @@ def bucket(emulator) -> str:
     name = f"test-{uuid.uuid4().hex[:12]}"
     provision.bucket(name)
     return name
+
+
+# Fixtures that start a process: a test using one, even through another fixture, is an integration test.
+PROCESS_FIXTURES = {"emulator", "pipeline"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if PROCESS_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.integration)
+
+
+class ProcessInUnitTest(AssertionError):
+    """A unit test started a process or reached the emulator: it is an integration test."""
+
+
+@contextlib.contextmanager
+def _in_process_only(item):
+    """While a unit test runs or sets up its fixtures, starting a process or connecting to the emulator fails it."""
+    if item.get_closest_marker("integration"):
+        yield
+        return
+
+    def refuse(what):
+        def refused(*args, **kwargs):
+            raise ProcessInUnitTest(f"{item.nodeid} {what}: mark it @pytest.mark.integration")
+        return refused
+
+    connect = socket.socket.connect
+
+    def guarded_connect(sock, address):
+        if address[:2] == ("127.0.0.1", _PORT):
+            refuse("connects to the emulator")()
+        return connect(sock, address)
+
+    with pytest.MonkeyPatch.context() as patch:
+        # Every way Python starts a process: subprocess (and asyncio), multiprocessing, os.
+        patch.setattr(subprocess.Popen, "_execute_child", refuse("starts a process"))
+        patch.setattr(_posixsubprocess, "fork_exec", refuse("starts a process"))
+        for name in ("fork", "forkpty", "posix_spawn", "posix_spawnp", "system"):
+            patch.setattr(os, name, refuse("starts a process"))
+        patch.setattr(socket.socket, "connect", guarded_connect)
+        yield
+
+
+# Around setup too: a module or session fixture is set up by the first test that uses it.
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    with _in_process_only(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    with _in_process_only(item):
+        return (yield)

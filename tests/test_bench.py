@@ -2,10 +2,14 @@
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 
+import pytest
+
 from bench.images import variants
+from bench.processes import cpu_s, peak_rss_mb
 from carcelery.embedded.demo import ROOT
 
 
@@ -17,12 +21,27 @@ def test_variants_are_distinct_jpegs(seed_dir):
     assert made[0][0] == "1-from-1.jpg" and made[16][0] == "17-from-7.jpg"
 
 
-def test_benchmark_reports_its_figures(seed_dir, tmp_path):
+def test_a_process_peak_memory_and_cpu_time():
+    sum(range(3_000_000))  # some CPU time
+    peaks = peak_rss_mb(os.getpid())
+    assert str(os.getpid()) in peaks and peaks[str(os.getpid())] > 10
+    assert cpu_s(os.getpid()) > 0
+    no_such_pid = 2**22 + 1  # above the largest PID Linux allows
+    assert peak_rss_mb(no_such_pid) == {} and cpu_s(no_such_pid) == 0
+
+
+def run_bench(tmp_path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """``python -m bench.pipeline --images 12 ARGS``, ended well: what it printed, and its figures."""
     figures = tmp_path / "bench.json"
-    done = subprocess.run([sys.executable, "-m", "bench.pipeline", "--images", "12", "--backend", "noop",
-                           "--json", str(figures)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, "-m", "bench.pipeline", "--images", "12", *args, "--json", str(figures)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
-    got = json.loads(figures.read_text())
+    return done, json.loads(figures.read_text())
+
+
+@pytest.mark.integration
+def test_benchmark_reports_its_figures(seed_dir, tmp_path):
+    done, got = run_bench(tmp_path, "--backend", "noop")
     for key in ("images", "wall_s", "images_per_s", "ideal_s", "efficiency", "baseline_wall_s",
                 "speedup_vs_baseline", "ideal_one_process_s", "efficiency_vs_one_process", "stage_s", "peak_rss_mb", "cpu_s", "emulator_sqs", "pipeline_vs_emulator"):
         assert key in got, key
@@ -32,13 +51,9 @@ def test_benchmark_reports_its_figures(seed_dir, tmp_path):
     assert "pipeline wall" in done.stdout
 
 
+@pytest.mark.integration
 def test_benchmark_of_a_waiting_recognizer_counts_its_calls(seed_dir, tmp_path):
-    figures = tmp_path / "bench.json"
-    done = subprocess.run([sys.executable, "-m", "bench.pipeline", "--images", "12", "--backend", "latency",
-                           "--latency", "0.01", "--throttle", "0.2", "--json", str(figures)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout + done.stderr
-    got = json.loads(figures.read_text())
+    _, got = run_bench(tmp_path, "--backend", "latency", "--latency", "0.01", "--throttle", "0.2")
     assert got["pool"] == "threads" and got["baseline_images_per_s"] > 0 and "ideal_s" not in got
     assert got["calls"]["DetectLabels"] == 12 and got["calls"]["DetectText"] == got["cars"] > 0
     assert got["cost_usd_at_rekognition_prices"] > 0

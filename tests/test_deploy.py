@@ -62,6 +62,7 @@ def policy_file(bucket="BUCKET", prefix="carcelery-", region="*", account="*") -
                              text))
 
 
+@pytest.mark.integration
 def test_template_passes_cfn_lint():
     lint = subprocess.run([BIN / "cfn-lint", TEMPLATE], capture_output=True, text=True)
     assert lint.returncode == 0 and not lint.stderr, lint.stdout + lint.stderr
@@ -91,6 +92,7 @@ def test_user_data_of_a_and_b_differ_in_the_role_only():
     assert a == user_data("InstanceB")
 
 
+@pytest.mark.integration
 def test_user_data_and_install_script_pass_shellcheck(tmp_path):
     scripts = [DEPLOY / "install.sh"]
     for instance in ("InstanceA", "InstanceB"):
@@ -120,6 +122,7 @@ def verify(unit: Path, text: str, root: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True)
 
 
+@pytest.mark.integration
 @SYSTEMD_ANALYZE
 @pytest.mark.parametrize("unit", UNITS, ids=lambda u: u.name)
 def test_unit_passes_systemd_analyze_verify(unit, tmp_path):
@@ -127,6 +130,7 @@ def test_unit_passes_systemd_analyze_verify(unit, tmp_path):
     assert check.returncode == 0 and not check.stderr, check.stdout + check.stderr
 
 
+@pytest.mark.integration
 @SYSTEMD_ANALYZE
 def test_verify_finds_a_misspelt_setting(tmp_path):
     unit = DEPLOY / "systemd" / "carcelery-worker-a.service"

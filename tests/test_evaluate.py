@@ -66,6 +66,8 @@ def test_an_empty_folder_is_refused(tmp_path, capsys):
     assert "holds no image this command can use" in capsys.readouterr().err
 
 
+# Not seconds: the models over 150 photos, and fetching the negatives (apt-get, dpkg-deb) when not cached.
+@pytest.mark.integration
 def test_the_local_recognizer_on_real_photos(capsys):
     folder = negatives.fetch()
     assert evaluate.main(["--labeled", str(DEV), "--negatives", str(folder),

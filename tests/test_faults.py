@@ -119,6 +119,7 @@ def aws_env(endpoint, **extra):
             "AWS_CONFIG_FILE": "/nonexistent", **extra}
 
 
+@pytest.mark.integration
 def test_wrong_credentials_are_named_before_anything_is_sent(authenticating_aws, tmp_path):
     stack = Stack(tmp_path, aws_env(authenticating_aws, AWS_ACCESS_KEY_ID="AKIAWRONGWRONGWRONG1",
                                     AWS_SECRET_ACCESS_KEY="wrong-secret"))
@@ -127,6 +128,7 @@ def test_wrong_credentials_are_named_before_anything_is_sent(authenticating_aws,
     assert done.stderr == "error: the AWS access key is not valid; check your AWS credentials (aws configure)\n"
 
 
+@pytest.mark.integration
 def test_missing_credentials_are_named(authenticating_aws, tmp_path):
     stack = Stack(tmp_path, aws_env(authenticating_aws))
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):

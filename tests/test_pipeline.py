@@ -152,6 +152,7 @@ def test_missing_bucket_is_a_clear_error_before_anything_is_sent(pipeline):
     assert "Traceback" not in done.stderr and "run " not in done.stdout
 
 
+@pytest.mark.integration
 def test_no_emulator_is_a_clear_error(tmp_path):
     done = Stack(tmp_path, {"CARCELERY_EMULATOR_PORT": "9"}).run("carcelery.dispatch")
     assert done.returncode == 2
@@ -213,6 +214,7 @@ def test_beat_dispatches_new_images_only(emulator, bucket, seed_dir, tmp_path):
         assert sorted(detected) == ["1.jpg", "2.jpg", "3.jpg"], "each image is recognized once"
 
 
+@pytest.mark.integration
 def test_demo_runs_the_seed_images(seed_dir, tmp_path, port):
     stack = Stack(tmp_path, {"CARCELERY_EMULATOR_PORT": str(port), "CARCELERY_OUTPUT_DIR": str(tmp_path / "out")})
     done = stack.run("carcelery.embedded.demo", timeout=600)

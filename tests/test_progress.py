@@ -15,9 +15,10 @@ def test_a_bar_on_a_terminal():
         bar.update(done)
     bar.close()
     frames = out.getvalue().split("\r")[1:]
-    assert frames[0] == "done: [#######.......................] 1/4 (25%)"
+    assert frames[:2] == ["done: [..............................] 0/4 (0%)",
+                          "done: [#######.......................] 1/4 (25%)"]
     assert frames[-1] == "done: [##############################] 4/4 (100%)\n"
-    assert len(frames) == 4, "an unchanged count is not redrawn"
+    assert len(frames) == 5, "an unchanged count is not redrawn"
 
 
 def test_plain_lines_elsewhere_are_few():
@@ -59,4 +60,4 @@ def test_waiting_shows_the_parts_done(emulator, monkeypatch):
     out = Terminal()
     assert dispatch.wait({"id": "r", "images": 4, "result": Result()}, 60, out) == {"run": "r"}
     shown = [int(frame.split("] ")[1].split("/")[0]) for frame in out.getvalue().split("\r") if "] " in frame]
-    assert shown == [1, 3, 4, 4], shown
+    assert shown == [0, 1, 3, 4, 4], shown

@@ -1,8 +1,11 @@
 import json
 
+import pytest
+
 from carcelery.embedded.demo import Stack
 
 
+@pytest.mark.integration
 def test_json_lines_per_image(seed_dir, tmp_path):
     (tmp_path / "bad.jpg").write_bytes(b"")
     done = Stack(tmp_path).run("carcelery.commands.recognize", "--json", str(seed_dir / "7.jpg"),
@@ -17,6 +20,7 @@ def test_json_lines_per_image(seed_dir, tmp_path):
     assert "empty" in rows[2]["error"]["reason"]
 
 
+@pytest.mark.integration
 def test_human_readable(seed_dir, tmp_path):
     done = Stack(tmp_path).run("carcelery.commands.recognize", str(seed_dir / "4.jpg"))
     assert done.returncode == 0

@@ -43,6 +43,7 @@ def test_page_holds_every_image_its_boxes_and_the_output(page):
     assert "failed at detect:</span> 9.jpg is empty" in text and "(no preview)" in text
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(not shutil.which("chromium"), reason="Debian's chromium is not installed (.ci/run installs it)")
 def test_chromium_renders_the_report(page, tmp_path):
     shot = tmp_path / "report.png"

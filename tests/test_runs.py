@@ -4,6 +4,8 @@ import json
 import os
 import time
 
+import pytest
+
 from carcelery import aws
 from carcelery.pipeline import outputs, results
 from carcelery.aws import provision
@@ -87,6 +89,7 @@ def test_outputs_are_also_written_to_an_s3_uri(emulator, bucket, tmp_path):
         assert (stack.output_dir / results.OUTPUT).read_text() == "1.jpg: NOOP\n"
 
 
+@pytest.mark.integration
 def test_the_demo_prints_exactly_the_images_of_its_bucket_after_earlier_runs(seed_dir, tmp_path, port):
     # Another folder into the same bucket name, on another emulator's life, then the demo:
     # its output is made from the store, never merged with what the output folder held.

@@ -6,6 +6,10 @@ Runs ``celery -A carcelery flower`` in this process (its PID stays Flower's),
 on ``CARCELERY_FLOWER_PORT``. With ``CARCELERY_FLOWER_USER`` and
 ``CARCELERY_FLOWER_PASSWORD`` set, Flower asks for them (HTTP basic auth); they
 reach Flower through its environment, not its command line, which ``ps`` shows.
+
+Flower's own settings (FLOWER_PORT, FLOWER_BASIC_AUTH) could be set directly, but
+the pipeline's settings are CARCELERY_*, checked and listed in one table
+(settings.py), and loopback only is not left to a setting.
 """
 
 from __future__ import annotations

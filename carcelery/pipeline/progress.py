@@ -1,10 +1,17 @@
-"""Progress for people: a bar on a terminal, a plain line every few seconds otherwise."""
+"""Progress for people: tqdm's bar on a terminal, a plain line every few seconds otherwise."""
 
 from __future__ import annotations
 
 import sys
 import time
 from typing import TextIO
+
+from tqdm import tqdm
+
+# The count, not tqdm's rates and times: a log line is read as "how far".
+KNOWN = "{desc}: [{bar:30}] {n}/{total} ({percentage:.0f}%)"
+UNKNOWN = "{desc}: {n}"
+ASCII = ".#"  # the bar's empty and full cells
 
 
 class Progress:
@@ -17,40 +24,36 @@ class Progress:
       every: seconds between log lines when it is not a terminal.
     """
 
-    WIDTH = 30
-
     def __init__(self, label: str, total: int | None = None, stream: TextIO | None = None, every: float = 5.0):
         self.label, self.total, self.every = label, total, every
         self.stream = stream or sys.stderr
-        self.bar = self.stream.isatty()
+        self.format = KNOWN if total else UNKNOWN
+        # tqdm redraws one line with "\r": in a log that piles up into one line, so there the lines are written here.
+        # Every change is drawn (tqdm's defaults skip the changes between timed redraws).
+        self.bar = tqdm(total=total, desc=label, file=self.stream, ascii=ASCII, bar_format=self.format,
+                        mininterval=0, miniters=1) if self.stream.isatty() else None
         self.done = 0
         self._shown = -1
         self._last_line = float("-inf")  # the first update is shown
 
     def update(self, done: int) -> None:
-        self.done = done
-        if done == self._shown:
-            return
         if self.bar:
-            self.stream.write("\r" + self._text())
-            self.stream.flush()
-            self._shown = done
-        elif time.monotonic() - self._last_line >= self.every or done == self.total:
-            self.stream.write(self._text() + "\n")
-            self.stream.flush()
-            self._shown, self._last_line = done, time.monotonic()
+            if done != self.done:  # an unchanged count is not redrawn
+                self.bar.update(done - self.done)
+        elif done != self._shown and (time.monotonic() - self._last_line >= self.every or done == self.total):
+            self._line(done)
+            self._last_line = time.monotonic()
+        self.done = done
 
     def close(self) -> None:
         """Show the final count (once) and end the line."""
         if self.bar:
-            self.stream.write("\r" + self._text() + "\n")
+            self.bar.close()
         elif self.done != self._shown:
-            self.stream.write(self._text() + "\n")
-        self.stream.flush()
+            self._line(self.done)
 
-    def _text(self) -> str:
-        if not self.total:
-            return f"{self.label}: {self.done}"
-        filled = self.WIDTH * min(self.done, self.total) // self.total
-        return (f"{self.label}: [{'#' * filled}{'.' * (self.WIDTH - filled)}] "
-                f"{self.done}/{self.total} ({100 * self.done // self.total}%)")
+    def _line(self, done: int) -> None:
+        text = tqdm.format_meter(done, self.total, 0, prefix=self.label, ascii=ASCII, bar_format=self.format)
+        self.stream.write(text + "\n")
+        self.stream.flush()
+        self._shown = done
