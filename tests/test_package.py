@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parents[1] / "carcelery"
 
 
@@ -51,6 +53,7 @@ def test_no_module_imports_one_that_imports_it_back():
     assert not cycles, f"import cycles: {cycles}"
 
 
+@pytest.mark.integration  # a pytest (or python) process of its own
 def test_the_configuration_imports_no_aws_client():
     """celeryconfig and settings read the environment; boto3 comes with the first client, not with them."""
     code = "import sys, carcelery.celeryconfig; print(sorted(m for m in ('boto3', 'botocore') if m in sys.modules))"

@@ -8,12 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from upstream import source
 from upstream_dynamodb import DIFFERENT
 
 TESTS = Path(__file__).parent
 
 
+@pytest.mark.integration  # a pytest (or python) process of its own
 def test_celerys_dynamodb_backend_tests_pass_on_ours(tmp_path):
     celery = source("celery")
     outcomes = tmp_path / "outcomes.json"

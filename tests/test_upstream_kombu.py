@@ -11,11 +11,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from upstream import source
 
 TESTS = Path(__file__).parent
 
 
+@pytest.mark.integration  # a pytest (or python) process of its own
 def test_kombus_sqs_tests_pass_on_carcelerys_transport(tmp_path):
     report = tmp_path / "report.json"
     env = {**os.environ, "CARCELERY_UPSTREAM_REPORT": str(report),
