@@ -35,12 +35,11 @@ def test_concurrent_updates_of_one_item_all_count(emulator):
 
 
 def test_dynamodb_answers_as_moto_gives_them():
-    # The emulator writes DynamoDB's answers itself (emulator._without_hot_spots):
+    # The emulator writes DynamoDB's answers itself (emulator._dynamodb_values_as_held):
     # every kind of value, nested and binary, comes back as moto's serializer gives it.
     from moto import mock_aws
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 
-    from carcelery.embedded.emulator import _without_hot_spots
+    from carcelery.embedded.emulator import _dynamodb_values_as_held
 
     item = {"id": {"S": "k"}, "n": {"N": "1.5"}, "b": {"B": b"\x00\xffbin"}, "bs": {"BS": [b"a", b"\x01"]},
             "t": {"BOOL": True}, "z": {"NULL": True}, "ss": {"SS": ["a", "b"]}, "ns": {"NS": ["1", "2"]},
@@ -65,7 +64,7 @@ def test_dynamodb_answers_as_moto_gives_them():
             return got + [failed.value.response["Item"]]
 
     by_moto = answers()
-    _without_hot_spots(DomainDispatcherApplication)
+    _dynamodb_values_as_held()
     assert answers() == by_moto
     assert by_moto[0] == item
 
