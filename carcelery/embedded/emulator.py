@@ -114,7 +114,9 @@ def _wire(serializer, value: dict) -> dict:
 
 
 def _queues_scan_from_the_front() -> None:
-    """Speed. Replaces ``moto.sqs.models.Queue``'s ``messages``, ``delete_message`` and message counts.
+    """Speed. Replaces ``moto.sqs.models.Queue``'s ``messages``, ``delete_message`` and counts of messages:
+    ``approximate_number_of_messages``, ``approximate_number_of_messages_delayed`` and
+    ``approximate_number_of_messages_not_visible``.
 
     moto keeps a queue's messages in a list; every ReceiveMessage listed all
     its visible messages to take the first ten, every DeleteMessage scanned
@@ -282,7 +284,7 @@ def _one_request_at_a_time(dispatcher_class):
 
 
 def _complete_after_continue(channel_class):
-    """Correctness. Overrides ``waitress.channel.HTTPChannel.send_continue``.
+    """Correctness. Overrides ``waitress.channel.HTTPChannel.send_continue``; ``server`` makes it the channel_class.
 
     Waitress 3.0.2 marks a request incomplete when it sends "100 Continue", even
     when its body is empty and already read, and then waits for a body that
