@@ -1,6 +1,6 @@
 """What each of the emulator's speed patches saves: the emulator with all of them, and without each in turn.
 
-    python -m bench.emulator_patches [--queued 5000] [--items 2000] [--repeat 3] [--json FILE]
+    python -m bench.emulator_patches [--queued 5000] [--in-flight 50] [--items 2000] [--repeat 3] [--json FILE]
 
 Each configuration runs in a process of its own (the patches are global): the
 emulator's application (``carcelery.embedded.emulator.application``) on
@@ -11,8 +11,10 @@ milliseconds of the process (the server's threads and the client: on a busy
 machine, what the emulator's work costs, not how long it waited for a core):
 
 - sqs_send, sqs_receive, sqs_delete: SendMessage, ReceiveMessage (10 at most,
-  no wait) and DeleteMessageBatch of what it received, with ``--queued``
-  messages in the queue (a run's queue holds one per image not yet done);
+  no wait) and DeleteMessageBatch of the oldest received, with ``--queued``
+  messages in the queue (a run's queue holds one per image not yet done) and
+  ``--in-flight`` of them received and not yet deleted (each worker holds 8
+  prefetched, and gathers acknowledgements for a second before deleting);
 - dynamodb_query: a Query of 1,000 records (the terminator pages through a
   run's records so);
 - dynamodb_transact: a chord part's count (TransactWriteItems of a mark and the
@@ -21,14 +23,15 @@ machine, what the emulator's work costs, not how long it waited for a core):
 - gc: the longest and the total pause of the garbage collector's full passes
   during all of it.
 
-Figures are the median of ``--repeat`` processes per configuration. Prints the
-milliseconds per request and what leaving each patch out costs; ``--json``
-writes both.
+Figures are the median of ``--repeat`` processes per configuration, run in
+rounds of every configuration. Prints the milliseconds per request and what
+leaving each patch out costs; ``--json`` writes both.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import gc
 import json
 import os
@@ -46,7 +49,7 @@ OPS = ("sqs_send", "sqs_receive", "sqs_delete", "dynamodb_query", "dynamodb_tran
 ROUNDS = 300
 
 
-def measure(leave_out: str | None, queued: int, items: int) -> dict:
+def measure(leave_out: str | None, queued: int, in_flight: int, items: int) -> dict:
     """One configuration's figures, in this process: ms per request of each of OPS, and GC pauses."""
     os.environ.update({"MOTO_DISABLE_GLOBAL_CORS": "true", "AWS_ACCESS_KEY_ID": "bench",
                        "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"})
@@ -91,6 +94,7 @@ def measure(leave_out: str | None, queued: int, items: int) -> dict:
 
     gc.callbacks.append(timed)
     spent = dict.fromkeys(OPS, 0.0)
+    received: collections.deque[list[dict]] = collections.deque()
 
     def timing(op, call):
         began = time.process_time()
@@ -98,13 +102,16 @@ def measure(leave_out: str | None, queued: int, items: int) -> dict:
         spent[op] += time.process_time() - began
         return result
 
+    deletes = 0
     for n in range(ROUNDS):
         timing("sqs_send", lambda: sqs.send_message(QueueUrl=url, MessageBody=f"sent {n}" * 20))
-        messages = timing("sqs_receive", lambda: sqs.receive_message(
-            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", []))
-        if messages:
+        received.append(timing("sqs_receive", lambda: sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])))
+        if sum(map(len, received)) > in_flight:
+            done = received.popleft()
             timing("sqs_delete", lambda: sqs.delete_message_batch(QueueUrl=url, Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]))
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)]))
+            deletes += 1
         part = {"Put": {"TableName": "results", "Item": {"id": {"S": f"counter-part-{n}"}},
                         "ConditionExpression": "attribute_not_exists(id)"}}
         count = {"Update": {"TableName": "results", "Key": {"id": {"S": "counter"}},
@@ -116,7 +123,8 @@ def measure(leave_out: str | None, queued: int, items: int) -> dict:
                 TableName="records", KeyConditionExpression="#b = :b", ExpressionAttributeNames={"#b": "bucket"},
                 ExpressionAttributeValues={":b": {"S": "bench"}}))
     gc.callbacks.remove(timed)
-    per_op = {op: 1000 * spent[op] / (ROUNDS // 10 if op == "dynamodb_query" else ROUNDS) for op in OPS}
+    requests = {**dict.fromkeys(OPS, ROUNDS), "dynamodb_query": ROUNDS // 10, "sqs_delete": deletes}
+    per_op = {op: 1000 * spent[op] / requests[op] for op in OPS}
     return {**per_op, "gc_max_pause_ms": 1000 * max(pauses, default=0.0),
             "gc_total_pause_ms": 1000 * sum(pauses), "gc_full_passes": len(pauses)}
 
@@ -124,35 +132,39 @@ def measure(leave_out: str | None, queued: int, items: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.emulator_patches", description=__doc__.split("\n")[0])
     parser.add_argument("--queued", type=int, default=5000, help="messages in the SQS queue")
+    parser.add_argument("--in-flight", type=int, default=50, help="messages received and not yet deleted")
     parser.add_argument("--items", type=int, default=2000, help="items in the transactions' table")
     parser.add_argument("--repeat", type=int, default=3, help="processes per configuration (the median counts)")
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--leave-out", help=argparse.SUPPRESS)  # a configuration's own process
     args = parser.parse_args(argv)
     if args.leave_out is not None:
-        print(json.dumps(measure(args.leave_out or None, args.queued, args.items)))
+        print(json.dumps(measure(args.leave_out or None, args.queued, args.in_flight, args.items)))
         return 0
 
     from carcelery.embedded.emulator import SPEED
 
-    configurations = ["", *SPEED, "gc_freeze"]
-    figures: dict[str, dict[str, float]] = {}
-    for leave_out in configurations:
-        runs = [json.loads(subprocess.run(
-            [sys.executable, "-m", "bench.emulator_patches", "--leave-out", leave_out, "--queued", str(args.queued),
-             "--items", str(args.items)], cwd=ROOT, check=True, capture_output=True, text=True).stdout)
-            for _ in range(args.repeat)]
-        figures[leave_out or "all"] = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
-        print(f"{'all patches' if not leave_out else 'without ' + leave_out:<36}"
-              + " ".join(f"{key}={value:.2f}" for key, value in figures[leave_out or 'all'].items()), flush=True)
+    names = ["all", *SPEED, "gc_freeze"]
+    runs: dict[str, list[dict]] = {name: [] for name in names}
+    for _ in range(args.repeat):  # round after round, so that a busier minute of the machine is shared by all
+        for name in names:
+            runs[name].append(json.loads(subprocess.run(
+                [sys.executable, "-m", "bench.emulator_patches", "--leave-out", "" if name == "all" else name,
+                 "--queued", str(args.queued), "--in-flight", str(args.in_flight), "--items", str(args.items)],
+                cwd=ROOT, check=True, capture_output=True, text=True).stdout))
+    figures = {name: {key: statistics.median(run[key] for run in got) for key in got[0]} for name, got in runs.items()}
+    for name, got in figures.items():
+        print(f"{'all patches' if name == 'all' else 'without ' + name:<36}"
+              + " ".join(f"{key}={value:.2f}" for key, value in got.items()))
     costs = {name: {key: figures[name][key] - figures["all"][key] for key in figures["all"]}
              for name in figures if name != "all"}
-    print(f"\nWhat leaving each out costs (ms per request; {args.queued} messages queued, {args.items} items), "
+    print(f"\nWhat leaving each out costs (ms per request; {args.queued} messages queued, {args.in_flight} in flight, "
+          f"{args.items} items), "
           f"median of {args.repeat}:")
     for name, cost in costs.items():
         print(f"  {name:<28}" + " ".join(f"{key}={value:+.2f}" for key, value in cost.items()))
     if args.json:
-        args.json.write_text(json.dumps({"queued": args.queued, "items": args.items, "repeat": args.repeat,
+        args.json.write_text(json.dumps({"queued": args.queued, "in_flight": args.in_flight, "items": args.items, "repeat": args.repeat,
                                          "ms": figures, "cost_without_ms": costs}, indent=2) + "\n")
     return 0
 
