@@ -109,7 +109,6 @@ DEBTS = [
     Debt(f"{DYNAMO}:DynamoDBBackend._key_field", BACKEND, "uses", None, ()),
     Debt(f"{BASE}:Backend._get_result_meta", BACKEND, "uses", "self, result, state, traceback, request, format_date, encode", ()),
     # moto and waitress, in the emulator (carcelery.embedded.emulator).
-    Debt(f"{MOTO_SQS}:unix_time", f"{EMULATOR}:_sqs_clock", "speed", "dt", (f"{SQS_BACKEND}.receive_message",)),
     Debt(f"{MOTO_SQS}:unix_time_millis", f"{EMULATOR}:_sqs_clock", "speed", "dt", ("moto.sqs.models:Message.visible",)),
     Debt(f"{SQS_BACKEND}.is_message_valid_based_on_retention_period", f"{EMULATOR}:_sqs_retention_check", "speed",
          "self, queue_name, message", (f"{SQS_BACKEND}.receive_message",)),

@@ -8,7 +8,9 @@ folder of images, prints one ``ready`` line, and serves until stopped
 
 **Debts**: the patches below replace names of moto 5.2.5 and waitress 3.0.2,
 private ones among them. Each says which, and why: correctness, or speed with
-what it saves (``python -m bench.emulator_patches``). tests/test_library_debts.py
+what it saves: CPU time per request, measured by ``python -m bench.emulator_patches``
+(5,000 messages queued and 50 in flight, 2,000 items in the results table;
+with every patch a request takes 1.7 to 3 ms). tests/test_library_debts.py
 checks each replaced name against the installed versions: it exists, takes the
 parameters the patch was written for, and is still called where it was.
 """
@@ -56,14 +58,16 @@ def replaced(owner: object, name: str) -> object:
 
 
 def _sqs_clock() -> None:
-    """Speed. Replaces ``moto.sqs.models.unix_time`` and ``unix_time_millis``.
+    """Speed. Replaces ``moto.sqs.models.unix_time_millis``.
 
-    moto's SQS reads the clock for each message of a queue on most requests,
-    through datetime arithmetic; time.time() gives the same seconds since the epoch.
+    moto's SQS reads the clock through datetime arithmetic (4 us a time) for
+    each message a ReceiveMessage looks at, those in flight at the queue's
+    front included: 100 times with 50 in flight. time.time() gives the same
+    milliseconds (0.1 us). Saves 0.45 ms of the 3.45 a ReceiveMessage takes
+    without it. (Its ``unix_time``, read once per ReceiveMessage, is left.)
     """
     from moto.sqs import models
 
-    _replace(models, "unix_time", time.time)
     _replace(models, "unix_time_millis", lambda: time.time() * 1000.0)
 
 
@@ -71,7 +75,8 @@ def _sqs_retention_check() -> None:
     """Speed. Replaces ``moto.sqs.models.SQSBackend.is_message_valid_based_on_retention_period``.
 
     moto's computes every attribute of the queue, counts of its messages
-    included, for each message a ReceiveMessage returns; this reads the one it needs.
+    included, for each message a ReceiveMessage returns; this reads the one it
+    needs. Saves 2.5 ms of a ReceiveMessage's 5.5.
     """
     from moto.sqs import models
 
@@ -87,7 +92,8 @@ def _dynamodb_values_as_held() -> None:
 
     moto's model-driven serializer writes DynamoDB's answers value by value,
     trying every member of AttributeValue's shape for each; moto's items hold
-    that shape already, and only their blobs need base64.
+    that shape already, and only their blobs need base64. Saves 247 ms of the
+    309 a Query of 1,000 records takes without it (the outputs are read so).
     """
     from moto.core import serialize
 
@@ -126,7 +132,9 @@ def _queues_scan_from_the_front() -> None:
     messages are received first, so the ones received and being deleted are
     there): here a receive stops at the messages it takes, a delete at the
     message it deletes, and the counts come from the list's and the in-flight
-    set's lengths.
+    set's lengths. Saves, with 5,000 messages queued, 2.6 ms of a
+    SendMessage's 4.5, 1.35 ms of a ReceiveMessage's 4.35 and 7.6 ms of a
+    DeleteMessageBatch's 9.6: each grows with the queue.
     """
     from moto.sqs import models
     from moto.sqs.exceptions import ReceiptHandleIsInvalid
@@ -180,7 +188,10 @@ def _transactions_copy_items() -> None:
     in the results table, so each cost a copy of that table, O(results).
     Here the tables are not copied (moto's ``copy.deepcopy`` leaves a Table as
     it is, during the call; the emulator serves one request at a time) and the
-    items the transaction names are copied and put back instead.
+    items the transaction names are copied and put back instead. Saves, with
+    2,000 results, 43 ms of a chord part's 46 (it grows with the run), and the
+    copies' garbage: the bench's full collections went from 17 to 8, their
+    longest pause from 680 ms to 66.
     """
     import copy
 
@@ -230,7 +241,8 @@ def _backends_cached(dispatcher_class):
     """Speed. Overrides ``moto.moto_server.werkzeug_app.DomainDispatcherApplication.get_backend_for_host``.
 
     moto's looks for each request's backend by listing moto's package
-    directory; the answer depends on the host alone.
+    directory; the answer depends on the host alone. Saves 0.8 ms of every
+    request (of a GetQueueUrl's 2.5).
 
     Returns:
       A subclass of ``dispatcher_class`` whose backend lookup is cached per host.
@@ -370,8 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     provision.everything()
     uploaded = images.upload_folder(args.folder, settings.bucket, settings.key_prefix) if args.folder else []
     # Speed. moto and botocore's models, loaded by now, stay: out of the garbage
-    # collector's full passes, which took 0.15 to 0.2 s each, four times in a
-    # run of 200 images (one of them stalled the chord's BatchGetItem), now 0.01 to 0.05 s.
+    # collector's full passes, each of which stalls every request. In the bench
+    # the longest pause went from 146 ms to 66, all of them from 521 ms to 247.
     gc.freeze()
     print(f"ready: emulator on {settings.endpoint_url}, bucket {settings.bucket} "
           f"({len(uploaded)} images uploaded)", flush=True)
