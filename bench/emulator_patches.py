@@ -158,14 +158,14 @@ def main(argv: list[str] | None = None) -> int:
               + " ".join(f"{key}={value:.2f}" for key, value in got.items()))
     costs = {name: {key: figures[name][key] - figures["all"][key] for key in figures["all"]}
              for name in figures if name != "all"}
-    print(f"\nWhat leaving each out costs (ms per request; {args.queued} messages queued, {args.in_flight} in flight, "
-          f"{args.items} items), "
-          f"median of {args.repeat}:")
+    print(f"\nWhat leaving each out costs (ms per request; {args.queued} messages queued, {args.in_flight} in "
+          f"flight, {args.items} items), median of {args.repeat}:")
     for name, cost in costs.items():
         print(f"  {name:<28}" + " ".join(f"{key}={value:+.2f}" for key, value in cost.items()))
     if args.json:
-        args.json.write_text(json.dumps({"queued": args.queued, "in_flight": args.in_flight, "items": args.items, "repeat": args.repeat,
-                                         "ms": figures, "cost_without_ms": costs}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"queued": args.queued, "in_flight": args.in_flight, "items": args.items,
+                                         "repeat": args.repeat, "ms": figures, "cost_without_ms": costs},
+                                        indent=2) + "\n")
     return 0
 
 

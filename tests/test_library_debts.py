@@ -1,8 +1,8 @@
-"""Every name of kombu, Celery, moto and waitress that carcelery overrides, patches or relies on, checked against the installed versions.
+"""The names of kombu, Celery, moto and waitress that carcelery overrides, patches or relies on, checked.
 
-One row per debt: the library's name, where carcelery makes the debt, the
-parameters it was written for, and library code that must still mention the
-name (the caller that makes the override matter; for an attribute, the code
+Checked against the installed versions. One row per debt: the library's name,
+where carcelery makes the debt, the parameters it was written for, and
+library code that must still mention the name (the caller that makes the override matter; for an attribute, the code
 that sets or reads it). An upgrade that renames, drops, reshapes or stops
 calling one of them fails here with a message naming the row. Names are the
 libraries' (``module:Class.name``), not carcelery's module layout, but for
@@ -32,7 +32,7 @@ class Debt:
     library: str  # "module:Qual.name" of the library's name
     made: str  # "module:Name": carcelery's class that overrides it, or the emulator's function that patches it
     why: str  # "speed", "correctness", "feature" or "uses" (called or read by an override)
-    params: str | None  # the parameters it was written for ("self, queue=None" style, defaults left out); None: not a function
+    params: str | None  # the parameters it was written for: names, "*"/"**" for rest parameters; None: not a function
     mentioned_by: tuple  # "module:Qual.name" whose code names it, or ("module:Qual.name", "text of its source")
 
     def __str__(self) -> str:
@@ -81,7 +81,8 @@ DEBTS = [
     Debt(f"{SQS}:Transport.implements", TRANSPORT, "feature", None,
          ("kombu.connection:Connection.supports_exchange_type",
           ("celery.worker.consumer.control:Control.include_if", "supports_exchange_type('fanout')"))),
-    Debt(f"{SQS}:Transport.Channel", TRANSPORT, "feature", None, ((f"{VIRTUAL}:Transport.create_channel", "self.Channel("),)),
+    Debt(f"{SQS}:Transport.Channel", TRANSPORT, "feature", None,
+         ((f"{VIRTUAL}:Transport.create_channel", "self.Channel("),)),
     Debt(f"{SQS}:Channel._new_queue", CHANNEL, "uses", "self, queue, **kwargs", ()),
     Debt(f"{SQS}:Channel._resolve_queue_url", CHANNEL, "uses", "self, queue", ()),
     Debt(f"{SQS}:Channel._prepare_json_payload", CHANNEL, "uses", "self, text", ()),
@@ -94,7 +95,8 @@ DEBTS = [
     # Celery's DynamoDB result backend (carcelery.backend).
     Debt(f"{DYNAMO}:DynamoDBBackend._get_client", BACKEND, "speed", "self, access_key_id, secret_access_key",
          (f"{DYNAMO}:DynamoDBBackend.client",)),
-    Debt(f"{DYNAMO}:DynamoDBBackend._apply_chord_incr", BACKEND, "correctness", "self, header_result_args, body, **kwargs",
+    Debt(f"{DYNAMO}:DynamoDBBackend._apply_chord_incr", BACKEND, "correctness",
+         "self, header_result_args, body, **kwargs",
          ((f"{BASE}:BaseKeyValueStoreBackend.__init__", "self.apply_chord = self._apply_chord_incr"),)),
     Debt(f"{DYNAMO}:DynamoDBBackend.implements_incr", BACKEND, "uses", None,
          (f"{BASE}:BaseKeyValueStoreBackend.__init__",)),
@@ -107,7 +109,8 @@ DEBTS = [
     Debt(f"{DYNAMO}:DynamoDBBackend._prepare_get_request", BACKEND, "uses", "self, key", ()),
     Debt(f"{DYNAMO}:DynamoDBBackend._prepare_put_request", BACKEND, "uses", "self, key, value", ()),
     Debt(f"{DYNAMO}:DynamoDBBackend._key_field", BACKEND, "uses", None, ()),
-    Debt(f"{BASE}:Backend._get_result_meta", BACKEND, "uses", "self, result, state, traceback, request, format_date, encode", ()),
+    Debt(f"{BASE}:Backend._get_result_meta", BACKEND, "uses",
+         "self, result, state, traceback, request, format_date, encode", ()),
     # moto and waitress, in the emulator (carcelery.embedded.emulator).
     Debt(f"{MOTO_SQS}:unix_time_millis", f"{EMULATOR}:_sqs_clock", "speed", "dt", ("moto.sqs.models:Message.visible",)),
     Debt(f"{SQS_BACKEND}.is_message_valid_based_on_retention_period", f"{EMULATOR}:_sqs_retention_check", "speed",
@@ -143,7 +146,8 @@ DEBTS = [
     Debt(f"{DISPATCHER}.get_backend_for_host", f"{EMULATOR}:_backends_cached", "speed", "self, host",
          (f"{DISPATCHER}.get_application",)),
     Debt(f"{DISPATCHER}.__call__", f"{EMULATOR}:_one_request_at_a_time", "correctness",
-         "self, environ, start_response", (("waitress.task:WSGITask.execute", "server.application(environ, start_response)"),)),
+         "self, environ, start_response",
+         (("waitress.task:WSGITask.execute", "server.application(environ, start_response)"),)),
     Debt(f"{QUEUE}.wait_for_messages", f"{EMULATOR}:_one_request_at_a_time", "correctness", "self, timeout",
          (f"{SQS_BACKEND}.receive_message",)),
     Debt("waitress.channel:HTTPChannel.send_continue", f"{EMULATOR}:_complete_after_continue", "correctness", "self",
