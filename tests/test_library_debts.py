@@ -75,7 +75,7 @@ DEBTS = [
     Debt(f"{SQS}:Channel.basic_ack", CHANNEL, "speed", "self, delivery_tag, multiple", ("kombu.message:Message.ack",)),
     Debt(f"{SQS}:Channel.basic_reject", CHANNEL, "correctness", "self, delivery_tag, requeue",
          ("kombu.message:Message.reject", "kombu.message:Message.requeue")),
-    Debt(f"{SQS}:Channel.close", CHANNEL, "speed", "self", (f"{VIRTUAL}:Transport.close_connection",)),
+    Debt(f"{SQS}:Channel.close", CHANNEL, "correctness", "self", (f"{VIRTUAL}:Transport.close_connection",)),
     Debt(f"{SQS}:Transport.__init__", TRANSPORT, "feature", "self, client, **kwargs",
          (("kombu.connection:Connection.create_transport", "(client=self)"),)),
     Debt(f"{SQS}:Transport.implements", TRANSPORT, "feature", None,
@@ -93,7 +93,7 @@ DEBTS = [
     Debt("kombu.transport.SQS.SNS:SNS._get_or_create_topic", CHANNEL, "uses", "self, exchange_name", ()),
     Debt("kombu.transport.SQS.SNS:SNS.get_client", CHANNEL, "uses", "self, exchange_name", ()),
     # Celery's DynamoDB result backend (carcelery.backend).
-    Debt(f"{DYNAMO}:DynamoDBBackend._get_client", BACKEND, "speed", "self, access_key_id, secret_access_key",
+    Debt(f"{DYNAMO}:DynamoDBBackend._get_client", BACKEND, "correctness", "self, access_key_id, secret_access_key",
          (f"{DYNAMO}:DynamoDBBackend.client",)),
     Debt(f"{DYNAMO}:DynamoDBBackend._apply_chord_incr", BACKEND, "correctness",
          "self, header_result_args, body, **kwargs",
