@@ -8,11 +8,12 @@ folder of images, prints one ``ready`` line, and serves until stopped
 
 **Debts**: the patches below replace names of moto 5.2.5 and waitress 3.0.2,
 private ones among them. Each says which, and why: correctness, or speed with
-what it saves: CPU time per request, measured by ``python -m bench.emulator_patches``
-(5,000 messages queued and 50 in flight, 2,000 items in the results table;
-with every patch a request takes 1.7 to 3 ms). tests/test_library_debts.py
-checks each replaced name against the installed versions: it exists, takes the
-parameters the patch was written for, and is still called where it was.
+what it saves, in CPU time per request, in two runs of ``python -m
+bench.emulator_patches`` (5,000 messages queued and 50 in flight, 2,000 items
+in the results table; with every patch a request takes 2 to 3.5 ms).
+tests/test_library_debts.py checks each replaced name against the installed
+versions: it exists, takes the parameters the patch was written for, and is
+still called where it was.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def _sqs_retention_check() -> None:
 
     moto's computes every attribute of the queue, counts of its messages
     included, for each message a ReceiveMessage returns; this reads the one it
-    needs. Saves 2.5 ms of a ReceiveMessage's 5.5.
+    needs. Saves 1.7 to 2.5 ms of the 5.2 to 5.5 a ReceiveMessage takes without it.
     """
     from moto.sqs import models
 
@@ -88,12 +89,12 @@ def _sqs_retention_check() -> None:
 
 
 def _dynamodb_values_as_held() -> None:
-    """Speed. Replaces ``moto.core.serialize.BaseJSONSerializer._serialize_type_structure`` for DynamoDB's AttributeValue.
+    """Speed. Replaces ``moto.core.serialize.BaseJSONSerializer._serialize_type_structure``, for AttributeValue.
 
     moto's model-driven serializer writes DynamoDB's answers value by value,
     trying every member of AttributeValue's shape for each; moto's items hold
-    that shape already, and only their blobs need base64. Saves 247 ms of the
-    309 a Query of 1,000 records takes without it (the outputs are read so).
+    that shape already, and only their blobs need base64. Saves 230 to 250 ms
+    of the 300 a Query of 1,000 records takes without it (the outputs are read so).
     """
     from moto.core import serialize
 
@@ -132,9 +133,10 @@ def _queues_scan_from_the_front() -> None:
     messages are received first, so the ones received and being deleted are
     there): here a receive stops at the messages it takes, a delete at the
     message it deletes, and the counts come from the list's and the in-flight
-    set's lengths. Saves, with 5,000 messages queued, 2.6 ms of a
-    SendMessage's 4.5, 1.35 ms of a ReceiveMessage's 4.35 and 7.6 ms of a
-    DeleteMessageBatch's 9.6: each grows with the queue.
+    set's lengths. Saves, with 5,000 messages queued, 2.4 to 2.6 ms of the
+    4.5 to 4.8 a SendMessage takes without it, 1.1 to 1.35 of a
+    ReceiveMessage's 4.4 to 4.6 and 7.5 of a DeleteMessageBatch's 9.6 to 9.9:
+    each grows with the queue.
     """
     from moto.sqs import models
     from moto.sqs.exceptions import ReceiptHandleIsInvalid
@@ -189,9 +191,10 @@ def _transactions_copy_items() -> None:
     Here the tables are not copied (moto's ``copy.deepcopy`` leaves a Table as
     it is, during the call; the emulator serves one request at a time) and the
     items the transaction names are copied and put back instead. Saves, with
-    2,000 results, 43 ms of a chord part's 46 (it grows with the run), and the
-    copies' garbage: the bench's full collections went from 17 to 8, their
-    longest pause from 680 ms to 66.
+    2,000 results, 43 to 45 ms of the 46 to 49 a chord part's count takes
+    without it (it grows with the run), and the copies' garbage: the bench's
+    full collections went from 17 to 8, their longest pause from 680-740 ms
+    to 66-80.
     """
     import copy
 
@@ -241,8 +244,8 @@ def _backends_cached(dispatcher_class):
     """Speed. Overrides ``moto.moto_server.werkzeug_app.DomainDispatcherApplication.get_backend_for_host``.
 
     moto's looks for each request's backend by listing moto's package
-    directory; the answer depends on the host alone. Saves 0.8 ms of every
-    request (of a GetQueueUrl's 2.5).
+    directory (0.7 ms a time); the answer depends on the host alone. Saves
+    0.5 to 0.9 ms of every request.
 
     Returns:
       A subclass of ``dispatcher_class`` whose backend lookup is cached per host.
@@ -259,7 +262,7 @@ def _backends_cached(dispatcher_class):
 
 
 def _one_request_at_a_time(dispatcher_class):
-    """Correctness. Overrides ``DomainDispatcherApplication.__call__``; replaces ``moto.sqs.models.Queue.wait_for_messages``.
+    """Correctness. Overrides ``DomainDispatcherApplication.__call__``, replaces ``Queue.wait_for_messages``.
 
     moto's backends are not safe for concurrent requests, and the server serves
     many at once: two UpdateItems of one item lost a count (a chord part short,
@@ -383,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     uploaded = images.upload_folder(args.folder, settings.bucket, settings.key_prefix) if args.folder else []
     # Speed. moto and botocore's models, loaded by now, stay: out of the garbage
     # collector's full passes, each of which stalls every request. In the bench
-    # the longest pause went from 146 ms to 66, all of them from 521 ms to 247.
+    # the longest pause went from 144-146 ms to 66-80, all of them from 500-520 ms to 250-350.
     gc.freeze()
     print(f"ready: emulator on {settings.endpoint_url}, bucket {settings.bucket} "
           f"({len(uploaded)} images uploaded)", flush=True)
