@@ -64,8 +64,9 @@ def _sqs_clock() -> None:
     moto's SQS reads the clock through datetime arithmetic (4 us a time) for
     each message a ReceiveMessage looks at, those in flight at the queue's
     front included: 100 times with 50 in flight. time.time() gives the same
-    milliseconds (0.1 us). Saves 0.45 ms of the 3.45 a ReceiveMessage takes
-    without it. (Its ``unix_time``, read once per ReceiveMessage, is left.)
+    milliseconds (0.1 us). Saves 0.43 to 0.45 ms of the 3.45 to 3.93 a
+    ReceiveMessage takes without it. (Its ``unix_time``, read once per
+    ReceiveMessage, is left: 4 us.)
     """
     from moto.sqs import models
 
