@@ -57,3 +57,16 @@ def test_benchmark_of_a_waiting_recognizer_counts_its_calls(seed_dir, tmp_path):
     assert got["pool"] == "threads" and got["baseline_images_per_s"] > 0 and "ideal_s" not in got
     assert got["calls"]["DetectLabels"] == 12 and got["calls"]["DetectText"] == got["cars"] > 0
     assert got["cost_usd_at_rekognition_prices"] > 0
+
+
+def test_emulator_patches_benchmark_reports_a_configuration():
+    # One configuration's process, small: the whole benchmark runs each configuration three times.
+    done = subprocess.run([sys.executable, "-m", "bench.emulator_patches", "--leave-out", "backends_cached",
+                           "--queued", "100", "--in-flight", "20", "--items", "50"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout)
+    for key in ("sqs_send", "sqs_receive", "sqs_delete", "dynamodb_query", "dynamodb_transact", "small_request",
+                "gc_max_pause_ms", "gc_total_pause_ms", "gc_full_passes"):
+        assert got[key] >= 0, key
+    assert got["sqs_receive"] > 0 and got["dynamodb_query"] > 0

@@ -1,4 +1,4 @@
-"""The emulator: no update lost under concurrent requests, and DynamoDB answers as moto itself gives them."""
+"""The emulator: no update lost under concurrent requests, DynamoDB answers as moto itself gives them, empty uploads."""
 
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -35,12 +35,11 @@ def test_concurrent_updates_of_one_item_all_count(emulator):
 
 
 def test_dynamodb_answers_as_moto_gives_them():
-    # The emulator writes DynamoDB's answers itself (emulator._without_hot_spots):
+    # The emulator writes DynamoDB's answers itself (emulator._dynamodb_values_as_held):
     # every kind of value, nested and binary, comes back as moto's serializer gives it.
     from moto import mock_aws
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 
-    from carcelery.embedded.emulator import _without_hot_spots
+    from carcelery.embedded.emulator import _dynamodb_values_as_held
 
     item = {"id": {"S": "k"}, "n": {"N": "1.5"}, "b": {"B": b"\x00\xffbin"}, "bs": {"BS": [b"a", b"\x01"]},
             "t": {"BOOL": True}, "z": {"NULL": True}, "ss": {"SS": ["a", "b"]}, "ns": {"NS": ["1", "2"]},
@@ -65,7 +64,7 @@ def test_dynamodb_answers_as_moto_gives_them():
             return got + [failed.value.response["Item"]]
 
     by_moto = answers()
-    _without_hot_spots(DomainDispatcherApplication)
+    _dynamodb_values_as_held()
     assert answers() == by_moto
     assert by_moto[0] == item
 
@@ -89,3 +88,14 @@ def test_a_cancelled_transaction_leaves_every_item_as_it_was(emulator):
     dynamodb.transact_write_items(TransactItems=writes)
     assert dynamodb.get_item(TableName=table, Key=new)["Item"]["n"] == {"N": "1"}
     assert dynamodb.get_item(TableName=table, Key=old)["Item"]["n"] == {"N": "2"}
+
+
+def test_an_empty_object_is_stored_at_once(bucket):
+    # boto3 asks for "100 Continue" before a PutObject's body; waitress then waited for an
+    # empty body that had come already (emulator._complete_after_continue).
+    from botocore.config import Config
+
+    s3 = aws._session().client("s3", endpoint_url=settings.endpoint_url,
+                               config=Config(read_timeout=5, retries={"max_attempts": 1}))
+    s3.put_object(Bucket=bucket, Key="empty", Body=b"")
+    assert s3.get_object(Bucket=bucket, Key="empty")["Body"].read() == b""

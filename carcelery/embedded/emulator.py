@@ -5,6 +5,15 @@ folder of images, prints one ``ready`` line, and serves until stopped
 (SIGINT or SIGTERM). State lives in this process's memory.
 
     python -m carcelery.embedded.emulator [--from DIR]
+
+**Debts**: the patches below replace names of moto 5.2.5 and waitress 3.0.2,
+private ones among them. Each says which, and why: correctness, or speed with
+what it saves, in CPU time per request, in two runs of ``python -m
+bench.emulator_patches`` (5,000 messages queued and 50 in flight, 2,000 items
+in the results table; with every patch a request takes 2 to 3.5 ms).
+tests/test_library_debts.py checks each replaced name against the installed
+versions: it exists, takes the parameters the patch was written for, and is
+still called where it was.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Callable, Collection
 
 from ..settings import settings
 
@@ -26,78 +36,108 @@ THREADS = 32
 # Connections are kept alive: each boto3 client pools up to 10, pycurl a few.
 CONNECTIONS = 500
 
+# The library's own object of each name replaced here, by (owner, name).
+_REPLACED: dict[tuple[object, str], object] = {}
 
-def _without_hot_spots(dispatcher_class):
-    """moto's server with per-request costs of moto 5.2 taken out (profiled with py-spy).
 
-    - Each received message's retention check computed every attribute of its
-      queue, counting all its messages: O(queue length) per message received.
-    - SQS reads the clock for each message of a queue on most requests, through
-      datetime arithmetic; time.time() gives the same seconds since the epoch.
-    - Each request looked for its backend by listing moto's package directory.
-    - DynamoDB's answers went through moto's model-driven serializer value by
-      value, trying every member of AttributeValue's shape for each (80 % of a
-      BatchGetItem of 200 results): moto's items hold that shape already.
-    - TransactWriteItems deep-copied every table it writes to, to roll back on
-      failure: O(table) per transaction, and each chord part counts in one,
-      in the results table (``_transactions_copy_items``).
-    - ReceiveMessage listed every visible message of its queue, DeleteMessage
-      scanned and rebuilt the whole list, SendMessage counted the queue's
-      messages: O(queue length) per request (``_queues_scan_from_the_front``).
+def _replace(owner: object, name: str, new: object) -> object:
+    """Put ``new`` in the place of library name ``owner.name``.
 
     Returns:
-      A subclass of ``dispatcher_class`` whose backend lookup is cached per host.
+      What the library had there (its own, when this patch was applied before).
+    Raises:
+      AttributeError: the library has no such name any more.
     """
-    from moto.core import serialize
+    original = _REPLACED.setdefault((owner, name), getattr(owner, name))
+    setattr(owner, name, new)
+    return original
+
+
+def replaced(owner: object, name: str) -> object:
+    """The library's own ``owner.name``, whether a patch here replaced it or not."""
+    return _REPLACED.get((owner, name), getattr(owner, name))
+
+
+def _sqs_clock() -> None:
+    """Speed. Replaces ``moto.sqs.models.unix_time_millis``.
+
+    moto's SQS reads the clock through datetime arithmetic (4 us a time) for
+    each message a ReceiveMessage looks at, those in flight at the queue's
+    front included: 100 times with 50 in flight. time.time() gives the same
+    milliseconds (0.1 us). Saves 0.43 to 0.45 ms of the 3.45 to 3.93 a
+    ReceiveMessage takes without it. (Its ``unix_time``, read once per
+    ReceiveMessage, is left: 4 us.)
+    """
     from moto.sqs import models
 
-    models.unix_time = time.time
-    models.unix_time_millis = lambda: time.time() * 1000.0
+    _replace(models, "unix_time_millis", lambda: time.time() * 1000.0)
+
+
+def _sqs_retention_check() -> None:
+    """Speed. Replaces ``moto.sqs.models.SQSBackend.is_message_valid_based_on_retention_period``.
+
+    moto's computes every attribute of the queue, counts of its messages
+    included, for each message a ReceiveMessage returns; this reads the one it
+    needs. Saves 1.7 to 2.5 ms of the 5.2 to 5.5 a ReceiveMessage takes without it.
+    """
+    from moto.sqs import models
 
     def retained(self, queue_name, message):
         queue = self.get_queue(queue_name)
         return queue.message_retention_period + message.sent_timestamp / 1000 > time.time()
 
-    models.SQSBackend.is_message_valid_based_on_retention_period = retained
+    _replace(models.SQSBackend, "is_message_valid_based_on_retention_period", retained)
 
-    serializer = serialize.BaseJSONSerializer
-    structure = serializer._serialize_type_structure
+
+def _dynamodb_values_as_held() -> None:
+    """Speed. Replaces ``moto.core.serialize.BaseJSONSerializer._serialize_type_structure``, for AttributeValue.
+
+    moto's model-driven serializer writes DynamoDB's answers value by value,
+    trying every member of AttributeValue's shape for each; moto's items hold
+    that shape already, and only their blobs need base64. Saves 230 to 250 ms
+    of the 300 a Query of 1,000 records takes without it (the outputs are read so).
+    """
+    from moto.core import serialize
 
     def attribute_value(self, serialized, value, shape, key):
         if shape.name != "AttributeValue" or self.operation_model.service_model.service_name != "dynamodb":
             return structure(self, serialized, value, shape, key)
         self._default_serialize(serialized, _wire(self, value), shape, key)
 
-    serializer._serialize_type_structure = attribute_value
-    _transactions_copy_items()
-    _queues_scan_from_the_front()
+    structure = _replace(serialize.BaseJSONSerializer, "_serialize_type_structure", attribute_value)
 
-    class Dispatcher(dispatcher_class):
-        def get_backend_for_host(self, host):
-            # The answer depends on the host alone; get_application holds self.lock.
-            cache = self.__dict__.setdefault("_backends", {})
-            if host not in cache:
-                cache[host] = super().get_backend_for_host(host)
-            return cache[host]
 
-    return Dispatcher
+def _wire(serializer, value: dict) -> dict:
+    """A DynamoDB AttributeValue as moto holds it, as it goes on the wire: blobs in base64."""
+    kind, data = next(iter(value.items()))
+    if kind == "B":
+        return {kind: serializer._base64(data)}
+    if kind == "BS":
+        return {kind: [serializer._base64(blob) for blob in data]}
+    if kind == "M":
+        return {kind: {name: _wire(serializer, member) for name, member in data.items()}}
+    if kind == "L":
+        return {kind: [_wire(serializer, member) for member in data]}
+    return value
 
 
 def _queues_scan_from_the_front() -> None:
-    """moto's SQS queues, their messages looked for from the front, not all of them on every request.
+    """Speed. Replaces ``moto.sqs.models.Queue``'s ``messages``, ``delete_message`` and counts of messages:
+    ``approximate_number_of_messages``, ``approximate_number_of_messages_delayed`` and
+    ``approximate_number_of_messages_not_visible``.
 
-    moto keeps a queue's messages in a list and, on every ReceiveMessage, made
-    a list of all its visible messages to take the first ten; every
-    DeleteMessage scanned the whole list twice and rebuilt it. With the
-    20,000 messages of a run of 20,000 images in a queue, each took
-    milliseconds, in the one-request-at-a-time emulator. A queue is worked
-    from its front (the oldest messages are received first, so the ones
-    received and being deleted are there): here a receive stops at the
-    messages it takes, and a delete at the message it deletes. And every
-    SendMessage counted the queue's messages three times over (it reads the
-    queue's attributes, counts included, for one of them): 4 ms per send with
-    8,000 messages queued, 1.2 ms with 2,000; the counts come from the list's
-    and the in-flight set's lengths instead.
+    moto keeps a queue's messages in a list; every ReceiveMessage listed all
+    its visible messages to take the first ten, every DeleteMessage scanned
+    the whole list twice and rebuilt it, and every SendMessage counted the
+    queue's messages three times over (it reads the queue's attributes, counts
+    included, for one of them). A queue is worked from its front (the oldest
+    messages are received first, so the ones received and being deleted are
+    there): here a receive stops at the messages it takes, a delete at the
+    message it deletes, and the counts come from the list's and the in-flight
+    set's lengths. Saves, with 5,000 messages queued, 2.4 to 2.6 ms of the
+    4.5 to 4.8 a SendMessage takes without it, 1.1 to 1.35 of a
+    ReceiveMessage's 4.4 to 4.6 and 7.5 of a DeleteMessageBatch's 9.6 to 9.9:
+    each grows with the queue.
     """
     from moto.sqs import models
     from moto.sqs.exceptions import ReceiptHandleIsInvalid
@@ -132,32 +172,37 @@ def _queues_scan_from_the_front() -> None:
         # Only a queue with a default delay is scanned: nothing here sends a message with a delay of its own.
         return sum(1 for m in self._messages if m.delayed) if self.delay_seconds else 0
 
-    models.Queue.messages = property(Visible)
-    models.Queue.delete_message = delete_message
+    _replace(models.Queue, "messages", property(Visible))
+    _replace(models.Queue, "delete_message", delete_message)
     # Counted without a scan: in flight are the messages received and not deleted (one
     # whose visibility ran out counts until it is received again: the counts are approximate).
-    models.Queue.approximate_number_of_messages_delayed = property(delayed)
-    models.Queue.approximate_number_of_messages_not_visible = property(lambda self: len(self._pending_messages))
-    models.Queue.approximate_number_of_messages = property(
-        lambda self: len(self._messages) - len(self._pending_messages) - delayed(self))
+    _replace(models.Queue, "approximate_number_of_messages_delayed", property(delayed))
+    _replace(models.Queue, "approximate_number_of_messages_not_visible",
+             property(lambda self: len(self._pending_messages)))
+    _replace(models.Queue, "approximate_number_of_messages",
+             property(lambda self: len(self._messages) - len(self._pending_messages) - delayed(self)))
 
 
 def _transactions_copy_items() -> None:
-    """moto's TransactWriteItems, rolling back the items it wrote rather than whole tables.
+    """Speed. Replaces ``moto.dynamodb.models.DynamoDBBackend.transact_write_items``, and ``copy`` during it.
 
     moto keeps a deep copy of each table a transaction writes to, and puts it
-    back if the transaction fails: a chord part's count cost a copy of the
-    results table, every result of every run. Here the tables are not copied
-    (moto's ``copy.deepcopy`` leaves a Table as it is, during the call; the
-    emulator serves one request at a time) and the items the transaction
-    names are copied and put back instead.
+    back if the transaction fails: every chord part counts in one transaction,
+    in the results table, so each cost a copy of that table, O(results).
+    Here the tables are not copied (moto's ``copy.deepcopy`` leaves a Table as
+    it is, during the call; the emulator serves one request at a time) and the
+    items the transaction names are copied and put back instead. Saves, with
+    2,000 results, 43 to 45 ms of the 46 to 49 a chord part's count takes
+    without it (it grows with the run), and the copies' garbage: the bench's
+    full collections went from 17 to 8, their longest pause from 680-740 ms
+    to 66-80.
     """
     import copy
 
     from moto.dynamodb import models
     from moto.dynamodb.models.table import Table
 
-    transact = models.DynamoDBBackend.transact_write_items
+    transact = replaced(models.DynamoDBBackend, "transact_write_items")
 
     class TablesNotCopied:
         @staticmethod
@@ -193,27 +238,48 @@ def _transactions_copy_items() -> None:
         finally:
             models.copy = copy
 
-    models.DynamoDBBackend.transact_write_items = transact_write_items
+    _replace(models.DynamoDBBackend, "transact_write_items", transact_write_items)
+
+
+def _backends_cached(dispatcher_class):
+    """Speed. Overrides ``moto.moto_server.werkzeug_app.DomainDispatcherApplication.get_backend_for_host``.
+
+    moto's looks for each request's backend by listing moto's package
+    directory (0.7 ms a time); the answer depends on the host alone. Saves
+    0.5 to 0.9 ms of every request.
+
+    Returns:
+      A subclass of ``dispatcher_class`` whose backend lookup is cached per host.
+    """
+    class Dispatcher(dispatcher_class):
+        def get_backend_for_host(self, host):
+            # get_application holds self.lock around the call.
+            cache = self.__dict__.setdefault("_backends", {})
+            if host not in cache:
+                cache[host] = super().get_backend_for_host(host)
+            return cache[host]
+
+    return Dispatcher
 
 
 def _one_request_at_a_time(dispatcher_class):
-    """moto's server, serving one request at a time but for SQS's long polls while they wait.
+    """Correctness. Overrides ``DomainDispatcherApplication.__call__``, replaces ``Queue.wait_for_messages``.
 
     moto's backends are not safe for concurrent requests, and the server serves
     many at once: two UpdateItems of one item lost a count (a chord part short,
     so a run's terminator never came; tests/test_emulator.py), and SQS's
     DeleteMessage rebuilds its queue's list of messages, dropping one that
-    another request appends meanwhile. Under the GIL the requests did not run
-    in parallel anyway.
+    another request appends meanwhile. Every request holds one lock, but for a
+    ReceiveMessage while it waits for messages (a long poll would hold the
+    server for up to 20 s). Under the GIL the requests did not run in parallel anyway.
 
     Returns:
-      A subclass of ``dispatcher_class`` whose requests hold one lock, which a
-      ReceiveMessage lets go while it waits for messages.
+      A subclass of ``dispatcher_class`` whose requests hold the lock.
     """
     from moto.sqs import models
 
     lock = threading.Lock()
-    wait_for_messages = models.Queue.wait_for_messages
+    wait_for_messages = replaced(models.Queue, "wait_for_messages")
 
     def waiting_unlocked(self, timeout):
         lock.release()
@@ -222,7 +288,7 @@ def _one_request_at_a_time(dispatcher_class):
         finally:
             lock.acquire()
 
-    models.Queue.wait_for_messages = waiting_unlocked
+    _replace(models.Queue, "wait_for_messages", waiting_unlocked)
 
     class Dispatcher(dispatcher_class):
         def __call__(self, environ, start_response):
@@ -233,22 +299,8 @@ def _one_request_at_a_time(dispatcher_class):
     return Dispatcher
 
 
-def _wire(serializer, value: dict) -> dict:
-    """A DynamoDB AttributeValue as moto holds it, as it goes on the wire: blobs in base64."""
-    kind, data = next(iter(value.items()))
-    if kind == "B":
-        return {kind: serializer._base64(data)}
-    if kind == "BS":
-        return {kind: [serializer._base64(blob) for blob in data]}
-    if kind == "M":
-        return {kind: {name: _wire(serializer, member) for name, member in data.items()}}
-    if kind == "L":
-        return {kind: [_wire(serializer, member) for member in data]}
-    return value
-
-
 def _complete_after_continue(channel_class):
-    """Waitress's HTTP channel, with an empty request body that follows "100 Continue" left complete.
+    """Correctness. Overrides ``waitress.channel.HTTPChannel.send_continue``; ``server`` makes it the channel_class.
 
     Waitress 3.0.2 marks a request incomplete when it sends "100 Continue", even
     when its body is empty and already read, and then waits for a body that
@@ -263,6 +315,52 @@ def _complete_after_continue(channel_class):
     return Channel
 
 
+# The patches for speed, by name (``python -m bench.emulator_patches`` leaves each out in turn).
+SPEED = {
+    "sqs_clock": _sqs_clock,
+    "sqs_retention_check": _sqs_retention_check,
+    "dynamodb_values_as_held": _dynamodb_values_as_held,
+    "queues_scan_from_the_front": _queues_scan_from_the_front,
+    "transactions_copy_items": _transactions_copy_items,
+    "backends_cached": _backends_cached,
+}
+
+
+def application(leave_out: Collection[str] = ()) -> Callable:
+    """moto's WSGI application for every service, patched as above but for the speed patches named in ``leave_out``."""
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    dispatcher = DomainDispatcherApplication
+    for name, patch in SPEED.items():
+        if name in leave_out:
+            continue
+        if name == "backends_cached":
+            dispatcher = patch(dispatcher)
+        else:
+            patch()
+    return _one_request_at_a_time(dispatcher)(create_backend_app)
+
+
+def server(app: Callable, host: str, port: int):
+    """A waitress server of ``app`` on ``host``:``port``, not yet running.
+
+    Waitress, not moto's werkzeug server: werkzeug closes the connection after
+    every response, so each request cost a TCP connection and a thread.
+    Waitress keeps connections alive; a thread serves a request, not a
+    connection, and long polls hold one each for up to wait_time_seconds.
+
+    Raises:
+      OSError: the address cannot be listened on.
+    """
+    from waitress.channel import HTTPChannel
+    from waitress.server import create_server
+
+    made = create_server(app, host=host, port=port, threads=THREADS, connection_limit=CONNECTIONS,
+                         asyncore_use_poll=True, ident="carcelery-emulator")
+    made.channel_class = _complete_after_continue(HTTPChannel)
+    return made
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m carcelery.embedded.emulator", description=__doc__.split("\n")[0])
     parser.add_argument("--from", dest="folder", type=Path, help="upload this folder's images into the bucket")
@@ -272,40 +370,29 @@ def main(argv: list[str] | None = None) -> int:
 
     # No CORS headers: no web page in a browser may call the emulator.
     os.environ["MOTO_DISABLE_GLOBAL_CORS"] = "true"
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
-    from waitress.channel import HTTPChannel
-    from waitress.server import create_server
-
     from ..aws import provision
     from ..pipeline import images
 
     try:
-        # Waitress, not moto's werkzeug server: werkzeug closes the connection after
-        # every response, so each request cost a TCP connection and a thread.
-        # Waitress keeps connections alive; a thread serves a request, not a
-        # connection, and long polls hold one each for up to wait_time_seconds.
-        app = _one_request_at_a_time(_without_hot_spots(DomainDispatcherApplication))(create_backend_app)
-        server = create_server(app, host=settings.emulator_host, port=settings.emulator_port, threads=THREADS,
-                               connection_limit=CONNECTIONS, asyncore_use_poll=True, ident="carcelery-emulator")
-        server.channel_class = _complete_after_continue(HTTPChannel)
+        running = server(application(), settings.emulator_host, settings.emulator_port)
     except OSError as exc:
         print(f"error: cannot listen on {settings.endpoint_url} ({exc}); stop what uses it "
               f"or set CARCELERY_EMULATOR_PORT", file=sys.stderr)
         return 1
-    threading.Thread(target=server.run, daemon=True).start()
+    threading.Thread(target=running.run, daemon=True).start()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     provision.everything()
     uploaded = images.upload_folder(args.folder, settings.bucket, settings.key_prefix) if args.folder else []
-    # moto and botocore's models, loaded by now, stay: out of the garbage
-    # collector's full passes, which took 0.15 to 0.2 s each, four times in a
-    # run of 200 images (one of them stalled the chord's BatchGetItem), now 0.01 to 0.05 s.
+    # Speed. moto and botocore's models, loaded by now, stay: out of the garbage
+    # collector's full passes, each of which stalls every request. In the bench
+    # the longest pause went from 144-146 ms to 66-80, all of them from 500-520 ms to 250-350.
     gc.freeze()
     print(f"ready: emulator on {settings.endpoint_url}, bucket {settings.bucket} "
           f"({len(uploaded)} images uploaded)", flush=True)
     stop.wait()
-    server.close()
+    running.close()
     return 0
 
 

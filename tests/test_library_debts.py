@@ -1,0 +1,287 @@
+"""The names of kombu, Celery, moto and waitress that carcelery overrides, patches or relies on, checked.
+
+Checked against the installed versions. One row per debt: the library's name,
+where carcelery makes the debt, the parameters it was written for, and
+library code that must still mention the name (the caller that makes the override matter; for an attribute, the code
+that sets or reads it). An upgrade that renames, drops, reshapes or stops
+calling one of them fails here with a message naming the row. Names are the
+libraries' (``module:Class.name``), not carcelery's module layout, but for
+``made``: carcelery's class by its public path, or the emulator's patch.
+
+Rows ``why="uses"`` are private names that overrides call or read: they fail
+loudly when they go, but maybe only on a rare path (a rollback, a retry).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import subprocess
+import sys
+import types
+from dataclasses import dataclass
+
+import pytest
+
+from carcelery.embedded import emulator
+
+
+@dataclass(frozen=True)
+class Debt:
+    library: str  # "module:Qual.name" of the library's name
+    made: str  # "module:Name": carcelery's class that overrides it, or the emulator's function that patches it
+    why: str  # "speed", "correctness", "feature" or "uses" (called or read by an override)
+    params: str | None  # the parameters it was written for: names, "*"/"**" for rest parameters; None: not a function
+    mentioned_by: tuple  # "module:Qual.name" whose code names it, or ("module:Qual.name", "text of its source")
+
+    def __str__(self) -> str:
+        return f"{self.library} (made in {self.made}, {self.why})"
+
+
+SQS, VIRTUAL, DYNAMO, BASE = ("kombu.transport.SQS", "kombu.transport.virtual.base",
+                              "celery.backends.dynamodb", "celery.backends.base")
+CHANNEL, TRANSPORT, BACKEND = "carcelery.transport:Channel", "carcelery.transport:Transport", \
+    "carcelery.backend:OncePerPartDynamoDBBackend"
+EMULATOR = "carcelery.embedded.emulator"
+QUEUE, SQS_BACKEND, MOTO_SQS = "moto.sqs.models:Queue", "moto.sqs.models:SQSBackend", "moto.sqs.models"
+DISPATCHER = "moto.moto_server.werkzeug_app:DomainDispatcherApplication"
+
+DEBTS = [
+    # kombu's SQS transport (carcelery.transport).
+    Debt(f"{SQS}:Channel.sqs", CHANNEL, "speed", "self, queue", (f"{SQS}:Channel._put",)),
+    Debt(f"{SQS}:Channel._put_fanout", CHANNEL, "speed", "self, exchange, message, routing_key, **kwargs",
+         ("kombu.transport.virtual.exchange:FanoutExchange.deliver",)),
+    Debt(f"{VIRTUAL}:Channel.exchange_declare", CHANNEL, "feature",
+         "self, exchange, type, durable, auto_delete, arguments, nowait, passive", ("kombu.entity:Exchange.declare",)),
+    Debt(f"{VIRTUAL}:Channel.queue_declare", CHANNEL, "correctness", "self, queue, passive, **kwargs",
+         ("kombu.entity:Queue.queue_declare",)),
+    Debt(f"{SQS}:Channel._create_queue", CHANNEL, "correctness", "self, queue_name, attributes",
+         (f"{SQS}:Channel._new_queue",)),
+    Debt(f"{VIRTUAL}:Channel.after_reply_message_received", CHANNEL, "correctness", "self, queue",
+         ("kombu.pidbox:Mailbox._collect",)),
+    Debt(f"{SQS}:Channel._receive_message", CHANNEL, "correctness",
+         "self, queue, max_number_of_messages, wait_time_seconds", (f"{SQS}:Channel._get_bulk", f"{SQS}:Channel._get")),
+    Debt(f"{SQS}:Channel._get_async", CHANNEL, "correctness", "self, queue, count, callback",
+         (f"{SQS}:Channel._get_bulk_async",)),
+    Debt(f"{VIRTUAL}:Channel._lookup", CHANNEL, "feature", "self, exchange, routing_key, default",
+         ("kombu.transport.virtual.exchange:DirectExchange.deliver",)),
+    Debt(f"{SQS}:Channel._messages_to_python", CHANNEL, "correctness", "self, messages, queue",
+         (f"{SQS}:Channel._get_bulk", f"{SQS}:Channel._get")),
+    Debt(f"{SQS}:Channel._loop1", CHANNEL, "correctness", "self, queue, messages_fetched",
+         (f"{SQS}:Channel._schedule_queue",)),
+    Debt(f"{SQS}:Channel._get_message_estimate", CHANNEL, "speed", "self, max_if_unlimited",
+         (f"{SQS}:Channel._get_bulk", f"{SQS}:Channel._get_bulk_async")),
+    Debt(f"{SQS}:Channel.basic_ack", CHANNEL, "speed", "self, delivery_tag, multiple", ("kombu.message:Message.ack",)),
+    Debt(f"{SQS}:Channel.basic_reject", CHANNEL, "correctness", "self, delivery_tag, requeue",
+         ("kombu.message:Message.reject", "kombu.message:Message.requeue")),
+    Debt(f"{SQS}:Channel.close", CHANNEL, "correctness", "self", (f"{VIRTUAL}:Transport.close_connection",)),
+    Debt(f"{SQS}:Transport.__init__", TRANSPORT, "feature", "self, client, **kwargs",
+         (("kombu.connection:Connection.create_transport", "(client=self)"),)),
+    Debt(f"{SQS}:Transport.implements", TRANSPORT, "feature", None,
+         ("kombu.connection:Connection.supports_exchange_type",
+          ("celery.worker.consumer.control:Control.include_if", "supports_exchange_type('fanout')"))),
+    Debt(f"{SQS}:Transport.Channel", TRANSPORT, "feature", None,
+         ((f"{VIRTUAL}:Transport.create_channel", "self.Channel("),)),
+    Debt(f"{SQS}:Channel._new_queue", CHANNEL, "uses", "self, queue, **kwargs", ()),
+    Debt(f"{SQS}:Channel._resolve_queue_url", CHANNEL, "uses", "self, queue", ()),
+    Debt(f"{SQS}:Channel._prepare_json_payload", CHANNEL, "uses", "self, text", ()),
+    Debt(f"{SQS}:Channel._decode_python_message_body", CHANNEL, "uses", "self, raw_body", ()),
+    Debt(f"{SQS}:Channel.canonical_queue_name", CHANNEL, "uses", "self, queue_name", ()),
+    Debt(f"{SQS}:Channel._queue_cache", CHANNEL, "uses", None, ()),
+    Debt(f"{SQS}:Channel._noack_queues", CHANNEL, "uses", None, (f"{SQS}:Channel.basic_consume",)),
+    Debt("kombu.transport.SQS.SNS:SNS._get_or_create_topic", CHANNEL, "uses", "self, exchange_name", ()),
+    Debt("kombu.transport.SQS.SNS:SNS.get_client", CHANNEL, "uses", "self, exchange_name", ()),
+    # Celery's DynamoDB result backend (carcelery.backend).
+    Debt(f"{DYNAMO}:DynamoDBBackend._get_client", BACKEND, "correctness", "self, access_key_id, secret_access_key",
+         (f"{DYNAMO}:DynamoDBBackend.client",)),
+    Debt(f"{DYNAMO}:DynamoDBBackend._apply_chord_incr", BACKEND, "correctness",
+         "self, header_result_args, body, **kwargs",
+         ((f"{BASE}:BaseKeyValueStoreBackend.__init__", "self.apply_chord = self._apply_chord_incr"),)),
+    Debt(f"{DYNAMO}:DynamoDBBackend.implements_incr", BACKEND, "uses", None,
+         (f"{BASE}:BaseKeyValueStoreBackend.__init__",)),
+    Debt(f"{BASE}:Backend.set_chord_size", BACKEND, "correctness", "self, group_id, chord_size",
+         ("celery.canvas:group._apply_tasks",)),
+    Debt(f"{BASE}:BaseKeyValueStoreBackend.on_chord_part_return", BACKEND, "correctness",
+         "self, request, state, result, **kwargs", (f"{BASE}:Backend.mark_as_done", f"{BASE}:Backend.mark_as_failure")),
+    Debt(f"{BASE}:BaseKeyValueStoreBackend._store_result", BACKEND, "correctness",
+         "self, task_id, result, state, traceback, request, **kwargs", (f"{BASE}:Backend.store_result",)),
+    Debt(f"{DYNAMO}:DynamoDBBackend._prepare_get_request", BACKEND, "uses", "self, key", ()),
+    Debt(f"{DYNAMO}:DynamoDBBackend._prepare_put_request", BACKEND, "uses", "self, key, value", ()),
+    Debt(f"{DYNAMO}:DynamoDBBackend._key_field", BACKEND, "uses", None, ()),
+    Debt(f"{BASE}:Backend._get_result_meta", BACKEND, "uses",
+         "self, result, state, traceback, request, format_date, encode", ()),
+    # moto and waitress, in the emulator (carcelery.embedded.emulator).
+    Debt(f"{MOTO_SQS}:unix_time_millis", f"{EMULATOR}:_sqs_clock", "speed", "dt", ("moto.sqs.models:Message.visible",)),
+    Debt(f"{SQS_BACKEND}.is_message_valid_based_on_retention_period", f"{EMULATOR}:_sqs_retention_check", "speed",
+         "self, queue_name, message", (f"{SQS_BACKEND}.receive_message",)),
+    Debt("moto.core.serialize:BaseJSONSerializer._serialize_type_structure", f"{EMULATOR}:_dynamodb_values_as_held",
+         "speed", "self, serialized, value, shape, key",
+         (("moto.core.serialize:ResponseSerializer._serialize", 'f"_serialize_type_{shape.type_name}"'),)),
+    Debt("moto.core.serialize:ResponseSerializer._default_serialize", f"{EMULATOR}:_dynamodb_values_as_held", "uses",
+         "self, serialized, value, shape, key", ()),
+    Debt("moto.core.serialize:ResponseSerializer._base64", f"{EMULATOR}:_dynamodb_values_as_held", "uses",
+         "self, value", ()),
+    Debt(f"{QUEUE}.messages", f"{EMULATOR}:_queues_scan_from_the_front", "speed", None,
+         (f"{SQS_BACKEND}.receive_message", f"{QUEUE}.wait_for_messages")),
+    Debt(f"{QUEUE}.delete_message", f"{EMULATOR}:_queues_scan_from_the_front", "speed", "self, receipt_handle",
+         (f"{SQS_BACKEND}.delete_message", f"{SQS_BACKEND}.delete_message_batch")),
+    Debt(f"{QUEUE}.approximate_number_of_messages_delayed", f"{EMULATOR}:_queues_scan_from_the_front", "speed", None,
+         ((QUEUE, '"ApproximateNumberOfMessagesDelayed"'),)),
+    Debt(f"{QUEUE}.approximate_number_of_messages_not_visible", f"{EMULATOR}:_queues_scan_from_the_front", "speed",
+         None, ((QUEUE, '"ApproximateNumberOfMessagesNotVisible"'),)),
+    Debt(f"{QUEUE}.approximate_number_of_messages", f"{EMULATOR}:_queues_scan_from_the_front", "speed", None,
+         ((QUEUE, '"ApproximateNumberOfMessages"'),)),
+    Debt(f"{QUEUE}._messages", f"{EMULATOR}:_queues_scan_from_the_front", "uses", None, (f"{QUEUE}.__init__",)),
+    Debt(f"{QUEUE}._pending_messages", f"{EMULATOR}:_queues_scan_from_the_front", "uses", None, (f"{QUEUE}.__init__",)),
+    Debt(f"{QUEUE}.deleted_messages", f"{EMULATOR}:_queues_scan_from_the_front", "uses", None, (f"{QUEUE}.__init__",)),
+    Debt("moto.sqs.models:Message.had_receipt_handle", f"{EMULATOR}:_queues_scan_from_the_front", "uses",
+         "self, receipt_handle", ()),
+    Debt("moto.dynamodb.models:DynamoDBBackend.transact_write_items", f"{EMULATOR}:_transactions_copy_items", "speed",
+         "self, transact_items", ("moto.dynamodb.responses:DynamoHandler.transact_write_items",)),
+    Debt("moto.dynamodb.models:copy", f"{EMULATOR}:_transactions_copy_items", "speed", None,
+         (("moto.dynamodb.models:DynamoDBBackend.transact_write_items", "copy.deepcopy("),)),
+    Debt("moto.dynamodb.models:DynamoDBBackend.get_item", f"{EMULATOR}:_transactions_copy_items", "uses",
+         "self, table_name, keys, projection_expressions", ()),
+    Debt(f"{DISPATCHER}.get_backend_for_host", f"{EMULATOR}:_backends_cached", "speed", "self, host",
+         (f"{DISPATCHER}.get_application",)),
+    Debt(f"{DISPATCHER}.__call__", f"{EMULATOR}:_one_request_at_a_time", "correctness",
+         "self, environ, start_response",
+         (("waitress.task:WSGITask.execute", "server.application(environ, start_response)"),)),
+    Debt(f"{QUEUE}.wait_for_messages", f"{EMULATOR}:_one_request_at_a_time", "correctness", "self, timeout",
+         (f"{SQS_BACKEND}.receive_message",)),
+    Debt("waitress.channel:HTTPChannel.send_continue", f"{EMULATOR}:_complete_after_continue", "correctness", "self",
+         ("waitress.channel:HTTPChannel.received",)),
+    Debt("waitress.server:BaseWSGIServer.channel_class", f"{EMULATOR}:_complete_after_continue", "correctness", None,
+         ("waitress.server:BaseWSGIServer.handle_accept",)),
+]
+
+# Names carcelery's classes define that their library base defines too, but
+# not as an override: each breaks the library code that calls the name.
+COLLISIONS = {
+    (CHANNEL, "_delete"): "kombu's Channel.queue_delete calls _delete(queue, exchange, ...) to delete a queue; "
+                          "carcelery's _delete deletes messages (to be renamed)",
+}
+
+
+def _find(path: str):
+    """The object at "module:Qual.name", the library's own where the emulator patched it."""
+    module, _, qualname = path.partition(":")
+    found = importlib.import_module(module)
+    for part in qualname.split("."):
+        found = emulator.replaced(found, part) if part in dir(found) else inspect.getattr_static(found, part)
+    return found
+
+
+def _code(thing) -> list[types.CodeType]:
+    """Every code object of a function, property or cached property, nested ones included."""
+    function = getattr(thing, "fget", None) or getattr(thing, "func", None) or thing
+    stack, codes = [function.__code__], []
+    while stack:
+        code = stack.pop()
+        codes.append(code)
+        stack.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
+    return codes
+
+
+def _params(thing) -> str:
+    prefix = {inspect.Parameter.VAR_POSITIONAL: "*", inspect.Parameter.VAR_KEYWORD: "**"}
+    return ", ".join(prefix.get(p.kind, "") + p.name for p in inspect.signature(thing).parameters.values())
+
+
+@pytest.mark.parametrize("debt", DEBTS, ids=str)
+def test_the_name_exists_with_the_parameters_written_for(debt):
+    try:
+        thing = _find(debt.library)
+    except AttributeError:
+        owner, _, name = debt.library.rpartition(".")
+        # An instance attribute: one that the library's __init__ sets.
+        assert debt.params is None and any(name in c.co_names for c in _code(_find(owner + ".__init__"))), \
+            f"{debt}: {debt.library} is gone"
+        return
+    if debt.params is not None:
+        assert _params(thing) == debt.params, \
+            f"{debt}: its parameters are now ({_params(thing)}), it was written for ({debt.params})"
+
+
+@pytest.mark.parametrize("debt", [d for d in DEBTS if d.mentioned_by], ids=str)
+def test_the_name_is_still_on_the_calling_path(debt):
+    name = debt.library.rpartition(".")[2].rpartition(":")[2]
+    for caller in debt.mentioned_by:
+        caller, text = caller if isinstance(caller, tuple) else (caller, None)
+        try:
+            code = _find(caller)
+        except AttributeError:
+            pytest.fail(f"{debt}: {caller}, which called it, is gone")
+        if text is None:
+            assert any(name in c.co_names for c in _code(code)), f"{debt}: {caller} no longer calls or reads {name}"
+        else:
+            assert text in inspect.getsource(code), f"{debt}: {caller} no longer does {text}"
+
+
+@pytest.mark.parametrize("debt", [d for d in DEBTS if not d.made.startswith(EMULATOR) and d.why != "uses"], ids=str)
+def test_carcelery_still_overrides_it(debt):
+    ours = _find(debt.made)
+    owner, _, name = debt.library.rpartition(".")
+    assert issubclass(ours, _find(owner)), f"{debt}: {debt.made} is no longer a {owner}"
+    defined_by = next(k for k in ours.__mro__ if name in vars(k))
+    # Or an attribute that carcelery's __init__ sets on the instance.
+    assert defined_by.__module__.startswith("carcelery") or any(
+        name in c.co_names for c in _code(ours.__init__)), f"{debt}: carcelery no longer overrides it: a stale row"
+
+
+@pytest.mark.parametrize("ours", sorted({d.made for d in DEBTS if not d.made.startswith(EMULATOR)}))
+def test_every_override_of_a_library_name_is_a_row(ours):
+    cls = _find(ours)
+    library = next(k for k in cls.__mro__ if not k.__module__.startswith("carcelery"))
+    rows = {d.library.rpartition(".")[2] for d in DEBTS if d.made == ours}
+    defined = {name for k in cls.__mro__ if k.__module__.startswith("carcelery") for name in vars(k)}
+    shared = {n for n in defined & set(dir(library)) if n == "__init__" or not n.startswith("__")}
+    collisions = {name for (made, name) in COLLISIONS if made == ours}
+    assert shared - rows == collisions, (
+        f"{ours} and {library.__module__}.{library.__qualname__} both define {sorted(shared - rows - collisions)}: "
+        f"add a row for each override, rename a collision; no longer colliding: {sorted(collisions - shared)}")
+
+
+# What the emulator's application and server replace or override, as "module:Qual.name".
+_PATCHED_BY_THE_EMULATOR = """
+import json, types
+from carcelery.embedded import emulator
+
+def library(cls):
+    return next(k for k in cls.__mro__ if not k.__module__.startswith("carcelery"))
+
+def overridden(cls):
+    base = library(cls)
+    return [f"{base.__module__}:{base.__qualname__}.{name}" for k in cls.__mro__
+            if k.__module__.startswith("carcelery") for name in vars(k)
+            if name in dir(base) and (name[:2] != "__" or name == "__call__")]
+
+app = emulator.application()
+running = emulator.server(app, "127.0.0.1", 0)
+running.close()
+names = [f"{owner.__name__}:{name}" if isinstance(owner, types.ModuleType)
+         else f"{owner.__module__}:{owner.__qualname__}.{name}" for owner, name in emulator._REPLACED]
+names += overridden(type(app)) + overridden(running.channel_class)
+if running.channel_class is not library(running.channel_class):
+    names.append("waitress.server:BaseWSGIServer.channel_class")
+print(json.dumps(names))
+"""
+# Set during each transaction only, by emulator._transactions_copy_items.
+_DURING_A_CALL = {"moto.dynamodb.models:copy"}
+
+
+def test_every_emulator_patch_is_a_row_and_names_it():
+    # In a process of its own: the patches are global, and other tests use moto in this one.
+    applied = subprocess.run([sys.executable, "-c", _PATCHED_BY_THE_EMULATOR], capture_output=True, text=True,
+                             timeout=120, check=True)
+    patched = set(json.loads(applied.stdout)) | _DURING_A_CALL
+    rows = {d.library for d in DEBTS if d.made.startswith(EMULATOR) and d.why != "uses"}
+    assert patched == rows, (f"emulator patches without a row here: {sorted(patched - rows)}; "
+                             f"rows of no patch any more: {sorted(rows - patched)}")
+    for debt in DEBTS:
+        if debt.made.startswith(EMULATOR) and debt.why != "uses":
+            patch = _find(debt.made)
+            short = debt.library.rpartition(":")[2].rpartition(".")[2]
+            assert short in patch.__doc__ and debt.why.capitalize() in patch.__doc__, \
+                f"{debt}: {debt.made}'s docstring should name {short} and say why ({debt.why})"
