@@ -59,6 +59,7 @@ def test_benchmark_of_a_waiting_recognizer_counts_its_calls(seed_dir, tmp_path):
     assert got["cost_usd_at_rekognition_prices"] > 0
 
 
+@pytest.mark.integration
 def test_emulator_patches_benchmark_reports_a_configuration():
     # One configuration's process, small: the whole benchmark runs each configuration three times.
     done = subprocess.run([sys.executable, "-m", "bench.emulator_patches", "--leave-out", "backends_cached",
