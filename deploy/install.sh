@@ -30,6 +30,7 @@ chmod 600 "$env_file"
 
 "${PYTHON:-python3.11}" -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --editable .
 id carcelery >/dev/null 2>&1 ||
   useradd --system --home-dir /var/lib/carcelery --no-create-home --shell /usr/sbin/nologin carcelery
 install -d -o carcelery -g carcelery -m 0755 /var/lib/carcelery
