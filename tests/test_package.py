@@ -59,3 +59,12 @@ def test_the_configuration_imports_no_aws_client():
     code = "import sys, carcelery.celeryconfig; print(sorted(m for m in ('boto3', 'botocore') if m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "[]"
+
+
+@pytest.mark.integration  # a celery process of its own
+def test_celery_finds_the_app_from_any_folder_once_installed(tmp_path):
+    """scripts/setup installs the package: `celery -A carcelery` needs no checkout as its folder."""
+    done = subprocess.run([sys.executable, "-m", "celery", "-A", "carcelery", "report"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "transport:carcelery.transport:Transport" in done.stdout
