@@ -53,6 +53,7 @@ def free_port() -> int:
 def _model_share(images, backend: str, taken, ready, shares) -> None:
     """One measuring process: after ``ready``, the next image not ``taken`` until none is left."""
     from carcelery import recognizers
+    from carcelery.settings import settings
 
     recognizer = recognizers.get(backend)
     threshold = recognizers.threshold(recognizer, None)
@@ -66,12 +67,14 @@ def _model_share(images, backend: str, taken, ready, shares) -> None:
         name, data = images[index]
         image = recognizers.Image(name, lambda data=data: data)
         started = time.perf_counter()
-        car = recognizers.car_confidence(recognizer.labels(image)) >= threshold
+        labels = recognizer.labels(image)
         share["detect_s"] += time.perf_counter() - started
-        if car:
+        if recognizers.car_confidence(labels) >= threshold:
             share["cars"] += 1
+            # Where the pipeline reads it (CARCELERY_TEXT_REGION), as recognize_text does.
+            regions = recognizers.text_regions([recognizers.to_dict(label) for label in labels], settings.text_region)
             started = time.perf_counter()
-            recognizer.text(image)
+            recognizer.text(image, regions)
             share["text_s"] += time.perf_counter() - started
     shares.put(share)
 
