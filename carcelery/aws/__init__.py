@@ -1,4 +1,7 @@
-"""boto3 clients, one per service per process.
+"""AWS for carcelery: boto3 clients (here), errors in words (``errors``), and
+what the pipeline needs created (``provision``).
+
+boto3 clients: one per service per process.
 
 Clients are made on first use and kept for the life of the process (a worker
 child, the dispatcher), never per task. A forked child drops the ones it
