@@ -18,6 +18,14 @@ results. So the last part sends it without reading any part's result back,
 and the group of every part's task id is never stored (Celery stores it as one
 item, which DynamoDB's 400 KB would cap at about 8,000 parts).
 
+The last part marks the counter ``sent`` once the callback is sent. When the
+send fails, the chord is not failed, as Celery's would be (which left a run
+"complete" with no output): an error no retry can fix (``aws.errors``: access
+denied to the queue, credentials) is stored as the callback's failure, a
+``runs.RunFailed`` naming the call, resource and fix, which ``dispatch --wait``
+prints; any other leaves the counter unmarked, and the run's ``watch_run``
+sends the callback at its next look (``carcelery.pipeline.runs``).
+
 **Debts** (Celery's code overridden, and why):
 - ``on_chord_part_return`` replaces Celery's ``BaseKeyValueStoreBackend``
   version, which reads the group back, counts with ``incr`` (a count of
@@ -57,11 +65,11 @@ import os
 import random
 import time
 import weakref
+from typing import NamedTuple
 
 from botocore.exceptions import ClientError
 from celery import states
 from celery.canvas import maybe_signature
-from celery.exceptions import ChordError
 from celery.utils.log import get_logger
 from celery.backends.dynamodb import DynamoDBBackend
 from kombu.utils.encoding import bytes_to_str
@@ -77,6 +85,16 @@ _NOT_LAST = "attribute_not_exists(remaining) OR remaining <> :one"
 _LAST = "remaining = :one"
 # Transactions of one part, at most (conflicts with other parts' counts, the last part's two).
 MAX_ATTEMPTS = 20
+
+
+class Counts(NamedTuple):
+    """A chord's counter: parts counted, parts remaining (None: no counter; below 0: its size was never
+    set), the part that completed it, and whether its callback was sent."""
+
+    parts: int
+    remaining: int | None
+    last: str | None
+    sent: bool
 
 
 # Backends with a client of their own (their URL's): a forked child makes its own, as with aws.client.
@@ -134,9 +152,30 @@ class OncePerPartDynamoDBBackend(DynamoDBBackend):
         callback = maybe_signature(request.chord, app=self.app)
         try:
             callback.delay()
-        except Exception as exc:  # noqa: BLE001 - as Celery's: the chord fails, with why
-            logger.exception("Chord %r raised: %r", request.group, exc)
-            self.chord_error_from_stack(callback, ChordError(f"Callback error: {exc!r}"))
+        except Exception as exc:  # noqa: BLE001 - sorted below into permanent and transient
+            self._not_sent(request.group, callback, exc)
+            return
+        self.mark_callback_sent(request.group)
+
+    def _not_sent(self, group_id: str, callback, exc: Exception) -> None:
+        """The last part of chord ``group_id`` could not send ``callback`` (the terminator): say so, truthfully."""
+        from .pipeline.runs import RunFailed, not_sent  # the pipeline imports the app, which loads this module
+
+        run_id = callback.args[0]["id"] if callback.args else group_id
+        reason = not_sent(run_id, exc)
+        if reason is None:
+            logger.warning("run=%s: the terminator was not sent (%r); watch_run sends it at its next look", run_id, exc)
+            return
+        logger.error("run=%s failed: %s", run_id, reason)
+        self.mark_as_failure(callback.id, RunFailed(reason))
+
+    def mark_callback_sent(self, group_id: str) -> None:
+        """Mark chord ``group_id``'s counter: its callback was sent."""
+        assign = {"sent": {"BOOL": True}, **self._expiry()}
+        self.client.update_item(**self._prepare_get_request(str(self.get_key_for_chord(group_id))),
+                                UpdateExpression="SET " + ", ".join(f"#{name} = :{name}" for name in assign),
+                                ExpressionAttributeNames={f"#{name}": name for name in assign},
+                                ExpressionAttributeValues={f":{name}": value for name, value in assign.items()})
 
     def _store_result(self, task_id, result, state, traceback=None, request=None, **kwargs):
         """Store a task's result, unless a success is stored for it already.
@@ -182,7 +221,7 @@ class OncePerPartDynamoDBBackend(DynamoDBBackend):
                     raise
                 marked, counted = (reason["Code"] for reason in exc.response["CancellationReasons"])
                 if marked == "ConditionalCheckFailed":
-                    return self._counts(key)[2] == task_id
+                    return self._counts(key).last == task_id
                 if counted == "ConditionalCheckFailed":
                     condition = _LAST if condition == _NOT_LAST else _NOT_LAST  # the other one holds
                 elif "TransactionConflict" in (marked, counted):
@@ -213,17 +252,21 @@ class OncePerPartDynamoDBBackend(DynamoDBBackend):
             update["ExpressionAttributeNames"] = {f"#{name}": name for name in assign}
         return update
 
-    def _counts(self, key: str) -> tuple[int, int | None, str | None]:
-        """(parts counted, parts remaining, last part) of chord counter ``key``; (0, None, None) if there is none."""
+    def _counts(self, key: str) -> Counts:
+        """The counts of chord counter ``key``; ``Counts(0, None, None, False)`` if there is none."""
         item = self.client.get_item(**self._prepare_get_request(key), ConsistentRead=True,
-                                    ProjectionExpression="parts, remaining, #last",
+                                    ProjectionExpression="parts, remaining, #last, sent",
                                     ExpressionAttributeNames={"#last": "last"}).get("Item")
         if item is None:
-            return 0, None, None
+            return Counts(0, None, None, False)
         # Before any part reports, the item holds the size set_chord_size added, no parts.
-        return (int(item.get("parts", {"N": 0})["N"]), int(item["remaining"]["N"]),
-                item.get("last", {}).get("S"))
+        return Counts(int(item.get("parts", {"N": 0})["N"]), int(item["remaining"]["N"]),
+                      item.get("last", {}).get("S"), item.get("sent", {}).get("BOOL", False))
+
+    def chord(self, group_id: str) -> Counts:
+        """The counts of chord ``group_id``: 0 remaining once it completed, ``sent`` once its callback was."""
+        return self._counts(str(self.get_key_for_chord(group_id)))
 
     def chord_counts(self, group_id: str) -> tuple[int, int | None]:
         """(parts counted, parts remaining) of chord ``group_id``: 0 remaining once it completed."""
-        return self._counts(str(self.get_key_for_chord(group_id)))[:2]
+        return self.chord(group_id)[:2]

@@ -91,6 +91,9 @@ def dispatch(bucket: str, prefix: str = "", force: bool = False, stream: TextIO 
             if sending:
                 sending.update(run["images"])
 
+        if not run["images"]:
+            # Before the first part: whoever dies, dispatcher or worker, the run ends (carcelery.pipeline.runs).
+            _task("watch_run", body.args[0], group_id, terminator.id).apply_async(countdown=runs.look_every())
         with batched_sends():
             for image in images:
                 one(image)
@@ -122,7 +125,6 @@ def dispatch(bucket: str, prefix: str = "", force: bool = False, stream: TextIO 
         sending.close()
     if run["images"]:
         run["result"] = app.AsyncResult(terminator.id, parent=app.GroupResult(group_id, []))
-        _task("watch_run", body.args[0], group_id, terminator.id).apply_async(countdown=runs.look_every())
     elif if_empty:
         run["result"] = body.delay()  # nothing to recognize: the terminator alone writes the files again
     else:
@@ -147,6 +149,7 @@ def wait(run: dict, timeout: float, stream: TextIO) -> dict:
 
     Raises:
       TimeoutError: the run did not end within ``timeout`` seconds.
+      runs.RunFailed: the run ended without its files (its terminator not sent, or not done); the message says why.
 
     Returns:
       The terminator's summary.
@@ -163,6 +166,8 @@ def wait(run: dict, timeout: float, stream: TextIO) -> dict:
     if done:
         done.update(run["images"])
         done.close()
+    if result.failed():
+        raise runs.RunFailed(str(result.result))
     # Not its parents: they are the run's images, and reading each one's result
     # back would be one request per image; their failures are in the summary.
     return result.get(follow_parents=False)
@@ -206,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     except TimeoutError as exc:
         print(f"error: {exc}; the workers may be down or busy (is Instance B's worker running?)", file=sys.stderr)
         return 3
+    except runs.RunFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 4
     print(f"run {summary['run']}: {summary['images']} images, {summary['cars']} cars, "
           f"{summary['failed_count']} failed; output in {summary['output_dir']}, report {summary['report']}"
           + (f", uploaded to {summary['output_uri']}" if summary["output_uri"] else ""))

@@ -46,6 +46,7 @@ read here is in it).
 | CARCELERY_FLOWER_USER     | (unset)                     | with CARCELERY_FLOWER_PASSWORD: Flower asks for this user (HTTP basic auth) |
 | CARCELERY_FLOWER_PASSWORD | (unset)                     | that user's password                           |
 | CARCELERY_NOOP_EXIT_ON    | (unset)                     | tests only: the ``noop`` recognizer's process exits at once (``os._exit``) when it meets this image name, a worker-killing poison |
+| CARCELERY_EMULATOR_FAULTS | (unset)                     | tests only: a file of AWS faults (errors, delays) the emulator injects into its answers (``carcelery.embedded.faults``) |
 """
 
 from __future__ import annotations
@@ -151,6 +152,7 @@ class Settings:
     flower_user: str = ""
     flower_password: str = ""
     noop_exit_on: str = ""
+    emulator_faults: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -206,6 +208,7 @@ class Settings:
             flower_user=env.get("CARCELERY_FLOWER_USER", ""),
             flower_password=env.get("CARCELERY_FLOWER_PASSWORD", ""),
             noop_exit_on=env.get("CARCELERY_NOOP_EXIT_ON", ""),
+            emulator_faults=env.get("CARCELERY_EMULATOR_FAULTS", ""),
         )
 
     @property

@@ -172,19 +172,33 @@ def terminate(run: dict) -> dict:
 
 @app.task(name="carcelery.tasks.watch_run")
 def watch_run(run: dict, group_id: str, terminator_id: str, parts_seen: int = -1, since: float | None = None) -> dict:
-    """Instance B: look at run ``run`` again later, or end it if its parts stopped coming (``carcelery.pipeline.runs``)."""
-    complete, parts_seen, since = runs.progress(group_id, parts_seen, since)
-    if complete:
-        return {"run": run["id"], "ended": "complete"}
-    if not runs.overdue(since):
-        watch_run.apply_async((run, group_id, terminator_id, parts_seen, since), countdown=runs.look_every())
-        return {"run": run["id"], "ended": False}
-    failed = runs.fail_missing(run)
-    logger.warning("run=%s: no part done for %.0f s (CARCELERY_RUN_DEADLINE): ending it with %d images missing",
-                   run["id"], settings.run_deadline, failed)
-    # The chord's own terminator, by its task id: dispatch --wait sees the run end.
-    terminate.apply_async((run,), task_id=terminator_id)
-    return {"run": run["id"], "ended": "deadline", "missing": failed}
+    """Instance B: look at run ``run`` again later, until its terminator has a result (``carcelery.pipeline.runs``).
+
+    Its chord complete but the terminator not sent a look later: sends it. The
+    terminator sent but without a result a deadline later: the run failed. No
+    part done for the deadline: ends the run with what it has.
+    """
+    ended = runs.ended(terminator_id)
+    if ended:
+        return {"run": run["id"], "ended": ended}
+    counts, since = runs.progress(group_id, parts_seen, since)
+    if counts.remaining == 0 and not counts.sent and runs.overdue(since, runs.look_every()):
+        logger.warning("run=%s: complete, but its terminator was not sent: sending it", run["id"])
+        runs.send_terminator(run, group_id, terminator_id)
+    elif counts.remaining == 0 and counts.sent and runs.overdue(since):
+        runs.give_up(run, terminator_id)
+        logger.error("run=%s failed: its terminator was sent %.0f s ago and has no result", run["id"],
+                     settings.run_deadline)
+        return {"run": run["id"], "ended": "failed"}
+    elif counts.remaining != 0 and runs.overdue(since):
+        # remaining None or below 0: the dispatcher never stored the chord's size (it died while sending).
+        failed = runs.fail_missing(run, sized=counts.remaining is not None and counts.remaining > 0)
+        logger.warning("run=%s: no part done for %.0f s (CARCELERY_RUN_DEADLINE): ending it with %d images missing",
+                       run["id"], settings.run_deadline, failed)
+        runs.send_terminator(run, group_id, terminator_id)
+        return {"run": run["id"], "ended": "deadline", "missing": failed}
+    watch_run.apply_async((run, group_id, terminator_id, counts.parts, since), countdown=runs.look_every())
+    return {"run": run["id"], "ended": False}
 
 
 @app.task(name="carcelery.tasks.scan_bucket")

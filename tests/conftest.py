@@ -41,6 +41,8 @@ os.environ.update({
     "CARCELERY_RECOGNIZER": "local",
     # The emulator records requests only when a test asks it to (test_iam.py).
     "MOTO_RECORDER_FILEPATH": str(_WORKDIR / "emulator-requests.jsonl"),
+    # The emulator injects the faults a test writes there (the ``faults`` fixture).
+    "CARCELERY_EMULATOR_FAULTS": str(_WORKDIR / "faults.json"),
 })
 for name in ("CARCELERY_BUCKET", "CARCELERY_KEY_PREFIX", "CARCELERY_CAR_THRESHOLD", "CARCELERY_QUEUE_PREFIX"):
     os.environ.pop(name, None)
@@ -85,6 +87,30 @@ def bucket(emulator) -> str:
     name = f"test-{uuid.uuid4().hex[:12]}"
     provision.bucket(name)
     return name
+
+
+class Faults:
+    """The emulator's injected faults (``carcelery.embedded.faults``): ``set(rule, ...)``, ``hits()``."""
+
+    path = _WORKDIR / "faults.json"
+
+    def set(self, *rules: dict) -> None:
+        from carcelery.embedded import faults
+
+        faults.write_rules(self.path, rules)
+
+    def hits(self) -> list[int]:
+        from carcelery.embedded import faults
+
+        return faults.hits(self.path)
+
+
+@pytest.fixture
+def faults(emulator):
+    """AWS faults the session's emulator injects, none once the test ends."""
+    injected = Faults()
+    yield injected
+    injected.set()
 
 
 # Fixtures that start a process: a test using one, even through another fixture, is an integration test.

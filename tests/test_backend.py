@@ -50,7 +50,7 @@ def test_the_counter_stays_small_and_the_group_is_not_stored(emulator, monkeypat
     for n in range(300):
         backend.on_chord_part_return(SimpleNamespace(group=group, id=f"task-{n}", chord={}), states.SUCCESS, {})
     counter = backend.client.get_item(**backend._prepare_get_request(str(backend.get_key_for_chord(group))))["Item"]
-    assert set(counter) == {"id", "parts", "remaining", "last", "ttl"}
+    assert set(counter) == {"id", "parts", "remaining", "last", "sent", "ttl"}
     assert backend.get(backend.get_key_for_group(group)) is None
 
 

@@ -2,7 +2,9 @@
 
 import json
 import os
+import re
 import time
+import uuid
 
 import pytest
 
@@ -107,3 +109,38 @@ def test_the_demo_prints_exactly_the_images_of_its_bucket_after_earlier_runs(see
     runs = sorted((tmp_path / "out" / outputs.RUNS).iterdir(), key=os.path.getmtime)
     assert len(runs) == 2 and (tmp_path / "out" / outputs.LATEST).resolve() == runs[1].resolve()
     assert (runs[0] / results.OUTPUT).read_text() == "extra.jpg: NOOP\n", "each run keeps its own files"
+
+
+def test_a_terminator_not_sent_is_sent_again_or_fails_the_run_in_one_line(emulator, faults, tmp_path):
+    # The last part's send of the terminator fails: for a moment (every attempt of
+    # one call: botocore's 5), then for good (access denied to Instance B's queue).
+    s3 = aws.client("s3")
+    moment, denied = f"moment-{uuid.uuid4().hex[:8]}", f"denied-{uuid.uuid4().hex[:8]}"
+    for bucket in (moment, denied):
+        provision.bucket(bucket)
+        for name in ("1.jpg", "2.jpg"):
+            s3.put_object(Bucket=bucket, Key=name, Body=b"noop never reads it")
+    with own_stack(tmp_path, CARCELERY_RECOGNIZER="noop", CARCELERY_RUN_DEADLINE="10") as stack:
+        stack.start_worker("worker_a", "detect", 1)
+        stack.start_worker("worker_b", "text", 1)
+        text_queue = f"{stack.env['CARCELERY_QUEUE_PREFIX']}text"
+        faults.set({"call": "sqs:SendMessage", "match": ["carcelery.tasks.terminate", moment], "fault": "transient",
+                    "times": 5})
+        done = dispatch(stack, "--bucket", moment)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert faults.hits() == [5]
+        assert output(stack) == "1.jpg: NOOP\n2.jpg: NOOP\n"
+        assert "the terminator was not sent" in stack.log("worker_b")
+        assert "complete, but its terminator was not sent: sending it" in stack.log("worker_b")
+
+        faults.set({"call": "sqs:SendMessage", "match": ["carcelery.tasks.terminate", denied], "fault": "denied"})
+        done = dispatch(stack, "--bucket", denied)
+        assert done.returncode == 4, done.stdout + done.stderr
+        (line,) = done.stderr.strip().splitlines()[-1:]
+        assert "Traceback" not in done.stderr
+        run = re.search(r"run (\w+): dispatched", done.stdout).group(1)
+        assert line.startswith(f"error: run {run}: the terminator (-1) was not sent: SendMessage on queue "
+                               f"{text_queue} failed (sqs:SendMessage needed): access"), line
+        assert faults.hits() == [1], "a denial is not retried"
+        assert output(stack) == "1.jpg: NOOP\n2.jpg: NOOP\n", "this run wrote no files: the last run's stand"
+        assert not (stack.output_dir / outputs.RUNS / run).exists()

@@ -374,7 +374,11 @@ def main(argv: list[str] | None = None) -> int:
     from ..pipeline import images
 
     try:
-        running = server(application(), settings.emulator_host, settings.emulator_port)
+        app = application()
+        if settings.emulator_faults:  # a test hook: see carcelery.embedded.faults
+            from .faults import Injector
+            app = Injector(app, Path(settings.emulator_faults), log=lambda line: print(line, flush=True))
+        running = server(app, settings.emulator_host, settings.emulator_port)
     except OSError as exc:
         print(f"error: cannot listen on {settings.endpoint_url} ({exc}); stop what uses it "
               f"or set CARCELERY_EMULATOR_PORT", file=sys.stderr)

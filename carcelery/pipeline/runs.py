@@ -14,6 +14,15 @@ queue, a worker that was only slow) lands in the records table, replacing the
 failure. If it was the last part missing, the chord completes after all and
 its terminator writes the run's files again, now with it; otherwise the next
 run of the bucket (or prefix) has it in its files.
+
+A run is over only when its terminator has a result: ``watch_run`` looks until
+then. The chord completed but its terminator not sent (the last part's send
+failed for a moment: ``carcelery.backend``): it sends it, by its task id. A
+failure no retry can fix (the terminator's queue denied) is the run's failure,
+``RunFailed``, stored as the terminator's result; ``dispatch --wait`` prints
+it. The dispatcher sends ``watch_run`` before the run's first part, so a run
+whose dispatcher died while sending (its chord's size never stored) ends at
+its deadline too, its images not sent failed with why.
 """
 
 from __future__ import annotations
@@ -22,7 +31,8 @@ import time
 
 from . import dead_letters, records
 from ..app import app
-from ..settings import settings
+from ..aws import errors
+from ..settings import TEXT_QUEUE, settings
 
 
 def look_every() -> float:
@@ -30,21 +40,63 @@ def look_every() -> float:
     return max(1.0, min(60.0, settings.run_deadline / 10))
 
 
-def progress(group_id: str, parts_seen: int, since: float | None) -> tuple[bool, int, float]:
-    """(complete, parts done, when the count last moved) of chord ``group_id``, seen ``parts_seen`` at ``since``."""
-    parts, remaining = app.backend.chord_counts(group_id)
+class RunFailed(Exception):
+    """The run could not end with its files written; the message names the call, the resource and the fix."""
+
+
+def not_sent(run_id: str, exc: Exception) -> str | None:
+    """Why run ``run_id``'s terminator could not be sent, if no retry can fix ``exc``; None if one may."""
+    reason = errors.explain(exc)
+    if reason is None:
+        return None
+    call = getattr(exc, "operation_name", "SendMessage")
+    queue = settings.queue_name(TEXT_QUEUE)
+    return (f"run {run_id}: the terminator (-1) was not sent: {call} on queue {queue} failed "
+            f"(sqs:{call} needed): {reason}")
+
+
+def progress(group_id: str, parts_seen: int, since: float | None) -> tuple[tuple, float]:
+    """(the chord's counts, ``backend.Counts``; when its count last moved) of chord ``group_id``,
+    seen ``parts_seen`` parts at ``since``."""
+    counts = app.backend.chord(group_id)
     now = time.time()
-    if since is None or parts != parts_seen:
+    if since is None or counts.parts != parts_seen:
         since = now
-    return remaining == 0, parts, since
+    return counts, since
 
 
-def overdue(since: float) -> bool:
-    return time.time() - since >= settings.run_deadline
+def ended(terminator_id: str) -> str | None:
+    """How the run of terminator ``terminator_id`` ended: "complete", "failed", or None: not yet."""
+    result = app.AsyncResult(terminator_id)
+    if result.successful():
+        return "complete"
+    return "failed" if result.failed() else None
 
 
-def fail_missing(run: dict) -> int:
-    """Store the run's images still pending as failed, with why; how many they were."""
+def send_terminator(run: dict, group_id: str, terminator_id: str) -> None:
+    """Send the chord's own terminator, by its task id (``dispatch --wait`` follows that id)."""
+    app.signature("carcelery.tasks.terminate", args=(run,)).apply_async(task_id=terminator_id)
+    app.backend.mark_callback_sent(group_id)
+
+
+def give_up(run: dict, terminator_id: str) -> None:
+    """Store the run's failure: its terminator was sent, and had no result a deadline later."""
+    reason = (f"run {run['id']}: the terminator (-1, task {terminator_id}) was sent but had not ended "
+              f"{settings.run_deadline:.0f} s later (CARCELERY_RUN_DEADLINE); is Instance B's worker running? "
+              f"python -m carcelery.commands.dlq lists it if it was dead-lettered")
+    app.backend.mark_as_failure(terminator_id, RunFailed(reason))
+
+
+def overdue(since: float, after: float | None = None) -> bool:
+    """Whether ``after`` seconds (the run's deadline by default) have gone by since ``since``."""
+    return time.time() - since >= (settings.run_deadline if after is None else after)
+
+
+def fail_missing(run: dict, sized: bool = True) -> int:
+    """Store the run's images still pending as failed, with why; how many they were.
+
+    ``sized``: whether the dispatcher stored the chord's size, which it does before sending the last image.
+    """
     dead = {(message["bucket"], message["image"]) for message in dead_letters.messages() if message["run"] == run["id"]}
     failed = 0
     for record in records.pending(run["bucket"], run["id"], run.get("prefix", "")):
@@ -55,5 +107,7 @@ def fail_missing(run: dict) -> int:
         else:
             reason = (f"no result: no part of run {run['id']} was done for {settings.run_deadline:.0f} s "
                       f"(CARCELERY_RUN_DEADLINE); a late result replaces this record")
+            if not sized:
+                reason += "; the dispatcher stopped before it had sent every image: this one may never have been sent"
         failed += records.fail(record, run["id"], reason)
     return failed
