@@ -3,6 +3,9 @@
 import json
 import os
 import re
+import signal
+import subprocess
+import sys
 import time
 import uuid
 
@@ -11,7 +14,7 @@ import pytest
 from carcelery import aws
 from carcelery.pipeline import outputs, results
 from carcelery.aws import provision
-from carcelery.embedded.demo import Stack
+from carcelery.embedded.demo import ROOT, Stack
 from test_pipeline import dispatch, output, own_stack, records
 
 
@@ -144,3 +147,39 @@ def test_a_terminator_not_sent_is_sent_again_or_fails_the_run_in_one_line(emulat
         assert faults.hits() == [1], "a denial is not retried"
         assert output(stack) == "1.jpg: NOOP\n2.jpg: NOOP\n", "this run wrote no files: the last run's stand"
         assert not (stack.output_dir / outputs.RUNS / run).exists()
+
+
+def test_a_run_whose_dispatcher_dies_while_sending_still_ends(emulator, bucket, faults, tmp_path):
+    s3 = aws.client("s3")
+    names = [f"{n}.jpg" for n in range(1, 26)]
+    for name in names:
+        s3.put_object(Bucket=bucket, Key=name, Body=b"noop never reads it")
+    with own_stack(tmp_path, CARCELERY_RECOGNIZER="noop", CARCELERY_RUN_DEADLINE="10") as stack:
+        stack.start_worker("worker_a", "detect", 1)
+        stack.start_worker("worker_b", "text", 1)
+        # The first ten images go (one SendMessageBatch); the second batch hangs, and the dispatcher is killed in it.
+        faults.set({"call": "sqs:SendMessageBatch", "match": [bucket, "carcelery.tasks.detect_car"], "fault": "delay",
+                    "seconds": 120, "then": "transient", "skip": 1})
+        sending = subprocess.Popen([sys.executable, "-m", "carcelery.dispatch", "--bucket", bucket], cwd=ROOT,
+                                   env=stack.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while faults.hits() != [1]:
+            assert sending.poll() is None and time.monotonic() < deadline, "the dispatcher never reached its second batch"
+            time.sleep(0.1)
+        os.kill(sending.pid, signal.SIGKILL)
+        sending.wait()
+        # The ten sent are done, the deadline passes, the run ends with what it has.
+        deadline = time.monotonic() + 90
+        while "terminator -1" not in stack.log("worker_b"):
+            assert time.monotonic() < deadline, stack.log("worker_b")[-3000:]
+            time.sleep(0.5)
+        got = records(stack)
+        assert len(got) == 25
+        done = sorted((name for name, record in got.items() if "error" not in record), key=results.natural_key)
+        assert len(done) == 10
+        assert output(stack) == "".join(f"{name}: NOOP\n" for name in done)
+        for name in set(names) - set(done):
+            assert got[name]["error"]["stage"] == "result"
+            assert got[name]["error"]["reason"].endswith("the dispatcher stopped before it had sent every image: "
+                                                         "this one may never have been sent"), got[name]
+        assert "ending it with 15 images missing" in stack.log("worker_b")

@@ -19,7 +19,8 @@ The rules file is a JSON list, read again whenever it changes::
   touches one test's requests only.
 - ``fault``: ``transient`` (500 InternalError), ``throttle`` (SlowDown,
   ThrottlingException, RequestThrottled), ``denied`` (AccessDenied, naming the
-  IAM action as AWS does) or ``delay`` (the answer comes ``seconds`` late).
+  IAM action as AWS does) or ``delay`` (the answer comes ``seconds`` late; with
+  ``then``, one of the others, that fault comes then instead of the answer).
 - ``skip`` matching requests go through first; then ``times`` of them get the
   fault (null: every one).
 
@@ -208,10 +209,13 @@ class Injector:
         if rule is None:
             return self.app(environ, start_response)
         self.log(f"fault: {call} {rule['fault']} ({rule.get('match', '')})")
-        if rule["fault"] == "delay":
+        fault = rule["fault"]
+        if fault == "delay":
             time.sleep(rule.get("seconds", 1.0))
-            return self.app(environ, start_response)
+            fault = rule.get("then")
+            if fault is None:
+                return self.app(environ, start_response)
         resource = _strings(rule.get("match", ""))[-1:] or [environ.get("PATH_INFO", "")]
-        status, headers, answer = error_response(call, rule["fault"], resource[0])
+        status, headers, answer = error_response(call, fault, resource[0])
         start_response(status, headers)
         return [] if environ["REQUEST_METHOD"] == "HEAD" else [answer]

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import time
 
+from botocore.exceptions import ClientError
+
 from . import dead_letters, records
 from ..app import app
 from ..aws import errors
@@ -97,7 +99,7 @@ def fail_missing(run: dict, sized: bool = True) -> int:
 
     ``sized``: whether the dispatcher stored the chord's size, which it does before sending the last image.
     """
-    dead = {(message["bucket"], message["image"]) for message in dead_letters.messages() if message["run"] == run["id"]}
+    dead = {(message["bucket"], message["image"]) for message in _dead_letters() if message["run"] == run["id"]}
     failed = 0
     for record in records.pending(run["bucket"], run["id"], run.get("prefix", "")):
         if (record["bucket"], record["key"]) in dead:
@@ -111,3 +113,13 @@ def fail_missing(run: dict, sized: bool = True) -> int:
                 reason += "; the dispatcher stopped before it had sent every image: this one may never have been sent"
         failed += records.fail(record, run["id"], reason)
     return failed
+
+
+def _dead_letters() -> list[dict]:
+    """What is in the dead-letter queue; nothing if there is none (queues kombu made, not provision)."""
+    try:
+        return dead_letters.messages()
+    except ClientError as exc:
+        if not errors.queue_missing(exc):
+            raise
+        return []
