@@ -119,6 +119,14 @@ class Permanent(Exception):
         return type(self), (self.call, self.resource, self.code, self.fix, self.kind, self.permission)
 
 
+class Transient(Exception):
+    """A failure that a later try can fix (see ``transient``), raised for Celery to retry the task.
+
+    The tasks name it in Celery's ``autoretry_for``; its message names what failed
+    and the error, and ``__cause__`` is the error itself.
+    """
+
+
 def error_code(exc: BaseException) -> str:
     if isinstance(exc, ClientError):
         return str(exc.response.get("Error", {}).get("Code", ""))
