@@ -9,16 +9,17 @@ without a car never reach Instance B's queue. ``watch_run`` ends a run whose
 parts stopped coming (``carcelery.pipeline.runs``). ``scan_bucket`` is the beat's
 periodic scan for new images.
 
-A task never raises for a bad image or a permanent AWS error: it stores a
-record with ``error`` set, so the chord still completes and the failure is
-written down. Transient errors are retried with backoff, a bounded number of times.
+A task never raises for a bad image, a permanent AWS error or a bug: it
+stores a record with ``error`` set, at once, so the chord still completes and
+the failure is written down. Transient errors (``aws.errors.transient``) are
+retried by Celery (``RETRY``: exponential backoff, full jitter), MAX_RETRIES
+times; then the image fails too.
 """
 
 from __future__ import annotations
 
 import gc
 import os
-import random
 import signal
 import time
 from pathlib import Path
@@ -38,6 +39,11 @@ from .settings import settings
 logger = get_task_logger(__name__)
 
 MAX_RETRIES = 5
+# Celery's retry options for the image tasks: 1, 2, 4, 8, 16 s at most between
+# tries, each a random fraction of that (full jitter: throttled workers do not
+# retry in step).
+RETRY = {"autoretry_for": (errors.Transient,), "max_retries": MAX_RETRIES,
+         "retry_backoff": True, "retry_backoff_max": 60, "retry_jitter": True}
 
 
 def recognizer() -> recognizers.Recognizer:
@@ -81,29 +87,38 @@ def _image(ref: dict) -> recognizers.Image:
                              bucket=ref["bucket"], key=ref["key"])
 
 
-def _backoff(retries: int) -> float:
-    # Exponential, capped, with jitter so that throttled workers do not retry in step.
-    return min(60.0, 2.0 ** retries) * random.uniform(0.5, 1.5)
-
-
 # CPU time of the task: its process's, or under the threads pool its thread's.
 _cpu_time = time.thread_time if settings.pool == "threads" else time.process_time
 
 
 def _attempt(task, ref: dict, stage: str, work) -> dict:
-    """``work()``'s record, or a failure record naming the reason; transient errors are retried."""
+    """``work()``'s record, or at once a failure record naming the reason.
+
+    Raises:
+      aws.errors.Transient: ``work`` failed with a transient error and the task has
+        retries left; Celery retries it (``RETRY``).
+
+    Returns:
+      The image's record; for a bad image, a permanent AWS error, a bug, or a
+      transient error on the last try, a failure record (``results.failure``).
+    """
     started, cpu = time.perf_counter(), _cpu_time()
     try:
         record = work()
     except recognizers.ImageError as exc:
         reason = str(exc)
-    except Exception as exc:  # noqa: BLE001 - sorted below into permanent and transient
-        reason = errors.explain(exc, ref["bucket"], ref["key"])
-        if reason is None:
-            if task.request.retries < MAX_RETRIES:
+    except Exception as exc:  # noqa: BLE001 - sorted below: transient, permanent, or a bug
+        if errors.transient(exc):
+            if task.request.retries < task.max_retries:
                 logger.warning("image=%s stage=%s transient error, retrying: %r", ref["key"], stage, exc)
-                raise task.retry(exc=exc, countdown=_backoff(task.request.retries), max_retries=MAX_RETRIES)
-            reason = f"{type(exc).__name__}: {exc} (gave up after {MAX_RETRIES} retries)"
+                raise errors.Transient(f"image={ref['key']} stage={stage}: {exc!r}") from exc
+            reason = f"{type(exc).__name__}: {exc} (gave up after {task.max_retries} retries)"
+        elif (permanent := errors.permanent(exc, ref["bucket"], ref["key"])) is not None:
+            reason = str(permanent)
+        else:
+            # A bug: the same image would fail the same way again. Its traceback, once, in the log.
+            logger.exception("image=%s stage=%s failed with a programming error", ref["key"], stage)
+            reason = f"{type(exc).__name__}: {exc} (a programming error in carcelery, not retried)"
     else:
         elapsed, cpu = time.perf_counter() - started, _cpu_time() - cpu
         if stage == "detect":
@@ -117,7 +132,7 @@ def _attempt(task, ref: dict, stage: str, work) -> dict:
     return results.failure(ref["key"], stage, reason, bucket=ref["bucket"], key=ref["key"], etag=ref.get("etag"))
 
 
-@app.task(bind=True, name="carcelery.tasks.detect_car")
+@app.task(bind=True, name="carcelery.tasks.detect_car", **RETRY)
 def detect_car(self, ref: dict) -> dict:
     """Instance A: does the image ``ref`` (bucket, key, etag, run) hold a car?
 
@@ -135,7 +150,7 @@ def detect_car(self, ref: dict) -> dict:
     return _stored(record, ref.get("run"))
 
 
-@app.task(bind=True, name="carcelery.tasks.recognize_text")
+@app.task(bind=True, name="carcelery.tasks.recognize_text", **RETRY)
 def recognize_text(self, record: dict, run: str | None = None) -> dict:
     """Instance B: read the text of a car image of run ``run``; its record is stored and is this task's result."""
     regions = recognizers.text_regions(record["labels"], settings.text_region)

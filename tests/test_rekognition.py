@@ -67,6 +67,7 @@ def test_local_files_are_sent_as_bytes(stubbed):
     ("InvalidImageFormatException", "7.jpg is not a JPEG or PNG image"),
     ("ImageTooLargeException", "7.jpg is larger than Rekognition accepts"),
     ("InvalidS3ObjectException", "7.jpg cannot be read by Rekognition from S3"),
+    ("InvalidParameterException", "7.jpg was refused by Rekognition"),
 ])
 def test_image_errors_are_permanent_and_named(stubbed, code, says):
     recognizer, stub = stubbed

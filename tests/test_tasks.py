@@ -4,22 +4,19 @@ from types import SimpleNamespace
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
-from celery.exceptions import Retry
 
 from carcelery import tasks
-from carcelery.recognizers import ImageError
+from carcelery.aws import errors
+from carcelery.recognizers import ImageError, Label
 
 REF = {"bucket": "b", "key": "k.jpg", "etag": "e"}
 
 
 class FakeTask:
+    max_retries = tasks.MAX_RETRIES
+
     def __init__(self, retries):
         self.request = SimpleNamespace(retries=retries)
-        self.countdowns = []
-
-    def retry(self, exc, countdown, max_retries):
-        self.countdowns.append(countdown)
-        return Retry(exc=exc)
 
 
 def fail(exc):
@@ -46,13 +43,49 @@ def test_permanent_aws_errors_are_not_retried():
     EndpointConnectionError(endpoint_url="http://127.0.0.1:1"),
     ConnectionResetError(),
 ])
-def test_transient_errors_are_retried_with_growing_backoff_then_recorded(exc):
-    countdowns = []
+def test_transient_errors_are_retried_then_recorded(exc):
     for retries in range(tasks.MAX_RETRIES):
-        task = FakeTask(retries)
-        with pytest.raises(Retry):
-            tasks._attempt(task, REF, "detect", fail(exc))
-        countdowns += task.countdowns
-    assert all(0.5 * 2 ** i <= c <= 1.5 * 2 ** i for i, c in enumerate(countdowns)), countdowns
+        with pytest.raises(errors.Transient) as raised:
+            tasks._attempt(FakeTask(retries), REF, "detect", fail(exc))
+        assert raised.value.__cause__ is exc and "image=k.jpg stage=detect" in str(raised.value)
     record = tasks._attempt(FakeTask(tasks.MAX_RETRIES), REF, "detect", fail(exc))
     assert f"gave up after {tasks.MAX_RETRIES} retries" in record["error"]["reason"]
+
+
+@pytest.mark.parametrize("code, says", [
+    ("AccessDeniedException", "DetectLabels on s3://b/k.jpg failed (AccessDeniedException): "
+                              "the credentials lack rekognition:DetectLabels; grant it (deploy/iam-policy.json, docs/aws.md)"),
+    ("ExpiredTokenException", "DetectLabels on s3://b/k.jpg failed (ExpiredTokenException): "
+                              "the AWS session token has expired; renew your credentials"),
+])
+def test_denied_and_expired_fail_the_image_at_once_naming_call_resource_permission(code, says):
+    exc = ClientError({"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": 400}}, "DetectLabels")
+    record = tasks._attempt(FakeTask(0), REF, "detect", fail(exc))
+    assert record["error"] == {"stage": "detect", "reason": says}
+
+
+def test_a_programming_error_fails_the_image_at_once(caplog):
+    record = tasks._attempt(FakeTask(0), REF, "text", fail(KeyError("labels")))
+    assert record["error"] == {"stage": "text",
+                               "reason": "KeyError: 'labels' (a programming error in carcelery, not retried)"}
+    assert "Traceback" in caplog.text
+
+
+def test_the_tasks_retry_with_celerys_options(monkeypatch):
+    """In-process (apply): Celery's autoretry retries a throttled call, then the image has its record."""
+    calls, stored = [], []
+
+    class Throttled:
+        def labels(self, image):
+            calls.append(image.name)
+            if len(calls) < 3:
+                raise ClientError({"Error": {"Code": "ThrottlingException"}}, "DetectLabels")
+            return [Label("Tree", 99.0)]
+
+    monkeypatch.setattr(tasks, "recognizer", Throttled)
+    monkeypatch.setattr(tasks, "threshold", lambda: 50.0)
+    monkeypatch.setattr(tasks.records, "put", lambda record, run: stored.append(record))
+    result = tasks.detect_car.apply((REF,))
+    assert result.successful() and result.result["car"] is False and "error" not in result.result
+    assert calls == ["k.jpg"] * 3 and len(stored) == 1
+    assert tasks.detect_car.autoretry_for == (errors.Transient,) and tasks.detect_car.retry_backoff_max == 60

@@ -11,16 +11,9 @@ from typing import Sequence
 from botocore.exceptions import ClientError
 
 from .. import aws
+from ..aws import errors
 from .base import Box, Image, ImageError, Label, Recognizer, TextLine
 
-# Rekognition's answers for these are about the image, not the service:
-# retrying gives the same answer.
-IMAGE_ERRORS = {
-    "InvalidImageFormatException": "is not a JPEG or PNG image; replace it with one",
-    "ImageTooLargeException": "is larger than Rekognition accepts (15 MB in S3, 5 MB as bytes); downscale it",
-    "InvalidS3ObjectException": "cannot be read by Rekognition from S3; check that the object exists "
-                                "and is in the same region as Rekognition",
-}
 # DetectLabels' default; the car decision uses the configured threshold.
 MIN_CONFIDENCE = 50
 # DetectText's limit of regions of interest.
@@ -56,9 +49,10 @@ class RekognitionRecognizer(Recognizer):
         try:
             return method(Image=self._image(image), **kwargs)
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code in IMAGE_ERRORS:
-                raise ImageError(f"{image.name} {IMAGE_ERRORS[code]} (Rekognition: {code})") from None
+            # Rekognition's answers about the image, not the service: the image fails, not the run.
+            code = errors.error_code(exc)
+            if code in errors.IMAGE:
+                raise ImageError(f"{image.name} {errors.IMAGE[code]} (Rekognition {exc.operation_name}: {code})") from None
             raise
 
     def labels(self, image: Image) -> list[Label]:

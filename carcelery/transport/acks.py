@@ -6,6 +6,15 @@ seconds of each other (ten at most), instead of one DeleteMessage each. A
 worker killed within that delay leaves them to be delivered again, as SQS does
 for any message not deleted: tasks are idempotent and their chord parts count
 once. A message rejected to be requeued is made visible again, not copied.
+
+A delete that fails is sorted as kombu's ``basic_ack`` sorts it: refused
+(``AccessDenied``, or any permanent error of the call) raises, kombu's
+``AccessDeniedQueueException`` for a denial, from the event loop as kombu's
+would, so the worker stops with one line naming the call, the queue, the
+missing permission and the fix, instead of running every task again until it
+is dead-lettered. Entries SQS failed on its side (``SenderFault`` false) are
+tried once more; entries it refuses (a receipt handle no longer valid) are
+forgotten, as kombu forgets them, with one line each batch.
 """
 
 from __future__ import annotations
@@ -13,6 +22,8 @@ from __future__ import annotations
 from kombu.log import get_logger
 from kombu.transport import SQS
 from kombu.utils.objects import cached_property
+
+from ..aws import errors
 
 logger = get_logger(__name__)
 
@@ -54,7 +65,9 @@ class GatheredAcks:
         if len(pending) == SQS.SQS_MAX_MESSAGES or self.closed:  # closed: a thread's last ack
             self._delete_acked(key)
         elif len(pending) == 1:
-            self.hub.call_later(ACK_DELAY, self._delete_acked, key)
+            # Through the ready queue, not in the timer: an error raised there leaves the
+            # event loop as kombu's basic_ack's does (the timer would log it and go on).
+            self.hub.call_later(ACK_DELAY, self.hub.call_soon, self._delete_acked, key)
 
     def basic_reject(self, delivery_tag, requeue=False):
         """Reject a message; one to be requeued (its worker process died) is made visible again in SQS.
@@ -86,20 +99,44 @@ class GatheredAcks:
 
     # Not `_delete`: that is kombu's queue deletion (virtual Channel.queue_delete calls it).
     def _delete_batch(self, queue: str | None, url: str, handles: list[str]) -> None:
-        """Delete messages from SQS with one request; what is not deleted is delivered again, with a warning."""
-        try:
-            failed = self.sqs(queue=queue).delete_message_batch(
-                QueueUrl=url, Entries=[{"Id": str(n), "ReceiptHandle": h} for n, h in enumerate(handles)]
-            ).get("Failed", [])
-        except Exception as exc:  # noqa: BLE001 - logged; SQS delivers the messages again
-            failed = [{"Message": f"{type(exc).__name__}: {exc}"}] * len(handles)
-        if failed:
-            logger.warning("SQS did not delete %d of %d done messages of %s (%s): they will be delivered again "
-                           "after the visibility timeout (is sqs:DeleteMessage allowed?)", len(failed), len(handles),
-                           url.rsplit("/", 1)[-1], failed[0].get("Message") or failed[0].get("Code"))
+        """Delete messages from SQS with one request (two if SQS fails some entries on its side).
+
+        Raises:
+          kombu.transport.SQS.AccessDeniedQueueException: the call was denied (as kombu's basic_ack).
+          aws.errors.Permanent: any other error no retry can fix (expired credentials, no such queue).
+          Exception: a programming error.
+        """
+        entries = [{"Id": str(n), "ReceiptHandle": h} for n, h in enumerate(handles)]
+        name = url.rsplit("/", 1)[-1]
+        for _ in range(2):
+            try:
+                failed = self.sqs(queue=queue).delete_message_batch(QueueUrl=url, Entries=entries).get("Failed", [])
+            except Exception as exc:
+                if not errors.transient(exc):  # permanent, or a bug: raised, as kombu's basic_ack raises
+                    permanent = errors.permanent(exc, queue=name)
+                    if permanent is None:
+                        raise
+                    if permanent.kind == "denied":
+                        raise SQS.AccessDeniedQueueException(str(permanent)) from exc
+                    raise permanent from exc
+                failed = [{"Id": e["Id"], "SenderFault": False, "Message": f"{type(exc).__name__}: {exc}"}
+                          for e in entries]
+            refused = [f for f in failed if f.get("SenderFault")]
+            if refused:  # kombu forgets them too (a stale receipt handle)
+                logger.error("DeleteMessageBatch on queue %s refused %d of %d entries (%s: %s): those messages "
+                             "will be delivered again", name, len(refused), len(entries),
+                             refused[0].get("Code"), refused[0].get("Message"))
+            again = [f for f in failed if not f.get("SenderFault")]
+            entries = [e for e in entries if e["Id"] in {f["Id"] for f in again}]
+            if not entries:
+                return
+        logger.warning("SQS did not delete %d done messages of queue %s (%s): they will be delivered again "
+                       "after the visibility timeout", len(entries), name, again[0].get("Code") or again[0].get("Message"))
 
     def close(self):
         """Delete the messages of the acknowledgements still gathered, then close."""
-        for key in list(self._acked):
-            self._delete_acked(key)
-        super().close()
+        try:
+            for key in list(self._acked):
+                self._delete_acked(key)
+        finally:
+            super().close()
