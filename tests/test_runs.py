@@ -142,8 +142,9 @@ def test_a_terminator_not_sent_is_sent_again_or_fails_the_run_in_one_line(emulat
         (line,) = done.stderr.strip().splitlines()[-1:]
         assert "Traceback" not in done.stderr
         run = re.search(r"run (\w+): dispatched", done.stdout).group(1)
-        assert line.startswith(f"error: run {run}: the terminator (-1) was not sent: SendMessage on queue "
-                               f"{text_queue} failed (sqs:SendMessage needed): access"), line
+        assert line == (f"error: run {run}: the terminator (-1) was not sent: SendMessage on queue {text_queue} "
+                        f"failed (AccessDenied): the credentials lack sqs:SendMessage; grant it "
+                        f"(deploy/iam-policy.json, docs/aws.md)")
         assert faults.hits() == [1], "a denial is not retried"
         assert output(stack) == "1.jpg: NOOP\n2.jpg: NOOP\n", "this run wrote no files: the last run's stand"
         assert not (stack.output_dir / outputs.RUNS / run).exists()

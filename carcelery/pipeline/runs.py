@@ -47,14 +47,9 @@ class RunFailed(Exception):
 
 
 def not_sent(run_id: str, exc: Exception) -> str | None:
-    """Why run ``run_id``'s terminator could not be sent, if no retry can fix ``exc``; None if one may."""
-    reason = errors.explain(exc)
-    if reason is None:
-        return None
-    call = getattr(exc, "operation_name", "SendMessage")
-    queue = settings.queue_name(TEXT_QUEUE)
-    return (f"run {run_id}: the terminator (-1) was not sent: {call} on queue {queue} failed "
-            f"(sqs:{call} needed): {reason}")
+    """Why run ``run_id``'s terminator could not be sent, in one line, if no retry can fix ``exc``; None if one may."""
+    failure = errors.permanent(exc, queue=settings.queue_name(TEXT_QUEUE))
+    return None if failure is None else f"run {run_id}: the terminator (-1) was not sent: {failure}"
 
 
 def progress(group_id: str, parts_seen: int, since: float | None) -> tuple[tuple, float]:
