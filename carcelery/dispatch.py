@@ -214,6 +214,12 @@ def main(argv: list[str] | None = None) -> int:
     except runs.RunFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 4
+    except Exception as exc:  # noqa: BLE001 - known AWS errors become one clear line
+        reason = errors.explain(exc, table=settings.results_table)
+        if reason is None:
+            raise
+        print(f"error: run {run['id']} was sent, but cannot be followed: {reason}", file=sys.stderr)
+        return 2
     print(f"run {summary['run']}: {summary['images']} images, {summary['cars']} cars, "
           f"{summary['failed_count']} failed; output in {summary['output_dir']}, report {summary['report']}"
           + (f", uploaded to {summary['output_uri']}" if summary["output_uri"] else ""))

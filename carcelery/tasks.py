@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from celery.concurrency import get_implementation
+from celery.exceptions import Ignore
 from celery.concurrency.thread import TaskPool as ThreadPool
 from celery.signals import worker_init, worker_process_init
 from celery.utils.log import get_task_logger
@@ -34,7 +35,7 @@ from .pipeline import costs, outputs, records, results, runs, images
 from .aws import errors
 from .app import app
 from .dispatch import dispatch
-from .settings import settings
+from .settings import TEXT_QUEUE, settings
 
 logger = get_task_logger(__name__)
 
@@ -146,8 +147,23 @@ def detect_car(self, ref: dict) -> dict:
                                  labels=labels, threshold=threshold())
     record = _attempt(self, ref, "detect", work)
     if record["car"]:
-        return self.replace(recognize_text.s(record, run=ref.get("run")))
+        try:
+            return self.replace(recognize_text.s(record, run=ref.get("run")))
+        except Ignore:  # replace's way of ending this task, once the hand-off is sent
+            raise
+        except Exception as exc:  # noqa: BLE001 - sorted below: transient, permanent, or a bug
+            if errors.transient(exc):
+                raise errors.Transient(f"image={ref['key']} stage=text: hand-off to Instance B: {exc!r}") from exc
+            record = _not_handed_on(ref, exc)
     return _stored(record, ref.get("run"))
+
+
+def _not_handed_on(ref: dict, exc: Exception) -> dict:
+    """The failure record of a car image that could not be handed on to Instance B."""
+    failure = errors.permanent(exc, queue=settings.queue_name(TEXT_QUEUE))
+    reason = str(failure) if failure else f"{type(exc).__name__}: {exc} (a programming error in carcelery, not retried)"
+    logger.error("image=%s stage=text not handed on to Instance B: %s", ref["key"], reason)
+    return results.failure(ref["key"], "text", reason, bucket=ref["bucket"], key=ref["key"], etag=ref.get("etag"))
 
 
 @app.task(bind=True, name="carcelery.tasks.recognize_text", **RETRY)
@@ -158,7 +174,7 @@ def recognize_text(self, record: dict, run: str | None = None) -> dict:
     return _stored(_attempt(self, record, "text", work), run)
 
 
-@app.task(name="carcelery.tasks.terminate")
+@app.task(name="carcelery.tasks.terminate", **RETRY)
 def terminate(run: dict) -> dict:
     """Instance B, the ``-1`` terminator: write the run's output.txt, results.jsonl and report.html.
 
@@ -168,7 +184,10 @@ def terminate(run: dict) -> dict:
     Returns:
       The run's summary: counts, the first failures, where the outputs are.
     """
-    summary = outputs.write(run, settings.output_dir, settings.output_uri)
+    try:
+        summary = outputs.write(run, settings.output_dir, settings.output_uri)
+    except Exception as exc:  # noqa: BLE001 - a transient error is retried; a permanent one fails the run
+        raise runs.written_or_failed(run, exc)  # noqa: B904 - its context is exc
     # The calls behind the records written (results.jsonl, read back a line at a time).
     summary.update(costs.summary(results.read_records(Path(summary["output_dir"])), settings.recognizer, settings.region))
     failed = summary["failed"]

@@ -93,3 +93,22 @@ def test_each_concern_overrides_names_of_its_own():
     mixins = transport.Channel.__bases__[:-1]
     names = [name for mixin in mixins for name in vars(mixin) if not name.startswith("__")]
     assert len(names) == len(set(names)), "two mixins define one name: only one of them would be used"
+
+
+@pytest.mark.parametrize("body, status, code, transient", [
+    (b'{"__type": "RequestThrottled", "message": "slow down"}', 400, "RequestThrottled", True),
+    (b'{"__type": "com.amazonaws.sqs#AccessDenied", "message": "not authorized"}', 400, "AccessDenied", False),
+    (b'{"__type": "InternalError", "message": "oops"}', 500, "InternalError", True),
+])
+def test_a_failed_asynchronous_receive_is_sorted_as_botocore_would(body, status, code, transient):
+    # kombu's pycurl client raises a bare Exception; the worker sorts it as every AWS error.
+    from carcelery.aws import errors
+    from carcelery.transport.receiving import _client_error
+
+    reason = {400: "Bad Request", 500: "Internal Server Error"}[status]
+    error = _client_error(Exception(f"Request HTTP Error  HTTP {status}  {reason} ({body})"))
+    assert errors.error_code(error) == code and errors.transient(error) is transient
+    if not transient:
+        assert str(errors.permanent(error, queue="q-text")) == (
+            "ReceiveMessage on queue q-text failed (AccessDenied): the credentials lack sqs:ReceiveMessage; "
+            "grant it (deploy/iam-policy.json, docs/aws.md)")

@@ -1,12 +1,76 @@
-"""Receiving in a worker: fewer, fuller ReceiveMessage requests, and a quiet stop."""
+"""Receiving in a worker: fewer, fuller ReceiveMessage requests, a quiet stop, and failed receives survived.
+
+kombu's asynchronous receive (``Channel._get_bulk_async``) answers an SQS 5xx
+with ``[]``, which its ``_on_messages_ready`` cannot read (the worker died with
+an AttributeError), and raises for any other error answer into the promise of
+the next receive, which then never comes (the worker went on, deaf to its
+queue). Here a failed receive is sorted as every AWS error is
+(``aws.errors``): a transient one (throttling, 5xx) is logged and the queue is
+received again after the polling interval; one no retry can fix (access
+denied, expired credentials) raises from the event loop, as kombu's own
+errors do, so the worker stops with one line naming the call, the queue, the
+missing permission and the fix.
+"""
 
 from __future__ import annotations
 
+import re
+from functools import partial
+
+from botocore.exceptions import ClientError
+from kombu.log import get_logger
 from kombu.transport import SQS
+from vine import promise
+
+from ..aws import errors
+
+logger = get_logger(__name__)
+
+
+def _client_error(exc: Exception, operation: str = "ReceiveMessage") -> Exception:
+    """kombu's asynchronous error (``Request HTTP Error  HTTP 400  Bad Request (b'{...}')``) as botocore's ClientError."""
+    found = re.match(r"Request .*?HTTP (\d+) .*?\(b'(.*)'\)$", str(exc), re.S)
+    if not found:
+        return exc
+    body = found.group(2)
+    code = re.search(r'"__type":\s*"(?:[^"#]*#)?([^"]+)"', body)
+    message = re.search(r'"[mM]essage":\s*"([^"]*)"', body)
+    return ClientError({"Error": {"Code": code.group(1) if code else found.group(1),
+                                  "Message": message.group(1) if message else body},
+                        "ResponseMetadata": {"HTTPStatusCode": int(found.group(1))}}, operation)
 
 
 class Receiving:
-    """Channel mixin: a worker receives when half its prefetch is free; no receive is scheduled after close."""
+    """Channel mixin: a worker receives when half its prefetch is free; no receive is scheduled after close;
+    a failed receive is tried again (transient) or stops the worker with one line (permanent)."""
+
+    # Debt: overrides kombu's private `Channel._get_from_sqs` (5.7.0): the same receive, but its
+    # answer goes through a promise with an error handler, which kombu's lacks.
+    def _get_from_sqs(self, queue_name, queue_url, connection, count=1, callback=None):
+        guarded = promise(callback, on_error=partial(self._receive_failed, queue_url, callback))
+        return super()._get_from_sqs(queue_name, queue_url, connection, count, guarded)
+
+    def _receive_failed(self, url: str, callback, exc: Exception) -> None:
+        """A receive of queue ``url`` failed with ``exc``: ``callback`` (its answer's handler) gets no
+        messages, so that the next receive comes after the polling interval; or the worker stops."""
+        error, name = _client_error(exc), url.rsplit("/", 1)[-1]
+        if errors.transient(error):
+            logger.warning("ReceiveMessage on queue %s failed (%s): receiving again", name, errors.error_code(error))
+            callback({})  # an answer without messages
+            return
+        failure = errors.permanent(error, queue=name)
+        if failure is not None:
+            logger.error("%s: the worker stops", failure)
+        # Out of the event loop, as kombu's own errors go: the worker stops (a bug too).
+        self.hub.call_soon(_raise, failure or exc)
+
+    # Debt: overrides kombu's private `Channel._on_messages_ready` (5.7.0): its asynchronous
+    # client's answer to a 5xx is [] (no messages), which kombu's reads as a dict.
+    def _on_messages_ready(self, queue, qname, messages):
+        if isinstance(messages, list):
+            logger.warning("ReceiveMessage on queue %s failed (SQS 5xx): receiving again", qname)
+            return 0
+        return super()._on_messages_ready(queue, qname, messages)
 
     # Debt: overrides kombu's private `Channel._loop1` (5.7.0): it schedules the next receive.
     def _loop1(self, queue, messages_fetched=None):
@@ -27,3 +91,7 @@ class Receiving:
         if estimate < min((prefetch + 1) // 2, max_if_unlimited):
             return 0
         return estimate
+
+
+def _raise(exc: Exception) -> None:
+    raise exc
