@@ -107,7 +107,7 @@ def outcome(seen: Observed) -> str:
         late = all("no result" in line for line in seen.failed)
         told = f"{len(seen.failed)} image(s) failed " + ("at the deadline" if late else "at once, one line each")
     elif seen.exit == 2:
-        told = "dispatch refuses, one line, exit 2"
+        told = "dispatch stops, one line, exit 2"
     elif seen.exit == 3:
         told = "run never ends (--wait times out)"
     elif seen.exit == 4:
