@@ -35,6 +35,7 @@ from botocore.exceptions import EndpointConnectionError
 from .pipeline import ledger, records, runs, images
 from .aws import provision, errors
 from .app import app
+from .pipeline.printable import printable
 from .pipeline.progress import Progress
 from .settings import settings
 from .pipeline.images import S3Image
@@ -210,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{summary['failed_count']} failed; output in {summary['output_dir']}, report {summary['report']}"
           + (f", uploaded to {summary['output_uri']}" if summary["output_uri"] else ""))
     for failure in summary["failed"]:
-        print(f"  failed: {failure['image']} at {failure['stage']}: {failure['reason']}")
+        print(f"  failed: {printable(failure['image'])} at {failure['stage']}: {printable(failure['reason'])}")
     if summary["failed_count"] > len(summary["failed"]):
         print(f"  ... and {summary['failed_count'] - len(summary['failed'])} more failed: see results.jsonl")
     print(json.dumps({k: summary[k] for k in ("run", "images", "cars")}))

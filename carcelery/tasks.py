@@ -30,6 +30,7 @@ from celery.utils.log import get_task_logger
 
 from . import aws, recognizers
 from .pipeline import costs, outputs, records, results, runs, images
+from .pipeline.printable import printable
 from .aws import errors
 from .app import app
 from .dispatch import dispatch
@@ -101,7 +102,7 @@ def _attempt(task, ref: dict, stage: str, work) -> dict:
         reason = errors.explain(exc, ref["bucket"], ref["key"])
         if reason is None:
             if task.request.retries < MAX_RETRIES:
-                logger.warning("image=%s stage=%s transient error, retrying: %r", ref["key"], stage, exc)
+                logger.warning("image=%s stage=%s transient error, retrying: %r", printable(ref["key"]), stage, exc)
                 raise task.retry(exc=exc, countdown=_backoff(task.request.retries), max_retries=MAX_RETRIES)
             reason = f"{type(exc).__name__}: {exc} (gave up after {MAX_RETRIES} retries)"
     else:
@@ -111,9 +112,9 @@ def _attempt(task, ref: dict, stage: str, work) -> dict:
         else:
             outcome = f"lines={len(record['text'])}"
         # cpu below time: the process waited (for S3, or for a core).
-        logger.info("image=%s stage=%s %s time=%.3fs cpu=%.3fs", ref["key"], stage, outcome, elapsed, cpu)
+        logger.info("image=%s stage=%s %s time=%.3fs cpu=%.3fs", printable(ref["key"]), stage, outcome, elapsed, cpu)
         return record
-    logger.error("image=%s stage=%s failed: %s", ref["key"], stage, reason)
+    logger.error("image=%s stage=%s failed: %s", printable(ref["key"]), stage, printable(reason))
     return results.failure(ref["key"], stage, reason, bucket=ref["bucket"], key=ref["key"], etag=ref.get("etag"))
 
 
@@ -161,8 +162,8 @@ def terminate(run: dict) -> dict:
                 run["id"], summary["images"], summary["cars"], summary["failed_count"],
                 summary["output_uri"] or summary["output_dir"], summary["calls"], summary.get("cost_usd", 0))
     for failure in failed:
-        logger.warning("run=%s image=%s failed at %s: %s", run["id"], failure["image"],
-                       failure["stage"], failure["reason"])
+        logger.warning("run=%s image=%s failed at %s: %s", run["id"], printable(failure["image"]),
+                       failure["stage"], printable(failure["reason"]))
     main_pid = app.conf.get("carcelery_worker_pid")
     if app.conf.get("carcelery_stop_on_terminator") and main_pid:
         logger.info("run=%s: --stop-on-terminator, shutting this worker down", run["id"])

@@ -1,0 +1,37 @@
+"""What a run writes and says is true: keys of any characters, and the run's own figures."""
+
+from carcelery import aws
+from carcelery.pipeline import printable, results
+
+# Every character a key may hold that could garble a line (moto refuses a key with a newline:
+# its URL routes do not match one; tests/test_results.py writes such a key with the real writer).
+HOSTILE = "x\r1.jpg: FAKE123\ty\x1b[31mz\x07\\w.jpg"
+
+
+def dispatch(stack, *args):
+    return stack.run("carcelery.dispatch", *args, "--wait", "--timeout", "300")
+
+
+def log_size(stack, name):
+    """Bytes process ``name`` has logged so far: ``stack.log(name, since=...)`` reads on from there."""
+    return (stack.workdir / f"{name}.log").stat().st_size
+
+
+def test_a_key_of_control_characters_keeps_one_line_per_image(pipeline, bucket, seed_dir):
+    s3 = aws.client("s3")
+    s3.put_object(Bucket=bucket, Key=HOSTILE, Body=(seed_dir / "4.jpg").read_bytes())
+    s3.put_object(Bucket=bucket, Key="7.jpg", Body=(seed_dir / "7.jpg").read_bytes())
+    since = log_size(pipeline, "worker_a")
+    done = dispatch(pipeline, "--bucket", bucket)
+    assert done.returncode == 0, done.stderr
+    lines = (pipeline.output_dir / results.OUTPUT).read_text(encoding="utf-8").split("\n")
+    assert len(lines) == 3 and lines[2] == "", lines
+    assert lines[0].startswith("7.jpg: ")
+    assert lines[1].startswith(r"x\r1.jpg\x3a FAKE123\ty\x1b[31mz\x07\\w.jpg: YHI9 "), lines[1]
+    key, _, _ = lines[1].partition(results.SEPARATOR)
+    assert printable.unprintable(key) == HOSTILE
+    assert {r["image"] for r in results.read_records(pipeline.output_dir)} == {HOSTILE, "7.jpg"}, "exact in results.jsonl"
+    log = pipeline.log("worker_a", since)
+    assert r"image=x\r1.jpg: FAKE123\ty\x1b[31mz\x07\\w.jpg stage=detect car=yes" in log
+    assert not {"\r", "\x1b", "\x07"} & set(log), "no raw control character in the worker's log"
+
