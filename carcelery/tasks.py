@@ -21,7 +21,6 @@ import os
 import random
 import signal
 import time
-from pathlib import Path
 
 from celery.concurrency import get_implementation
 from celery.concurrency.thread import TaskPool as ThreadPool
@@ -150,13 +149,13 @@ def terminate(run: dict) -> dict:
 
     They are made from the records table, a record at a time: every image of
     the run's bucket (and prefix) the store knows, this run's and earlier ones'.
+    The calls and their cost are this run's.
 
     Returns:
       The run's summary: counts, the first failures, where the outputs are.
     """
     summary = outputs.write(run, settings.output_dir, settings.output_uri)
-    # The calls behind the records written (results.jsonl, read back a line at a time).
-    summary.update(costs.summary(results.read_records(Path(summary["output_dir"])), settings.recognizer, settings.region))
+    summary.update(costs.summary(summary["calls"], settings.recognizer, settings.region))
     failed = summary["failed"]
     logger.info("run=%s terminator -1: %d images, %d cars, %d failed, output in %s; calls %s, cost %s USD",
                 run["id"], summary["images"], summary["cars"], summary["failed_count"],

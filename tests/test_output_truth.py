@@ -1,5 +1,7 @@
 """What a run writes and says is true: keys of any characters, and the run's own figures."""
 
+import re
+
 from carcelery import aws
 from carcelery.pipeline import printable, results
 
@@ -35,3 +37,22 @@ def test_a_key_of_control_characters_keeps_one_line_per_image(pipeline, bucket, 
     assert r"image=x\r1.jpg: FAKE123\ty\x1b[31mz\x07\\w.jpg stage=detect car=yes" in log
     assert not {"\r", "\x1b", "\x07"} & set(log), "no raw control character in the worker's log"
 
+
+def test_each_run_counts_its_own_calls(pipeline, bucket, seed_dir):
+    s3 = aws.client("s3")
+
+    def run(*names):
+        for name in names:
+            s3.put_object(Bucket=bucket, Key=name, Body=(seed_dir / name).read_bytes())
+        since = log_size(pipeline, "worker_b")
+        done = dispatch(pipeline, "--bucket", bucket)
+        assert done.returncode == 0, done.stderr
+        run_id = re.search(r"^run (\w+): dispatched", done.stdout, re.M).group(1)
+        line = re.search(rf"run={run_id} terminator -1: (.*)", pipeline.log("worker_b", since)).group(1)
+        return line
+
+    first = run("3.jpg", "4.jpg")
+    assert "2 images, 1 cars" in first and "calls {'DetectLabels': 2, 'DetectText': 1}" in first
+    second = run("8.jpg")
+    assert "3 images, 1 cars" in second, "the files hold the bucket's records, the earlier run's too"
+    assert "calls {'DetectLabels': 1, 'DetectText': 0}" in second, "the calls are this run's"
