@@ -15,6 +15,7 @@ from __future__ import annotations
 import mimetypes
 import os
 import re
+import uuid
 from pathlib import Path
 
 from .. import aws
@@ -26,8 +27,8 @@ FILES = (results.OUTPUT, results.RESULTS, results.REPORT)
 
 def _link(path: Path, target: Path) -> None:
     """Make ``path`` a symbolic link to ``target``, in one step (readers never find it missing)."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    temporary.unlink(missing_ok=True)
+    # A name of its own per call: two terminators may link at once, in two processes or in two threads of one.
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
     os.symlink(target, temporary)
     os.replace(temporary, path)
 
