@@ -152,13 +152,17 @@ def terminate(run: dict) -> dict:
     The calls and their cost are this run's.
 
     Returns:
-      The run's summary: counts, the first failures, where the outputs are.
+      The run's summary: counts, the first failures, what the listing passed over
+      (``skipped_by_reason``), where the outputs are.
     """
     summary = outputs.write(run, settings.output_dir, settings.output_uri)
     summary.update(costs.summary(summary["calls"], settings.recognizer, settings.region))
+    summary["skipped_by_reason"] = runs.skipped(run["id"])
+    passed_over = images.describe_skipped(summary["skipped_by_reason"])
     failed = summary["failed"]
-    logger.info("run=%s terminator -1: %d images, %d cars, %d failed, output in %s; calls %s, cost %s USD",
+    logger.info("run=%s terminator -1: %d images, %d cars, %d failed%s, output in %s; calls %s, cost %s USD",
                 run["id"], summary["images"], summary["cars"], summary["failed_count"],
+                f", {passed_over}" if passed_over else "",
                 summary["output_uri"] or summary["output_dir"], summary["calls"], summary.get("cost_usd", 0))
     for failure in failed:
         logger.warning("run=%s image=%s failed at %s: %s", run["id"], printable(failure["image"]),

@@ -14,12 +14,19 @@ queue, a worker that was only slow) lands in the records table, replacing the
 failure. If it was the last part missing, the chord completes after all and
 its terminator writes the run's files again, now with it; otherwise the next
 run of the bucket (or prefix) has it in its files.
+
+What the dispatcher's listing passed over (``images.skip_reason``) reaches
+the terminator, which does not list the bucket, through an item of the
+result backend's table (``note_skipped``, ``skipped``), written before the
+run's last task is sent: its summary counts them.
 """
 
 from __future__ import annotations
 
+import json
 import time
 
+from .. import aws
 from . import dead_letters, records
 from ..app import app
 from ..settings import settings
@@ -57,3 +64,25 @@ def fail_missing(run: dict) -> int:
                       f"(CARCELERY_RUN_DEADLINE); a late result replaces this record")
         failed += records.fail(record, run["id"], reason)
     return failed
+
+
+def _skipped_key(run_id: str) -> dict:
+    return {"id": {"S": f"carcelery-run-{run_id}-skipped"}}
+
+
+def note_skipped(run_id: str, skipped: dict[str, int]) -> None:
+    """Store what run ``run_id``'s listing passed over, by reason, for its terminator; nothing if nothing.
+
+    It expires with the backend's items (CARCELERY_RESULT_EXPIRES).
+    """
+    if any(skipped.values()):
+        aws.client("dynamodb").put_item(TableName=settings.results_table, Item={
+            **_skipped_key(run_id), "skipped": {"S": json.dumps(skipped, sort_keys=True)},
+            "ttl": {"N": str(int(time.time() + settings.result_expires))}})
+
+
+def skipped(run_id: str) -> dict[str, int]:
+    """What run ``run_id``'s listing passed over, by reason (``note_skipped``)."""
+    item = aws.client("dynamodb").get_item(TableName=settings.results_table, Key=_skipped_key(run_id),
+                                           ConsistentRead=True).get("Item")
+    return json.loads(item["skipped"]["S"]) if item else {}
