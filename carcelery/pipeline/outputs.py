@@ -60,14 +60,14 @@ def write(run: dict, root: Path, uri: str = "") -> dict:
     folder = root / RUNS / run["id"]
     calls = costs.calls()
 
-    def read():
+    def bucket_records():
         # The files hold every record of the bucket; the calls counted are this run's.
         for run_id, record in records.with_runs(run["bucket"], run.get("prefix", "")):
             if run_id == run["id"]:
                 costs.count(calls, record)
             yield record
 
-    counts = results.write(folder, read())
+    counts = results.write(folder, bucket_records())
     # Imported here: the dispatcher imports the tasks for their names, and the
     # report's imaging libraries would add a seventh of a second to its start.
     from . import report
