@@ -26,13 +26,15 @@ def test_a_key_of_control_characters_keeps_one_line_per_image(pipeline, bucket, 
     since = log_size(pipeline, "worker_a")
     done = dispatch(pipeline, "--bucket", bucket)
     assert done.returncode == 0, done.stderr
-    lines = (pipeline.output_dir / results.OUTPUT).read_text(encoding="utf-8").split("\n")
+    lines = (pipeline.output_dir / results.OUTPUT).read_bytes().decode().split("\n")
     assert len(lines) == 3 and lines[2] == "", lines
     assert lines[0].startswith("7.jpg: ")
     assert lines[1].startswith(r"x\r1.jpg\x3a FAKE123\ty\x1b[31mz\x07\\w.jpg: YHI9 "), lines[1]
     key, _, _ = lines[1].partition(results.SEPARATOR)
     assert printable.unprintable(key) == HOSTILE
     assert {r["image"] for r in results.read_records(pipeline.output_dir)} == {HOSTILE, "7.jpg"}, "exact in results.jsonl"
+    page = (pipeline.output_dir / results.REPORT).read_bytes().decode()
+    assert not {"\r", "\x1b", "\x07"} & set(page) and r"<b>x\r1.jpg: FAKE123\ty\x1b[31mz\x07\\w.jpg</b>" in page
     log = pipeline.log("worker_a", since)
     assert r"image=x\r1.jpg: FAKE123\ty\x1b[31mz\x07\\w.jpg stage=detect car=yes" in log
     assert not {"\r", "\x1b", "\x07"} & set(log), "no raw control character in the worker's log"

@@ -58,7 +58,7 @@ HOSTILE = "x\n1.jpg: FAKE123\ry\t\x1b[31mz\x07\\w\x85\u2028.jpg"
 def test_no_key_or_text_splits_or_forges_a_line_of_output(tmp_path):
     forged = record(HOSTILE, text=["AB\n9.jpg: FORGED", "C\x1b[2J"])
     results.write(tmp_path, [record("1.jpg", text=["REAL"]), forged])
-    lines = (tmp_path / "output.txt").read_text(encoding="utf-8").split("\n")
+    lines = (tmp_path / "output.txt").read_bytes().decode().split("\n")
     assert lines == ["1.jpg: REAL",
                      r"x\n1.jpg\x3a FAKE123\ry\t\x1b[31mz\x07\\w\x85\u2028.jpg: AB\n9.jpg: FORGED C\x1b[2J", ""]
     assert not any(ch in line for line in lines for ch in "\r\t\x1b\x07\x85\u2028")
