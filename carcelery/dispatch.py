@@ -22,6 +22,7 @@ task is sent, as Celery does.
 from __future__ import annotations
 
 import argparse
+import collections
 import itertools
 import json
 import sys
@@ -35,6 +36,7 @@ from botocore.exceptions import EndpointConnectionError
 from .pipeline import ledger, records, runs, images
 from .aws import provision, errors
 from .app import app
+from .pipeline.printable import printable
 from .pipeline.progress import Progress
 from .settings import settings
 from .pipeline.images import S3Image
@@ -73,9 +75,12 @@ def dispatch(bucket: str, prefix: str = "", force: bool = False, stream: TextIO 
 
     Returns:
       The run: ``id``, ``bucket``, ``prefix``, ``images`` (count sent), ``skipped``
-      (already dispatched) and ``result`` (the terminator's AsyncResult; None if nothing was sent).
+      (already dispatched), ``skipped_by_reason`` (objects the listing passed over, by
+      reason: ``images.skip_reason``) and ``result`` (the terminator's AsyncResult; None
+      if nothing was sent).
     """
-    run = {"id": uuid.uuid4().hex[:12], "bucket": bucket, "prefix": prefix, "images": 0, "skipped": 0}
+    run = {"id": uuid.uuid4().hex[:12], "bucket": bucket, "prefix": prefix, "images": 0, "skipped": 0,
+           "skipped_by_reason": collections.Counter()}
     # Immutable: the terminator reads the records from the store, not the parts' results.
     body = _task("terminate", {k: run[k] for k in ("id", "bucket", "prefix")}, immutable=True)
     terminator, group_id = body.freeze(uuid.uuid4().hex), uuid.uuid4().hex
@@ -98,13 +103,15 @@ def dispatch(bucket: str, prefix: str = "", force: bool = False, stream: TextIO 
             for image in images:
                 one(image)
             if last:
-                # Before the last part is sent: the parts remaining reach 0 with it.
+                # Before the last part is sent: the parts remaining reach 0 with it, and the terminator
+                # reads what the listing, over by now, passed over.
+                runs.note_skipped(run["id"], run["skipped_by_reason"])
                 app.backend.set_chord_size(group_id, run["images"] + 1)
                 one(last)
         # Sent (the batches flushed): recorded, so that a failed send leaves them to the next scan.
         ledger.record(images + ([last] if last else []), run["id"])
 
-    for chunk, final in _chunks(images.list_images(bucket, prefix)):
+    for chunk, final in _chunks(images.list_images(bucket, prefix, run["skipped_by_reason"])):
         if listing:
             listing.update(listing.done + len(chunk))
         todo = ledger.new(chunk, force)
@@ -126,6 +133,7 @@ def dispatch(bucket: str, prefix: str = "", force: bool = False, stream: TextIO 
     if run["images"]:
         run["result"] = app.AsyncResult(terminator.id, parent=app.GroupResult(group_id, []))
     elif if_empty:
+        runs.note_skipped(run["id"], run["skipped_by_reason"])
         run["result"] = body.delay()  # nothing to recognize: the terminator alone writes the files again
     else:
         run["result"] = None
@@ -200,8 +208,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {reason}", file=sys.stderr)
         return 2
+    passed_over = images.describe_skipped(run["skipped_by_reason"])
     print(f"run {run['id']}: dispatched {run['images']} images from s3://{args.bucket}/{args.prefix}"
-          + (f", skipped {run['skipped']} already dispatched (--force to redo)" if run["skipped"] else ""))
+          + (f", skipped {run['skipped']} already dispatched (--force to redo)" if run["skipped"] else "")
+          + (f"; {passed_over}" if passed_over else ""))
     if not run["images"]:
         print("nothing to recognize: the terminator was sent alone, output.txt will be empty of new lines")
     if not args.wait:
@@ -220,11 +230,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: run {run['id']} was sent, but cannot be followed: {reason}", file=sys.stderr)
         return 2
+    passed_over = images.describe_skipped(summary["skipped_by_reason"])
     print(f"run {summary['run']}: {summary['images']} images, {summary['cars']} cars, "
-          f"{summary['failed_count']} failed; output in {summary['output_dir']}, report {summary['report']}"
+          f"{summary['failed_count']} failed{', ' + passed_over if passed_over else ''}; output in {summary['output_dir']}, report {summary['report']}"
           + (f", uploaded to {summary['output_uri']}" if summary["output_uri"] else ""))
     for failure in summary["failed"]:
-        print(f"  failed: {failure['image']} at {failure['stage']}: {failure['reason']}")
+        print(f"  failed: {printable(failure['image'])} at {failure['stage']}: {printable(failure['reason'])}")
     if summary["failed_count"] > len(summary["failed"]):
         print(f"  ... and {summary['failed_count'] - len(summary['failed'])} more failed: see results.jsonl")
     print(json.dumps({k: summary[k] for k in ("run", "images", "cars")}))

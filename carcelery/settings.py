@@ -30,12 +30,12 @@ read here is in it).
 | CARCELERY_OUTPUT_URI      | (none)                      | ``s3://bucket/prefix``: also upload each run's outputs there (``<prefix>runs/<run id>/`` and ``<prefix>latest/``) |
 | CARCELERY_RUN_DEADLINE    | 1800                        | seconds a run may go without a part done before it ends with what it has, the images missing listed as failed; longer than a redelivered task can take (CARCELERY_VISIBILITY_TIMEOUT x CARCELERY_MAX_RECEIVES) |
 | CARCELERY_MODEL_DIR       | ~/.cache/carcelery/models   | where setup puts the local detector model      |
-| CARCELERY_VISIBILITY_TIMEOUT | 300                      | seconds a received task stays hidden; longer than the longest task, so a task is redelivered only when its worker died |
-| CARCELERY_MAX_RECEIVES    | 5                           | receives after which SQS moves a message to the dead-letter queue |
+| CARCELERY_VISIBILITY_TIMEOUT | 300                      | seconds a received task stays hidden (0-43200, SQS's limits); longer than the longest task, so a task is redelivered only when its worker died |
+| CARCELERY_MAX_RECEIVES    | 5                           | receives after which SQS moves a message to the dead-letter queue (1-1000) |
 | CARCELERY_RECOGNITION_QUOTA | (none)                    | calls per second per recognition API (DetectLabels, DetectText) for the whole deployment: Rekognition's quota, per account and region; split evenly between the workers (docs/aws.md, "Rekognition: pool, rate limit, cost") |
-| CARCELERY_WORKERS         | 1                           | ``celery worker`` instances per queue (Instance A's, Instance B's) sharing the quota |
+| CARCELERY_WORKERS         | 1                           | ``celery worker`` instances per queue (Instance A's, Instance B's) sharing the quota (1 or more) |
 | CARCELERY_POOL            | per recognizer: ``threads`` for ``rekognition`` and ``latency``, else ``prefork`` | Celery's worker pool (``worker_pool``): ``prefork`` for models that compute, ``threads`` for a service one waits on |
-| CARCELERY_CONCURRENCY     | per pool: ``threads`` 32, ``prefork`` one process per core | tasks in flight per worker (``worker_concurrency``) |
+| CARCELERY_CONCURRENCY     | per pool: ``threads`` 32, ``prefork`` one process per core | tasks in flight per worker (``worker_concurrency``; 1 or more) |
 | CARCELERY_LATENCY         | 0.3                         | ``latency`` recognizer: seconds each call waits |
 | CARCELERY_LATENCY_JITTER  | 0.1                         | ``latency`` recognizer: each wait is off by up to this many seconds, either way |
 | CARCELERY_THROTTLE        | 0                           | ``latency`` recognizer: fraction of calls (0-1) refused with ThrottlingException |
@@ -82,6 +82,10 @@ class ConfigError(ValueError):
     """A setting has a value carcelery cannot use; the message names it and the fix."""
 
 
+class OutOfRange(ConfigError):
+    """A number setting is outside what carcelery (or the AWS service it is passed to) accepts."""
+
+
 def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
     value = env.get(name) or default
     if value not in allowed:
@@ -106,6 +110,20 @@ def _number(env: Mapping[str, str], name: str, default, kind=int):
         return kind(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a number; set it to one, or unset it for {default!r}") from None
+
+
+def _ranged(env: Mapping[str, str], name: str, default, low, high=None, kind=int):
+    """The number setting ``name`` (``default`` if unset), which must be within ``low``..``high`` (None: no upper bound).
+
+    Raises:
+      OutOfRange: it is not; the message names the variable, its value and the range.
+    """
+    value = _number(env, name, default, kind)
+    if value is not None and not (low <= value and (high is None or value <= high)):
+        allowed = f"{low}-{high}" if high is not None else f"{low} or more"
+        unset = "" if default is None else f" for {default}"
+        raise OutOfRange(f"{name}={value} is outside {allowed}; set it within, or unset it{unset}")
+    return value
 
 
 def _s3_uri(env: Mapping[str, str], name: str) -> str:
@@ -157,19 +175,13 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if env is None else env
-        threshold = _number(env, "CARCELERY_CAR_THRESHOLD", None, float)
-        if threshold is not None and not 0 <= threshold <= 100:
-            raise ConfigError(f"CARCELERY_CAR_THRESHOLD={threshold} is outside 0-100")
+        threshold = _ranged(env, "CARCELERY_CAR_THRESHOLD", None, 0, 100, float)
         if env.get("CARCELERY_RATE_LIMIT"):
             raise ConfigError("CARCELERY_RATE_LIMIT is gone (it limited each worker, not the deployment); "
                               "set CARCELERY_RECOGNITION_QUOTA (calls per second, all workers) and CARCELERY_WORKERS")
-        throttle = _number(env, "CARCELERY_THROTTLE", cls.throttle, float)
-        if not 0 <= throttle <= 1:
-            raise ConfigError(f"CARCELERY_THROTTLE={throttle} is outside 0-1")
+        throttle = _ranged(env, "CARCELERY_THROTTLE", cls.throttle, 0, 1, float)
         recognizer = _choice(env, "CARCELERY_RECOGNIZER", "local", RECOGNIZERS)
-        result_expires = _number(env, "CARCELERY_RESULT_EXPIRES", cls.result_expires)
-        if result_expires <= 0:
-            raise ConfigError(f"CARCELERY_RESULT_EXPIRES={result_expires} is not a positive number of seconds")
+        result_expires = _ranged(env, "CARCELERY_RESULT_EXPIRES", cls.result_expires, 1)
         pool = _choice(env, "CARCELERY_POOL", "threads" if recognizer in WAITING_RECOGNIZERS else "prefork", POOLS)
         return cls(
             target=_choice(env, "CARCELERY_TARGET", "emulator", TARGETS),
@@ -192,13 +204,14 @@ class Settings:
             run_deadline=_number(env, "CARCELERY_RUN_DEADLINE", cls.run_deadline, float),
             model_dir=Path(env["CARCELERY_MODEL_DIR"]).expanduser() if env.get("CARCELERY_MODEL_DIR") else cls.model_dir,
             model_threads=_number(env, "CARCELERY_MODEL_THREADS", cls.model_threads),
-            visibility_timeout=_number(env, "CARCELERY_VISIBILITY_TIMEOUT", cls.visibility_timeout),
-            max_receives=_number(env, "CARCELERY_MAX_RECEIVES", cls.max_receives),
+            # SQS's limits: VisibilityTimeout 0-43200 s, maxReceiveCount 1-1000.
+            visibility_timeout=_ranged(env, "CARCELERY_VISIBILITY_TIMEOUT", cls.visibility_timeout, 0, 43200),
+            max_receives=_ranged(env, "CARCELERY_MAX_RECEIVES", cls.max_receives, 1, 1000),
             recognition_quota=_number(env, "CARCELERY_RECOGNITION_QUOTA", None, float),
-            workers=_number(env, "CARCELERY_WORKERS", cls.workers),
+            workers=_ranged(env, "CARCELERY_WORKERS", cls.workers, 1),
             pool=pool,
             # prefork: Celery's own default, one process per core.
-            concurrency=_number(env, "CARCELERY_CONCURRENCY", THREADS if pool == "threads" else None),
+            concurrency=_ranged(env, "CARCELERY_CONCURRENCY", THREADS if pool == "threads" else None, 1),
             latency=_number(env, "CARCELERY_LATENCY", cls.latency, float),
             latency_jitter=_number(env, "CARCELERY_LATENCY_JITTER", cls.latency_jitter, float),
             throttle=throttle,

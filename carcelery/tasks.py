@@ -22,7 +22,6 @@ import gc
 import os
 import signal
 import time
-from pathlib import Path
 
 from celery.concurrency import get_implementation
 from celery.exceptions import Ignore
@@ -32,6 +31,7 @@ from celery.utils.log import get_task_logger
 
 from . import aws, recognizers
 from .pipeline import costs, outputs, records, results, runs, images
+from .pipeline.printable import printable
 from .aws import errors
 from .app import app
 from .dispatch import dispatch
@@ -111,14 +111,14 @@ def _attempt(task, ref: dict, stage: str, work) -> dict:
     except Exception as exc:  # noqa: BLE001 - sorted below: transient, permanent, or a bug
         if errors.transient(exc):
             if task.request.retries < task.max_retries:
-                logger.warning("image=%s stage=%s transient error, retrying: %r", ref["key"], stage, exc)
-                raise errors.Transient(f"image={ref['key']} stage={stage}: {exc!r}") from exc
+                logger.warning("image=%s stage=%s transient error, retrying: %r", printable(ref["key"]), stage, exc)
+                raise errors.Transient(f"image={printable(ref['key'])} stage={stage}: {exc!r}") from exc
             reason = f"{type(exc).__name__}: {exc} (gave up after {task.max_retries} retries)"
         elif (permanent := errors.permanent(exc, ref["bucket"], ref["key"])) is not None:
             reason = str(permanent)
         else:
             # A bug: the same image would fail the same way again. Its traceback, once, in the log.
-            logger.exception("image=%s stage=%s failed with a programming error", ref["key"], stage)
+            logger.exception("image=%s stage=%s failed with a programming error", printable(ref["key"]), stage)
             reason = f"{type(exc).__name__}: {exc} (a programming error in carcelery, not retried)"
     else:
         elapsed, cpu = time.perf_counter() - started, _cpu_time() - cpu
@@ -127,9 +127,9 @@ def _attempt(task, ref: dict, stage: str, work) -> dict:
         else:
             outcome = f"lines={len(record['text'])}"
         # cpu below time: the process waited (for S3, or for a core).
-        logger.info("image=%s stage=%s %s time=%.3fs cpu=%.3fs", ref["key"], stage, outcome, elapsed, cpu)
+        logger.info("image=%s stage=%s %s time=%.3fs cpu=%.3fs", printable(ref["key"]), stage, outcome, elapsed, cpu)
         return record
-    logger.error("image=%s stage=%s failed: %s", ref["key"], stage, reason)
+    logger.error("image=%s stage=%s failed: %s", printable(ref["key"]), stage, printable(reason))
     return results.failure(ref["key"], stage, reason, bucket=ref["bucket"], key=ref["key"], etag=ref.get("etag"))
 
 
@@ -180,23 +180,27 @@ def terminate(run: dict) -> dict:
 
     They are made from the records table, a record at a time: every image of
     the run's bucket (and prefix) the store knows, this run's and earlier ones'.
+    The calls and their cost are this run's.
 
     Returns:
-      The run's summary: counts, the first failures, where the outputs are.
+      The run's summary: counts, the first failures, what the listing passed over
+      (``skipped_by_reason``), where the outputs are.
     """
     try:
         summary = outputs.write(run, settings.output_dir, settings.output_uri)
     except Exception as exc:  # noqa: BLE001 - a transient error is retried; a permanent one fails the run
         raise runs.written_or_failed(run, exc)  # noqa: B904 - its context is exc
-    # The calls behind the records written (results.jsonl, read back a line at a time).
-    summary.update(costs.summary(results.read_records(Path(summary["output_dir"])), settings.recognizer, settings.region))
+    summary.update(costs.summary(summary["calls"], settings.recognizer, settings.region))
+    summary["skipped_by_reason"] = runs.skipped(run["id"])
+    passed_over = images.describe_skipped(summary["skipped_by_reason"])
     failed = summary["failed"]
-    logger.info("run=%s terminator -1: %d images, %d cars, %d failed, output in %s; calls %s, cost %s USD",
+    logger.info("run=%s terminator -1: %d images, %d cars, %d failed%s, output in %s; calls %s, cost %s USD",
                 run["id"], summary["images"], summary["cars"], summary["failed_count"],
+                f", {passed_over}" if passed_over else "",
                 summary["output_uri"] or summary["output_dir"], summary["calls"], summary.get("cost_usd", 0))
     for failure in failed:
-        logger.warning("run=%s image=%s failed at %s: %s", run["id"], failure["image"],
-                       failure["stage"], failure["reason"])
+        logger.warning("run=%s image=%s failed at %s: %s", run["id"], printable(failure["image"]),
+                       failure["stage"], printable(failure["reason"]))
     main_pid = app.conf.get("carcelery_worker_pid")
     if app.conf.get("carcelery_stop_on_terminator") and main_pid:
         logger.info("run=%s: --stop-on-terminator, shutting this worker down", run["id"])

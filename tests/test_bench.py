@@ -67,7 +67,9 @@ def test_emulator_patches_benchmark_reports_a_configuration():
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     got = json.loads(done.stdout)
-    for key in ("sqs_send", "sqs_receive", "sqs_delete", "dynamodb_query", "dynamodb_transact", "small_request",
-                "gc_max_pause_ms", "gc_total_pause_ms", "gc_full_passes"):
-        assert got[key] >= 0, key
-    assert got["sqs_receive"] > 0 and got["dynamodb_query"] > 0
+    for key in ("sqs_send", "sqs_receive", "sqs_delete", "dynamodb_query", "dynamodb_transact", "small_request"):
+        assert got[key] > 0, f"{key}: every request measured takes CPU time"
+    # Garbage collector pauses: as many as the full passes, the longest one of them.
+    assert isinstance(got["gc_full_passes"], int)
+    assert 0 <= got["gc_max_pause_ms"] <= got["gc_total_pause_ms"]
+    assert (got["gc_full_passes"] == 0) == (got["gc_total_pause_ms"] == 0)

@@ -18,6 +18,8 @@ RECORDS = [
     record("tree.jpg", [Label("Tree", 95.0)]),   # DetectLabels
     results.failure("bad.jpg", "detect", "not an image"),           # nothing billed
     results.failure("car-gone.jpg", "text", "deleted since listed"),  # DetectLabels only
+    results.failure("late.jpg", "result", "no result: the run ended"),  # nothing known to be made
+    results.failure("sent.jpg", "pending", "no result yet"),            # nothing known to be made
 ]
 
 
@@ -33,7 +35,7 @@ def test_cost_is_the_list_price_per_call():
 
 
 def test_summary_prices_rekognition_and_says_which_region_s_prices():
-    assert costs.summary(RECORDS, "local", "us-east-1") == {"calls": {"DetectLabels": 3, "DetectText": 1}}
-    priced = costs.summary(RECORDS, "rekognition", "ap-south-1")
+    assert costs.summary(costs.calls(RECORDS), "local", "us-east-1") == {"calls": {"DetectLabels": 3, "DetectText": 1}}
+    priced = costs.summary(costs.calls(RECORDS), "rekognition", "ap-south-1")
     assert priced["cost_usd"] == pytest.approx(costs.cost(priced["calls"], "us-east-1"))
     assert priced["priced_as"] == "us-east-1"

@@ -78,7 +78,7 @@ def test_template_role_has_the_policy_of_deploy_iam_policy_json():
 def user_data(instance: str, **values: str) -> str:
     """The user data of ``instance``, with ``values``, else the parameters' defaults, REQUIRED and sample names."""
     parameters = template()["Parameters"]
-    values = {**{k: p["Default"] for k, p in parameters.items() if "Default" in p}, **REQUIRED,
+    values = {**{k: str(p["Default"]) for k, p in parameters.items() if "Default" in p}, **REQUIRED,
               "AWS::Region": "us-east-1", "AWS::StackName": "carcelery", "ResultsTable": "carcelery-results",
               "LedgerTable": "carcelery-ledger", "RecordsTable": "carcelery-records", **values}
     return resolve(template()["Resources"][instance]["Properties"]["UserData"]["Fn::Base64"], values)
@@ -182,12 +182,34 @@ def environment(text: str) -> dict[str, str]:
 def test_environment_file_the_user_data_writes_holds_the_stacks_settings():
     """deploy/carcelery.env with the lines the user data appends: settings carcelery accepts, the stack's."""
     stack = {"AWS::Region": "eu-west-1", "Bucket": "images", "Recognizer": "local", "NamePrefix": "x-",
-             "ResultsTable": "x-results", "LedgerTable": "x-ledger", "RecordsTable": "x-records"}
+             "ResultsTable": "x-results", "LedgerTable": "x-ledger", "RecordsTable": "x-records",
+             "VisibilityTimeout": "900", "MaxReceives": "3"}
     appended = user_data("InstanceA", **stack).split("<<'EOF'\n", 1)[1].split("\nEOF\n", 1)[0]
     config = Settings.from_env(environment((DEPLOY / "carcelery.env").read_text() + appended))
     assert (config.target, config.region, config.bucket, config.recognizer, config.queue_prefix,
-            config.results_table, config.ledger_table, config.records_table) == ("aws", *stack.values())
+            config.results_table, config.ledger_table, config.records_table, config.visibility_timeout,
+            config.max_receives) == ("aws", *list(stack.values())[:-2], 900, 3)
     assert config.output_dir == Path("/var/lib/carcelery/output")
+
+
+def test_template_queues_take_the_settings_defaults_and_limits_as_parameters():
+    parameters, resources = template()["Parameters"], template()["Resources"]
+    for name, default, low, high in (("VisibilityTimeout", Settings().visibility_timeout, 0, 43200),
+                                     ("MaxReceives", Settings().max_receives, 1, 1000)):
+        assert (parameters[name]["Default"], parameters[name]["MinValue"], parameters[name]["MaxValue"]) == (
+            default, low, high)
+    queues = [resources[q]["Properties"] for q in ("DeadLetterQueue", "DetectQueue", "TextQueue")]
+    assert [q["VisibilityTimeout"] for q in queues] == [{"Ref": "VisibilityTimeout"}] * 3
+    assert [q["RedrivePolicy"]["maxReceiveCount"] for q in queues[1:]] == [{"Ref": "MaxReceives"}] * 2
+
+
+def test_the_dispatch_unit_waits_as_long_as_the_dispatcher_does():
+    # One limit: the dispatcher's --timeout (it says why, exit code 3); systemd would kill it without a word.
+    unit = DEPLOY / "systemd" / "carcelery-dispatch.service"
+    words = exec_start(unit)
+    assert "--wait" in words and "--timeout" in words
+    assert float(words[words.index("--timeout") + 1]) >= 3600
+    assert service(unit)["TimeoutStartSec"] == "infinity"
 
 
 def unit_stack(tmp_path, overrides: dict[str, str]) -> Stack:

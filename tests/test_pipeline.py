@@ -125,9 +125,16 @@ def test_bad_objects_are_recorded_and_the_run_goes_on(pipeline, bucket, seed_dir
     s3.put_object(Bucket=bucket, Key="truncated.jpg", Body=(seed_dir / "1.jpg").read_bytes()[:3000])
     s3.put_object(Bucket=bucket, Key="text.jpg", Body=b"not an image at all")
     s3.put_object(Bucket=bucket, Key="notes.txt", Body=b"ignored: not an image key")
+    s3.put_object(Bucket=bucket, Key="README", Body=b"ignored: no extension")
+    s3.put_object(Bucket=bucket, Key="photos/", Body=b"")
+    since = (pipeline.workdir / "worker_b.log").stat().st_size
     done = dispatch(pipeline, "--bucket", bucket)
     assert done.returncode == 1, "a run with failures says so in its exit code"
-    assert "5 images, 2 cars, 3 failed" in done.stdout
+    # What the listing passed over is counted by reason, where the dispatcher says what it sent and in the summary.
+    skipped = "1 skipped: a folder, 2 skipped: not an image"
+    assert re.search(rf"^run \w+: dispatched 5 images from s3://{bucket}/; {skipped}$", done.stdout, re.M), done.stdout
+    assert f"5 images, 2 cars, 3 failed, {skipped}; output in" in done.stdout
+    assert f"terminator -1: 5 images, 2 cars, 3 failed, {skipped}, output in" in pipeline.log("worker_b", since)
     assert "failed: empty.jpg at detect: empty.jpg is empty" in done.stdout
     assert "failed: truncated.jpg at detect: truncated.jpg is a damaged image" in done.stdout
     assert output(pipeline).splitlines()[0].startswith("4.jpg: ")

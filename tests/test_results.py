@@ -1,4 +1,4 @@
-from carcelery.pipeline import results
+from carcelery.pipeline import printable, results
 from carcelery.recognizers import Box, Label, TextLine
 
 
@@ -50,3 +50,27 @@ def test_write_streams_the_records_and_counts_them(tmp_path):
 def test_empty_run_writes_an_empty_output(tmp_path):
     assert results.write(tmp_path, [])["images"] == 0
     assert (tmp_path / "output.txt").read_text() == ""
+
+
+HOSTILE = "x\n1.jpg: FAKE123\ry\t\x1b[31mz\x07\\w\x85\u2028.jpg"
+
+
+def test_no_key_or_text_splits_or_forges_a_line_of_output(tmp_path):
+    forged = record(HOSTILE, text=["AB\n9.jpg: FORGED", "C\x1b[2J"])
+    results.write(tmp_path, [record("1.jpg", text=["REAL"]), forged])
+    lines = (tmp_path / "output.txt").read_bytes().decode().split("\n")
+    assert lines == ["1.jpg: REAL",
+                     r"x\n1.jpg\x3a FAKE123\ry\t\x1b[31mz\x07\\w\x85\u2028.jpg: AB\n9.jpg: FORGED C\x1b[2J", ""]
+    assert not any(ch in line for line in lines for ch in "\r\t\x1b\x07\x85\u2028")
+    # The line splits at its first ": ", and the escapes are undone by printable.unprintable.
+    key, _, text = lines[1].partition(results.SEPARATOR)
+    assert (printable.unprintable(key), printable.unprintable(text)) == (HOSTILE, "AB\n9.jpg: FORGED C\x1b[2J")
+    # results.jsonl keeps the record exact.
+    assert [r["image"] for r in results.read_records(tmp_path)] == ["1.jpg", HOSTILE]
+
+
+def test_printable_keeps_ordinary_text_and_is_reversible():
+    for text in ["1.jpg", "dossier/voiture é 東京: 1.jpg", "a\\b", "\x00\x1f\x7f\x9f", HOSTILE]:
+        escaped = printable.printable(text)
+        assert escaped.isprintable() and printable.unprintable(escaped) == text
+    assert printable.printable("dossier/voiture é 東京: 1.jpg") == "dossier/voiture é 東京: 1.jpg"

@@ -1,6 +1,6 @@
 import pytest
 
-from carcelery.settings import ConfigError, Settings
+from carcelery.settings import ConfigError, OutOfRange, Settings
 
 
 def test_defaults_are_the_embedded_emulator():
@@ -48,6 +48,28 @@ def test_region_setting_wins_over_aws_default_region():
 def test_bad_values_name_the_variable(env, named):
     with pytest.raises(ConfigError, match=named):
         Settings.from_env(env)
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"CARCELERY_VISIBILITY_TIMEOUT": "43201"}, "CARCELERY_VISIBILITY_TIMEOUT=43201 is outside 0-43200"),
+    ({"CARCELERY_VISIBILITY_TIMEOUT": "-1"}, "CARCELERY_VISIBILITY_TIMEOUT=-1 is outside 0-43200"),
+    ({"CARCELERY_MAX_RECEIVES": "0"}, "CARCELERY_MAX_RECEIVES=0 is outside 1-1000"),
+    ({"CARCELERY_MAX_RECEIVES": "1001"}, "CARCELERY_MAX_RECEIVES=1001 is outside 1-1000"),
+    ({"CARCELERY_CONCURRENCY": "0"}, "CARCELERY_CONCURRENCY=0 is outside 1 or more"),
+    ({"CARCELERY_WORKERS": "0", "CARCELERY_RECOGNITION_QUOTA": "50"}, "CARCELERY_WORKERS=0 is outside 1 or more"),
+    ({"CARCELERY_CAR_THRESHOLD": "-5"}, "CARCELERY_CAR_THRESHOLD=-5.0 is outside 0-100"),
+])
+def test_numbers_out_of_range_name_the_variable_the_value_and_the_range(env, message):
+    with pytest.raises(OutOfRange) as raised:
+        Settings.from_env(env)
+    assert str(raised.value).startswith(message + "; set it within")
+
+
+def test_numbers_at_the_ends_of_their_ranges_are_accepted():
+    s = Settings.from_env({"CARCELERY_VISIBILITY_TIMEOUT": "43200", "CARCELERY_MAX_RECEIVES": "1000",
+                           "CARCELERY_CONCURRENCY": "1", "CARCELERY_WORKERS": "1"})
+    assert (s.visibility_timeout, s.max_receives, s.concurrency, s.workers) == (43200, 1000, 1, 1)
+    assert Settings.from_env({"CARCELERY_VISIBILITY_TIMEOUT": "0", "CARCELERY_MAX_RECEIVES": "1"}).max_receives == 1
 
 
 def test_threshold_and_paths_are_parsed():

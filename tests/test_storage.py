@@ -1,5 +1,7 @@
 """S3 listing, reading and uploading against the real emulator; error explanations."""
 
+import collections
+
 import pytest
 from botocore.exceptions import ClientError, NoCredentialsError
 
@@ -18,9 +20,13 @@ def test_listing_pages_through_any_size_and_keeps_images(bucket):
         s3.put_object(Bucket=bucket, Key=f"p/{i}.jpg", Body=b"x")
     s3.put_object(Bucket=bucket, Key="p/notes.txt", Body=b"x")
     s3.put_object(Bucket=bucket, Key="p/data.JSON", Body=b"{}")
+    s3.put_object(Bucket=bucket, Key="p/README", Body=b"x")
+    s3.put_object(Bucket=bucket, Key="p/folder/", Body=b"")
     s3.put_object(Bucket=bucket, Key="q/9.PNG", Body=b"x")
-    listed = list(images.list_images(bucket, "p/"))
+    skipped = collections.Counter()
+    listed = list(images.list_images(bucket, "p/", skipped))
     assert len(listed) == 1005
+    assert skipped == {"not an image": 3, "a folder": 1}, "what the listing passes over is counted, by reason"
     assert all(image.etag and '"' not in image.etag and image.size == 1 for image in listed)
     assert [image.key for image in images.list_images(bucket, "q/")] == ["q/9.PNG"]
 
@@ -54,3 +60,10 @@ def test_permanent_errors_have_a_fix(exc, says):
 def test_transient_errors_have_none():
     assert errors.explain(error("ThrottlingException")) is None
     assert errors.explain(ConnectionResetError()) is None
+
+
+def test_objects_passed_over_are_described_by_reason():
+    assert images.describe_skipped({"not an image": 2, "a folder": 1}) == "1 skipped: a folder, 2 skipped: not an image"
+    assert images.describe_skipped({}) == images.describe_skipped({"not an image": 0}) == ""
+    assert [images.skip_reason(k) for k in ("a/1.JPG", "a/", "notes.txt", "README")] == [
+        None, "a folder", "not an image", "not an image"]

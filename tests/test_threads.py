@@ -1,9 +1,15 @@
-"""What a worker's threads share (the threads pool) is made once, however many threads ask at once."""
+"""What a worker's threads share (the threads pool) is made once, however many threads ask at once, and answers each thread for its own call."""
 
+import functools
+import os
 import threading
 import time
+from pathlib import Path
 
 from carcelery import aws, recognizers
+from carcelery.pipeline import outputs
+from carcelery.recognizers.imaging import decode
+from carcelery.recognizers.local import WHOLE
 
 
 class SlowRecognizer(recognizers.Recognizer):
@@ -21,17 +27,23 @@ class SlowRecognizer(recognizers.Recognizer):
         return []
 
 
-def all_at_once(make, threads=8):
-    barrier, got = threading.Barrier(threads), []
+def all_threads(*works):
+    """Threads running ``works``, started together."""
+    barrier = threading.Barrier(len(works))
 
-    def run():
+    def run(work):
         barrier.wait()
-        got.append(make())
+        work()
 
-    started = [threading.Thread(target=run) for _ in range(threads)]
+    started = [threading.Thread(target=run, args=(work,)) for work in works]
     for thread in started:
         thread.start()
-    for thread in started:
+    return started
+
+
+def all_at_once(make, threads=8):
+    got = []
+    for thread in all_threads(*[lambda: got.append(make())] * threads):
         thread.join()
     return got
 
@@ -49,3 +61,48 @@ def test_threads_share_one_recognizer(monkeypatch):
         assert len({id(recognizer) for recognizer in got}) == 1
     finally:
         recognizers._made.cache_clear()
+
+
+def test_threads_sharing_the_local_recognizer_get_each_image_s_own_answer(seed_dir):
+    # The threads pool's tasks share the process's one recognizer: its detector
+    # is one TFLite interpreter, whose input and output tensors are the interpreter's.
+    local = recognizers.get("local")
+    names = sorted(path.name for path in seed_dir.glob("*.jpg"))
+    images = {name: (seed_dir / name).read_bytes() for name in names}
+
+    def detections(name):
+        return local._detect(decode(recognizers.Image(name, lambda: images[name])), WHOLE)
+
+    serial = {name: detections(name) for name in names}
+    threads, got = 8, []
+
+    def run(offset):
+        for name in names[offset:] + names[:offset]:
+            try:
+                got.append((name, detections(name)))
+            except Exception as exc:  # noqa: BLE001 - an interpreter used by two threads at once may raise
+                got.append((name, repr(exc)))
+
+    for thread in all_threads(*[functools.partial(run, n) for n in range(threads)]):
+        thread.join()
+    assert len(got) == threads * len(names)
+    assert [name for name, answer in got if answer != serial[name]] == []
+
+
+def test_terminators_in_two_threads_of_one_process_link_the_outputs_at_once(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    errors = []
+
+    def link(target):
+        try:
+            for _ in range(300):
+                outputs._link(tmp_path / "latest", Path(target))
+        except OSError as exc:
+            errors.append(exc)
+
+    for thread in all_threads(lambda: link("a"), lambda: link("b")):
+        thread.join()
+    assert errors == []
+    assert os.readlink(tmp_path / "latest") in ("a", "b")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "latest"], "no temporary link left"

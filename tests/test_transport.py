@@ -54,11 +54,34 @@ def test_events_go_out_when_the_subscribers_cannot_be_listed(emulator, monkeypat
         connection.release()
 
 
+class Hub:
+    """A worker's event loop, as far as the transport's receives schedule on it: what they ask for."""
+
+    def __init__(self):
+        self.scheduled = []
+
+    def call_soon(self, callback, *args):
+        self.scheduled.append(args)
+
+    def call_later(self, delay, callback, *args):
+        self.scheduled.append(args)
+
+
 def test_a_receive_that_completes_after_close_schedules_nothing(emulator):
     connection, chan = channel()
-    chan.close()
-    chan._loop1("detect", None)  # kombu's own raised AttributeError here, at some worker shutdowns
-    connection.release()
+    try:
+        chan.hub = Hub()
+        chan._loop1("detect", 1)
+        chan._loop1("detect", None)
+        assert chan.hub.scheduled == [("detect",), ("detect",)], "an open channel schedules the next receive"
+        chan.close()
+        chan.hub = Hub()
+        for fetched in (1, None):
+            chan._loop1("detect", fetched)  # kombu's own raised AttributeError here, at some worker shutdowns
+        assert chan.hub.scheduled == []
+    finally:
+        chan.hub = None
+        connection.release()
 
 
 def test_kombus_queue_delete_deletes_the_sqs_queue(emulator):

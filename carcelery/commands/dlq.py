@@ -18,6 +18,7 @@ from botocore.exceptions import EndpointConnectionError
 
 from ..aws.errors import explain, queue_missing, unreachable
 from ..pipeline.dead_letters import messages, redrive
+from ..pipeline.printable import printable
 from ..settings import DEAD_LETTER_QUEUE, settings
 
 
@@ -49,7 +50,7 @@ def _run(action: str, name: str) -> int:
         return 0
     found = messages()
     for m in found:
-        print(f"{m['image'] or '?'}\tbucket={m['bucket']}\ttask={m['task']}\trun={m['run']}\t"
+        print(f"{printable(m['image'] or '?')}\tbucket={m['bucket']}\ttask={m['task']}\trun={m['run']}\t"
               f"receives={m['receives']}\tqueue={m['queue']}")
     print(f"{name}: {len(found)} messages" + (" (python -m carcelery.commands.dlq redrive sends them back)" if found else ""))
     return 0

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .. import recognizers
 from ..pipeline import results
+from ..pipeline.printable import printable
 from ..settings import settings
 
 
@@ -31,8 +32,8 @@ def analyze(path: Path, recognizer: recognizers.Recognizer, threshold: float) ->
 
 def describe(record: dict) -> str:
     if "error" in record:
-        return f"{record['image']}: FAILED: {record['error']['reason']}"
-    lines = [f"{record['image']}: {'car' if record['car'] else 'no car'} "
+        return f"{printable(record['image'])}: FAILED: {printable(record['error']['reason'])}"
+    lines = [f"{printable(record['image'])}: {'car' if record['car'] else 'no car'} "
              f"(car confidence {record['car_confidence']:.1f}, threshold {record['threshold']:.0f})"]
     for label in record["labels"]:
         boxes = " ".join("[{left:.2f} {top:.2f} {width:.2f} {height:.2f}]".format(**b) for b in label["boxes"])

@@ -6,6 +6,13 @@ per region, at the first tier (an account's first million images a month;
 later tiers are cheaper). DetectLabels and DetectText are both in
 Rekognition's "Group 2" of image APIs. A region not in the table is priced as
 DEFAULT_REGION, and the summary says so.
+
+What is billed: the calls made and answered for a run's own records (the
+terminator counts the records its run wrote, not the earlier runs' of the
+same bucket): DetectLabels for every image detected (car or not), DetectText
+for every car image whose text was read; nothing for an image that failed
+before or at the call (not read, refused) or never got a result (the run
+ended without it). ``count`` applies it a record at a time.
 """
 
 from __future__ import annotations
@@ -21,19 +28,28 @@ PRICES = {
 PRICED = ("rekognition", "latency")
 
 
-def calls(records: Iterable[dict]) -> dict[str, int]:
-    """The calls per API that the run's ``records`` were answered with (failed calls are not billed).
-
-    Every image's detection is one DetectLabels call, unless it failed there;
-    a car image's text is one DetectText call, unless it failed there (a
-    failure record has ``car`` false).
-    """
+def calls(records: Iterable[dict] = ()) -> dict[str, int]:
+    """The calls per API that ``records`` were answered with (``count``'s rule); none for no records."""
     counts = {DETECT_LABELS: 0, DETECT_TEXT: 0}
     for record in records:
-        failed_at = record.get("error", {}).get("stage")
-        counts[DETECT_LABELS] += failed_at != "detect"
-        counts[DETECT_TEXT] += bool(record["car"]) and failed_at is None
+        count(counts, record)
     return counts
+
+
+def count(counts: dict[str, int], record: dict) -> None:
+    """Add to ``counts`` the calls that answered ``record``: only calls made and answered are billed.
+
+    - DetectLabels: for every image detected, car or not, and for a car image
+      whose text failed (its detection answered).
+    - DetectText: for a car image whose text was read.
+    - Nothing for an image that failed at ``detect`` (it could not be read, or
+      Rekognition refused it: a refused call is not billed), nor for one that
+      never got a result (``pending``, or ``result`` when its run ended without
+      it): no call is known to have answered.
+    """
+    failed_at = record.get("error", {}).get("stage")
+    counts[DETECT_LABELS] += failed_at in (None, "text")
+    counts[DETECT_TEXT] += bool(record["car"]) and failed_at is None
 
 
 def cost(counts: dict[str, int], region: str) -> float:
@@ -42,9 +58,8 @@ def cost(counts: dict[str, int], region: str) -> float:
     return sum(prices[api] * n for api, n in counts.items())
 
 
-def summary(records: list[dict], recognizer: str, region: str) -> dict:
-    """The run summary's ``calls`` (per API), and for Rekognition their ``cost_usd`` and the prices' region."""
-    counts = calls(records)
+def summary(counts: dict[str, int], recognizer: str, region: str) -> dict:
+    """The run summary's ``calls`` (``counts``, per API), and for Rekognition their ``cost_usd`` and the prices' region."""
     if recognizer not in PRICED:
         return {"calls": counts}
     return {"calls": counts, "cost_usd": round(cost(counts, region), 6),

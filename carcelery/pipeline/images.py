@@ -1,15 +1,25 @@
-"""S3 images: listing the images of a bucket, reading one, uploading a folder."""
+"""S3 images: listing the images of a bucket, reading one, uploading a folder.
+
+The listing passes over what is not an image, and counts it by reason
+(``skip_reason``), so that a run can say what it left out: a folder marker
+(a key ending in ``/``, as the S3 console makes) or a key without an image
+extension (``notes.txt``, ``README``). An empty or damaged object under an
+image's name is dispatched, and fails with a message naming it.
+"""
 
 from __future__ import annotations
 
 import mimetypes
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 from .. import aws
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# Why the listing passes over an object.
+FOLDER, NOT_AN_IMAGE = "a folder", "not an image"
 
 
 @dataclass(frozen=True)
@@ -24,8 +34,23 @@ def is_image_key(key: str) -> bool:
     return key.lower().endswith(IMAGE_SUFFIXES)
 
 
-def list_images(bucket: str, prefix: str = "") -> Iterator[S3Image]:
+def skip_reason(key: str) -> str | None:
+    """Why the listing passes over the object ``key`` (FOLDER, NOT_AN_IMAGE); None for an image."""
+    if key.endswith("/"):
+        return FOLDER
+    return None if is_image_key(key) else NOT_AN_IMAGE
+
+
+def describe_skipped(skipped: Mapping[str, int]) -> str:
+    """``skipped`` (counts by reason) in words: ``1 skipped: a folder, 2 skipped: not an image``; empty for none."""
+    return ", ".join(f"{count} skipped: {reason}" for reason, count in sorted(skipped.items()) if count)
+
+
+def list_images(bucket: str, prefix: str = "", skipped: Counter | None = None) -> Iterator[S3Image]:
     """Every image object under ``prefix``, page by page (any bucket size).
+
+    Parameters:
+      skipped: where to count the objects passed over, by reason (``skip_reason``), as the listing goes.
 
     Raises:
       botocore.exceptions.ClientError: the bucket is missing or not readable (see ``explain``).
@@ -33,8 +58,11 @@ def list_images(bucket: str, prefix: str = "") -> Iterator[S3Image]:
     pages = aws.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
     for page in pages:
         for obj in page.get("Contents", []):
-            if is_image_key(obj["Key"]):
+            reason = skip_reason(obj["Key"])
+            if reason is None:
                 yield S3Image(bucket, obj["Key"], obj["ETag"].strip('"'), obj["Size"])
+            elif skipped is not None:
+                skipped[reason] += 1
 
 
 def read(bucket: str, key: str) -> bytes:

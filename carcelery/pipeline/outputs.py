@@ -15,10 +15,11 @@ from __future__ import annotations
 import mimetypes
 import os
 import re
+import uuid
 from pathlib import Path
 
 from .. import aws
-from . import records, results, images
+from . import costs, records, results, images
 
 RUNS, LATEST = "runs", "latest"
 FILES = (results.OUTPUT, results.RESULTS, results.REPORT)
@@ -26,8 +27,8 @@ FILES = (results.OUTPUT, results.RESULTS, results.REPORT)
 
 def _link(path: Path, target: Path) -> None:
     """Make ``path`` a symbolic link to ``target``, in one step (readers never find it missing)."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    temporary.unlink(missing_ok=True)
+    # A name of its own per call: two terminators may link at once, in two processes or in two threads of one.
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
     os.symlink(target, temporary)
     os.replace(temporary, path)
 
@@ -48,6 +49,10 @@ def _upload(folder: Path, uri: str, run_id: str) -> str:
 def write(run: dict, root: Path, uri: str = "") -> dict:
     """Write run ``run``'s files from the records table into ``root`` (and to ``uri``); the run's summary.
 
+    The files describe the bucket (prefix) as the records table knows it, this
+    run's records and earlier ones'; the summary's ``calls`` (per API,
+    ``costs.count``) are those of this run's records only.
+
     Raises:
       ValueError: the run's id is not one the dispatcher makes (it names a folder).
       botocore.exceptions.ClientError: the records table or the S3 bucket of ``uri`` is not reachable.
@@ -55,7 +60,16 @@ def write(run: dict, root: Path, uri: str = "") -> dict:
     if not re.fullmatch(r"[0-9a-f]{12}", run["id"]):
         raise ValueError(f"run id {run['id']!r} is not 12 hex digits; runs are made by python -m carcelery.dispatch")
     folder = root / RUNS / run["id"]
-    counts = results.write(folder, records.read(run["bucket"], run.get("prefix", "")))
+    calls = costs.calls()
+
+    def bucket_records():
+        # The files hold every record of the bucket; the calls counted are this run's.
+        for run_id, record in records.with_runs(run["bucket"], run.get("prefix", "")):
+            if run_id == run["id"]:
+                costs.count(calls, record)
+            yield record
+
+    counts = results.write(folder, bucket_records())
     # Imported here: the dispatcher imports the tasks for their names, and the
     # report's imaging libraries would add a seventh of a second to its start.
     from . import report
@@ -69,7 +83,7 @@ def write(run: dict, root: Path, uri: str = "") -> dict:
     return {
         "run": run["id"], "bucket": run["bucket"], "prefix": run.get("prefix", ""),
         "images": counts["images"], "cars": counts["cars"], "lines": counts["lines"],
-        "failed": counts["failures"], "failed_count": counts["failed"],
+        "failed": counts["failures"], "failed_count": counts["failed"], "calls": calls,
         "output_dir": str(folder.resolve()), "report": str(page.resolve()),
         "output_uri": _upload(folder, uri, run["id"]) if uri else None,
     }

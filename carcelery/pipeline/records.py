@@ -96,6 +96,11 @@ def read(bucket: str, prefix: str = "") -> Iterator[dict]:
     return (record for _, record in _items(bucket, prefix))
 
 
+def with_runs(bucket: str, prefix: str = "") -> Iterator[tuple[str, dict]]:
+    """(run id, record) of ``bucket``'s records, as ``read``: the run that wrote each one with it."""
+    return ((item["run"]["S"], record) for item, record in _items(bucket, prefix))
+
+
 def pending(bucket: str, run_id: str, prefix: str = "") -> Iterator[dict]:
     """The records of ``bucket`` that run ``run_id`` sent and that no task has replaced."""
     return (record for item, record in _items(bucket, prefix)

@@ -23,6 +23,7 @@ from typing import Callable, Iterable
 
 from ..recognizers import imaging
 from ..recognizers import CAR, Image, ImageError
+from .printable import printable
 from .results import OUTPUT, REPORT, atomic_file
 
 THUMBNAIL = 480  # long side, pixels
@@ -84,7 +85,7 @@ def _figure(record: dict, picture: str | None) -> str:
         verdict = f'<span class="no">no car</span> {record["car_confidence"]:.1f} (threshold {record["threshold"]:.0f})'
     text = " ".join(f"{html.escape(line['text'])} ({line['confidence']:.1f})" for line in record["text"])
     return (f'<figure data-image="{html.escape(record["image"])}"><div class="pic">{image}{"".join(boxes)}</div>'
-            f'<figcaption><b>{html.escape(record["image"])}</b>: {verdict}'
+            f'<figcaption><b>{html.escape(printable(record["image"]))}</b>: {verdict}'
             f'{"<br>text: " + text if text else ""}</figcaption></figure>')
 
 

@@ -6,9 +6,14 @@ A record is plain JSON data (it travels through Celery's JSON serializer):
 (the stage and the reason).
 
 ``output.txt`` has one line per car image in which text was found,
-``<image>: <text lines joined by spaces>``, in natural order (1, 2, ..., 10);
-``results.jsonl`` has every image's record. Both are written atomically, a
-record at a time (any number of them).
+``<image>: <text lines joined by spaces>``, in natural order (1, 2, ..., 10).
+The image's key and the text come from outside and may hold any character:
+both are written ``printable`` (control characters and backslashes escaped,
+``carcelery.pipeline.printable``), and a ``: `` in the key is written
+``\\x3a `` (``:`` escaped), so that a line is split at its first ``: `` and no
+key or text can split a line or forge one. ``results.jsonl`` has every
+image's record, exact (JSON escapes what it must). Both are written
+atomically, a record at a time (any number of them).
 """
 
 from __future__ import annotations
@@ -22,12 +27,15 @@ from pathlib import Path
 from typing import Iterable, Iterator, TextIO
 
 from ..recognizers import Label, TextLine, car_confidence, to_dict
+from .printable import printable
 
 OUTPUT = "output.txt"
 RESULTS = "results.jsonl"
 REPORT = "report.html"  # written by carcelery.pipeline.report
 # A run's summary (the terminator's result, one DynamoDB item) names this many failures at most; results.jsonl has them all.
 MAX_FAILURES = 100
+# Between an image and its text in output.txt; in the image's key, written with its colon escaped.
+SEPARATOR, ESCAPED_SEPARATOR = ": ", "\\x3a "
 
 
 def detection(image: str, *, bucket=None, key=None, etag=None, labels: list[Label], threshold: float) -> dict:
@@ -56,9 +64,15 @@ def natural_key(name: str) -> list:
 
 
 def output_line(record: dict) -> str | None:
-    """The record's line of output.txt; None unless it is a car image with text."""
+    """The record's line of output.txt; None unless it is a car image with text.
+
+    Its image and text are escaped (the module's docstring): the line holds no
+    line break, no control character, and no ``: `` before the separator.
+    """
     words = " ".join(line["text"] for line in record["text"]).strip()
-    return f"{record['image']}: {words}" if record["car"] and words else None
+    if not (record["car"] and words):
+        return None
+    return f"{printable(record['image']).replace(SEPARATOR, ESCAPED_SEPARATOR)}{SEPARATOR}{printable(words)}"
 
 
 @contextlib.contextmanager

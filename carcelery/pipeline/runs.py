@@ -23,14 +23,21 @@ failure no retry can fix (the terminator's queue denied) is the run's failure,
 it. The dispatcher sends ``watch_run`` before the run's first part, so a run
 whose dispatcher died while sending (its chord's size never stored) ends at
 its deadline too, its images not sent failed with why.
+
+What the dispatcher's listing passed over (``images.skip_reason``) reaches
+the terminator, which does not list the bucket, through an item of the
+result backend's table (``note_skipped``, ``skipped``), written before the
+run's last task is sent: its summary counts them.
 """
 
 from __future__ import annotations
 
+import json
 import time
 
 from botocore.exceptions import ClientError
 
+from .. import aws
 from . import dead_letters, records
 from ..app import app
 from ..aws import errors
@@ -139,3 +146,25 @@ def _dead_letters() -> list[dict]:
         if not errors.queue_missing(exc):
             raise
         return []
+
+
+def _skipped_key(run_id: str) -> dict:
+    return {"id": {"S": f"carcelery-run-{run_id}-skipped"}}
+
+
+def note_skipped(run_id: str, skipped: dict[str, int]) -> None:
+    """Store what run ``run_id``'s listing passed over, by reason, for its terminator; nothing if nothing.
+
+    It expires with the backend's items (CARCELERY_RESULT_EXPIRES).
+    """
+    if any(skipped.values()):
+        aws.client("dynamodb").put_item(TableName=settings.results_table, Item={
+            **_skipped_key(run_id), "skipped": {"S": json.dumps(skipped, sort_keys=True)},
+            "ttl": {"N": str(int(time.time() + settings.result_expires))}})
+
+
+def skipped(run_id: str) -> dict[str, int]:
+    """What run ``run_id``'s listing passed over, by reason (``note_skipped``)."""
+    item = aws.client("dynamodb").get_item(TableName=settings.results_table, Key=_skipped_key(run_id),
+                                           ConsistentRead=True).get("Item")
+    return json.loads(item["skipped"]["S"]) if item else {}

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from typing import Sequence
 
 import numpy as np
@@ -121,6 +122,11 @@ class LocalRecognizer(Recognizer):
         model_dir = weights.require(model_dir or settings.model_dir)
         self._detector = Interpreter(model_path=str(model_dir / weights.DETECTOR), num_threads=None if default else threads)
         self._detector.allocate_tensors()
+        # One interpreter per process, shared by the threads pool's threads: its
+        # input and output tensors are the interpreter's, so one image at a time.
+        # (RapidOCR keeps a call's state in its locals, and onnxruntime's run is
+        # thread-safe: the OCR engines need no lock.)
+        self._detector_lock = threading.Lock()
         self._input = self._detector.get_input_details()[0]
         self._outputs = [d["index"] for d in self._detector.get_output_details()]
         self._names = {}
@@ -143,9 +149,10 @@ class LocalRecognizer(Recognizer):
         """The detector's (name, score, box) in ``pic``, boxes as fractions of ``frame``, the part of ``pic`` that is the image."""
         _, height, width, _ = self._input["shape"]
         pixels = np.asarray(pic.resize((width, height)), dtype=np.uint8)[None]
-        self._detector.set_tensor(self._input["index"], pixels)
-        self._detector.invoke()
-        boxes, classes, scores, count = (self._detector.get_tensor(i)[0] for i in self._outputs)
+        with self._detector_lock:
+            self._detector.set_tensor(self._input["index"], pixels)
+            self._detector.invoke()
+            boxes, classes, scores, count = [self._detector.get_tensor(i)[0] for i in self._outputs]  # copies
         found = []
         for (top, left, bottom, right), cls, score in zip(boxes[:int(count)], classes, scores):
             if score < MIN_SCORE:
