@@ -122,7 +122,7 @@ def dispatch(bucket: str, prefix: str = "", force: bool = False, stream: TextIO 
         sending.close()
     if run["images"]:
         run["result"] = app.AsyncResult(terminator.id, parent=app.GroupResult(group_id, []))
-        _task("watch_run", body.args[0], group_id, terminator.id).apply_async(countdown=runs.look_every())
+        _task("watch_run", body.args[0], group_id, terminator.id).apply_async(**runs.later())
     elif if_empty:
         run["result"] = body.delay()  # nothing to recognize: the terminator alone writes the files again
     else:

@@ -33,6 +33,7 @@ from .pipeline import costs, outputs, records, results, runs, images
 from .aws import errors
 from .app import app
 from .dispatch import dispatch
+from .replacing import Replaceable
 from .settings import settings
 
 logger = get_task_logger(__name__)
@@ -117,7 +118,7 @@ def _attempt(task, ref: dict, stage: str, work) -> dict:
     return results.failure(ref["key"], stage, reason, bucket=ref["bucket"], key=ref["key"], etag=ref.get("etag"))
 
 
-@app.task(bind=True, name="carcelery.tasks.detect_car")
+@app.task(bind=True, base=Replaceable, name="carcelery.tasks.detect_car")
 def detect_car(self, ref: dict) -> dict:
     """Instance A: does the image ``ref`` (bucket, key, etag, run) hold a car?
 
@@ -177,7 +178,7 @@ def watch_run(run: dict, group_id: str, terminator_id: str, parts_seen: int = -1
     if complete:
         return {"run": run["id"], "ended": "complete"}
     if not runs.overdue(since):
-        watch_run.apply_async((run, group_id, terminator_id, parts_seen, since), countdown=runs.look_every())
+        watch_run.apply_async((run, group_id, terminator_id, parts_seen, since), **runs.later())
         return {"run": run["id"], "ended": False}
     failed = runs.fail_missing(run)
     logger.warning("run=%s: no part done for %.0f s (CARCELERY_RUN_DEADLINE): ending it with %d images missing",

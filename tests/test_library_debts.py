@@ -127,6 +127,8 @@ DEBTS = [
          (f"{SQS_BACKEND}.receive_message", f"{QUEUE}.wait_for_messages")),
     Debt(f"{QUEUE}.delete_message", f"{EMULATOR}:_queues_scan_from_the_front", "speed", "self, receipt_handle",
          (f"{SQS_BACKEND}.delete_message", f"{SQS_BACKEND}.delete_message_batch")),
+    Debt(f"{QUEUE}.add_message", f"{EMULATOR}:_queues_scan_from_the_front", "speed", "self, message",
+         (f"{SQS_BACKEND}.send_message",)),
     Debt(f"{QUEUE}.approximate_number_of_messages_delayed", f"{EMULATOR}:_queues_scan_from_the_front", "speed", None,
          ((QUEUE, '"ApproximateNumberOfMessagesDelayed"'),)),
     Debt(f"{QUEUE}.approximate_number_of_messages_not_visible", f"{EMULATOR}:_queues_scan_from_the_front", "speed",
