@@ -18,11 +18,13 @@ import base64
 import html
 import io
 import itertools
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Iterable
 
 from ..recognizers import imaging
-from ..recognizers import CAR, Image, ImageError
+from ..recognizers import CAR, Box, Image, ImageError
+from ..recognizers.base import same_object
 from .results import OUTPUT, REPORT, atomic_file
 
 THUMBNAIL = 480  # long side, pixels
@@ -34,7 +36,8 @@ MAX_LINES = 1000
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em;background:#f6f6f6;color:#222}
-h1{font-size:1.4em} pre{background:#fff;padding:.8em;border:1px solid #ddd}
+h1{font-size:1.4em;overflow-wrap:anywhere}
+pre{background:#fff;padding:.8em;border:1px solid #ddd;white-space:pre-wrap;overflow-wrap:anywhere}
 .grid{display:flex;flex-wrap:wrap;gap:1em}
 figure{background:#fff;border:1px solid #ddd;margin:0;padding:.6em;width:480px}
 .pic{position:relative;display:inline-block;line-height:0}
@@ -44,7 +47,7 @@ figure{background:#fff;border:1px solid #ddd;margin:0;padding:.6em;width:480px}
 .car{border-color:#e53935}.car span{background:#e53935}
 .label{border-color:#8e8e8e;border-style:dashed}.label span{background:#8e8e8e}
 .text{border-color:#1e88e5}.text span{background:#1e88e5}
-figcaption{line-height:1.4;margin-top:.4em;font-size:.9em}
+figcaption{line-height:1.4;margin-top:.4em;font-size:.9em;overflow-wrap:anywhere}
 .yes{color:#2e7d32;font-weight:bold}.no{color:#757575}.failed{color:#c62828;font-weight:bold}
 """
 
@@ -66,11 +69,37 @@ def _box(box: dict, kind: str, caption: str) -> str:
     return f'<div class="box {kind}" style="{style}"><span>{html.escape(caption)}</span></div>'
 
 
+def _objects(labels: list[dict]) -> list[tuple[Box, dict[str, float]]]:
+    """Each object the labels' boxes show, once: its box and its labels' confidences.
+
+    Boxes of one object (``same_object``: the detector's two looks at it; a
+    truck's Car and Truck; a plate's Car and License Plate) are joined into
+    their bounding box, its labels named once each.
+    """
+    objects: list[tuple[Box, dict[str, float]]] = []
+    for label in labels:
+        for box in (Box(**b) for b in label["boxes"]):
+            same = next((n for n, (seen, _) in enumerate(objects) if same_object(seen, box)), None)
+            if same is None:
+                objects.append((box, {label["name"]: label["confidence"]}))
+                continue
+            seen, names = objects[same]
+            names = {**names, label["name"]: max(label["confidence"], names.get(label["name"], 0.0))}
+            objects[same] = (_bounding(seen, box), names)
+    return objects
+
+
+def _bounding(a: Box, b: Box) -> Box:
+    left, top = min(a.left, b.left), min(a.top, b.top)
+    return Box(left, top, max(a.left + a.width, b.left + b.width) - left, max(a.top + a.height, b.top + b.height) - top)
+
+
 def _figure(record: dict, picture: str | None) -> str:
     boxes = []
-    for label in record["labels"]:
-        kind = "car" if label["name"] == CAR else "label"
-        boxes += [_box(b, kind, f"{label['name']} {label['confidence']:.1f}") for b in label["boxes"]]
+    for box, names in _objects(record["labels"]):
+        caption = " · ".join(f"{name} {confidence:.1f}" for name, confidence in
+                             sorted(names.items(), key=lambda item: -item[1]))
+        boxes.append(_box(asdict(box), "car" if CAR in names else "label", caption))
     boxes += [_box(line["box"], "text", f"{line['text']} {line['confidence']:.1f}")
               for line in record["text"] if line.get("box")]
     image = (f'<img src="{picture}" alt="{html.escape(record["image"])}">' if picture
