@@ -87,13 +87,14 @@ def test_the_report_decodes_no_more_than_the_recognizers_and_stays_bounded(tmp_p
 
 
 def looks_record(key="cars.jpg"):
-    """A record as the local detector gives it: each object seen by both looks, a truck as Car and Truck."""
+    """A record as the local detector gives it: each object seen by both looks, a truck as Car and Truck,
+    a person in front of a car."""
     near, near_too = Box(0.10, 0.20, 0.40, 0.30), Box(0.11, 0.21, 0.40, 0.29)
     far = Box(0.60, 0.60, 0.30, 0.30)
     person, person_too = Box(0.70, 0.05, 0.10, 0.30), Box(0.705, 0.055, 0.10, 0.29)
     return results.detection(key, bucket="b", key=key, etag="e", threshold=70, labels=[
         Label("Car", 91.0, (near, near_too, far)), Label("Truck", 85.0, (near_too,)),
-        Label("Person", 73.0, (person, person_too))])
+        Label("Person", 73.0, (person, person_too, Box(0.61, 0.61, 0.3, 0.3)))])
 
 
 def test_each_object_is_drawn_once_with_its_labels_named_once(tmp_path):
@@ -103,6 +104,8 @@ def test_each_object_is_drawn_once_with_its_labels_named_once(tmp_path):
                                        "<span>Car 91.0 · Truck 85.0",
                                        'car" style="left:60.00%;top:60.00%;width:30.00%;height:30.00%"><span>Car 91.0',
                                        'label" style="left:70.00%;top:5.00%;width:10.50%;height:30.00%">'
+                                       "<span>Person 73.0",
+                                       'label" style="left:61.00%;top:61.00%;width:30.00%;height:30.00%">'
                                        "<span>Person 73.0"])
 
 

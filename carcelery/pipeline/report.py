@@ -69,29 +69,39 @@ def _box(box: dict, kind: str, caption: str) -> str:
     return f'<div class="box {kind}" style="{style}"><span>{html.escape(caption)}</span></div>'
 
 
+# An object drawn: its box, the boxes of the record it joins, its labels' confidences by name.
+_Object = tuple[Box, frozenset, dict]
+
+
 def _objects(labels: list[dict]) -> list[tuple[Box, dict[str, float]]]:
     """Each object the labels' boxes show, once: its box and its labels' confidences.
 
-    Boxes of one object (``same_object``: the detector's two looks at it; a
-    truck's Car and Truck; a plate's Car and License Plate) are joined into
-    their bounding box, its labels named once each.
+    A label's boxes of one object (``same_object``: the detector's two looks at
+    it) are joined into their bounding box; then labels that share a box (one
+    detection named twice: a truck's Car and Truck, a plate's Car and License
+    Plate) are drawn as one object, naming both. Boxes of different labels
+    that only overlap (a person by a car) stay apart.
     """
-    objects: list[tuple[Box, dict[str, float]]] = []
+    objects: list[_Object] = []
     for label in labels:
+        looks: list[_Object] = []
         for box in (Box(**b) for b in label["boxes"]):
-            same = next((n for n, (seen, _) in enumerate(objects) if same_object(seen, box)), None)
-            if same is None:
-                objects.append((box, {label["name"]: label["confidence"]}))
-                continue
-            seen, names = objects[same]
-            names = {**names, label["name"]: max(label["confidence"], names.get(label["name"], 0.0))}
-            objects[same] = (_bounding(seen, box), names)
-    return objects
+            looks = _join(looks, (box, frozenset([box]), {label["name"]: label["confidence"]}),
+                          lambda a, b: same_object(a[0], b[0]))
+        for look in looks:
+            objects = _join(objects, look, lambda a, b: bool(a[1] & b[1]))
+    return [(box, names) for box, _, names in objects]
 
 
-def _bounding(a: Box, b: Box) -> Box:
-    left, top = min(a.left, b.left), min(a.top, b.top)
-    return Box(left, top, max(a.left + a.width, b.left + b.width) - left, max(a.top + a.height, b.top + b.height) - top)
+def _join(objects: list[_Object], new: _Object, related) -> list[_Object]:
+    """``objects`` with ``new`` and every one ``related`` to it joined into one."""
+    same = [o for o in objects if related(o, new)]
+    left, top = min(o[0].left for o in same + [new]), min(o[0].top for o in same + [new])
+    right = max(o[0].left + o[0].width for o in same + [new])
+    bottom = max(o[0].top + o[0].height for o in same + [new])
+    joined = (Box(left, top, right - left, bottom - top), new[1].union(*(o[1] for o in same)),
+              {name: confidence for o in same + [new] for name, confidence in o[2].items()})
+    return [o for o in objects if o not in same] + [joined]
 
 
 def _figure(record: dict, picture: str | None) -> str:
