@@ -1,4 +1,4 @@
-"""The Celery application, configured from ``carcelery/celeryconfig.py``.
+"""The Celery application, configured from ``celeryconfig.py`` (Celery's settings, at the top of the project).
 
 Adds one worker option, ``--stop-on-terminator``: the assignment's Instance B
 stopped when it read ``-1``; with this option a worker shuts down (warm) after
@@ -11,7 +11,7 @@ from celery import Celery, bootsteps
 from click import Option
 
 app = Celery("carcelery")
-app.config_from_object("carcelery.celeryconfig")
+app.config_from_object("celeryconfig")
 
 app.user_options["worker"].add(Option(
     ("--stop-on-terminator",), is_flag=True, default=False,

@@ -55,7 +55,7 @@ Every item written (results, chord counters, part marks) carries Celery's
 DynamoDB's TTL, which provision and the CloudFormation template enable on the
 table, deletes it then.
 
-``celeryconfig.result_backend`` names this class in front of the
+``celeryconfig.result_backend`` (celeryconfig.py) names this class in front of the
 ``dynamodb://`` URL (Celery's ``module:Class+url`` form).
 """
 

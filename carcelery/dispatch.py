@@ -98,7 +98,7 @@ def dispatch(bucket: str, prefix: str = "", force: bool = False, stream: TextIO 
 
         if not run["images"]:
             # Before the first part: whoever dies, dispatcher or worker, the run ends (carcelery.pipeline.runs).
-            _task("watch_run", body.args[0], group_id, terminator.id).apply_async(countdown=runs.look_every())
+            _task("watch_run", body.args[0], group_id, terminator.id).apply_async(**runs.later())
         with batched_sends():
             for image in images:
                 one(image)

@@ -35,6 +35,7 @@ from .pipeline.printable import printable
 from .aws import errors
 from .app import app
 from .dispatch import dispatch
+from .replacing import Replaceable
 from .settings import TEXT_QUEUE, settings
 
 logger = get_task_logger(__name__)
@@ -133,7 +134,7 @@ def _attempt(task, ref: dict, stage: str, work) -> dict:
     return results.failure(ref["key"], stage, reason, bucket=ref["bucket"], key=ref["key"], etag=ref.get("etag"))
 
 
-@app.task(bind=True, name="carcelery.tasks.detect_car", **RETRY)
+@app.task(bind=True, base=Replaceable, name="carcelery.tasks.detect_car", **RETRY)
 def detect_car(self, ref: dict) -> dict:
     """Instance A: does the image ``ref`` (bucket, key, etag, run) hold a car?
 
@@ -235,7 +236,7 @@ def watch_run(run: dict, group_id: str, terminator_id: str, parts_seen: int = -1
                        run["id"], settings.run_deadline, failed)
         runs.send_terminator(run, group_id, terminator_id)
         return {"run": run["id"], "ended": "deadline", "missing": failed}
-    watch_run.apply_async((run, group_id, terminator_id, counts.parts, since), countdown=runs.look_every())
+    watch_run.apply_async((run, group_id, terminator_id, counts.parts, since), **runs.later())
     return {"run": run["id"], "ended": False}
 
 

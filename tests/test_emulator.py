@@ -1,5 +1,6 @@
-"""The emulator: no update lost under concurrent requests, DynamoDB answers as moto itself gives them, empty uploads."""
+"""The emulator: no update lost under concurrent requests, DynamoDB answers as moto itself gives them, empty uploads, SQS counts."""
 
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -99,3 +100,24 @@ def test_an_empty_object_is_stored_at_once(bucket):
                                config=Config(read_timeout=5, retries={"max_attempts": 1}))
     s3.put_object(Bucket=bucket, Key="empty", Body=b"")
     assert s3.get_object(Bucket=bucket, Key="empty")["Body"].read() == b""
+
+
+def test_sqs_counts_messages_delayed_by_their_own_delay(emulator):
+    sqs = aws.client("sqs")
+    url = sqs.create_queue(QueueName=f"delays-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="now")
+    sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": "1", "MessageBody": "later", "DelaySeconds": 60}])
+    sqs.send_message(QueueUrl=url, MessageBody="1 s later", DelaySeconds=1)
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesDelayed", "ApproximateNumberOfMessagesNotVisible"]
+
+    def counts():
+        attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
+        return [int(attributes[name]) for name in names]
+
+    assert counts() == [1, 2, 0]
+    time.sleep(1.1)
+    assert counts() == [2, 1, 0]
+    received = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+    assert sorted(m["Body"] for m in received) == ["1 s later", "now"]
+    assert counts() == [0, 1, 2]
+    sqs.delete_queue(QueueUrl=url)

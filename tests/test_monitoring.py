@@ -95,7 +95,7 @@ def watched(emulator, seed_dir, tmp_path_factory):
 def run_tasks(stack, bucket):
     """Flower's tasks of the run in ``bucket``, once all 11 (one per image, and the terminator) are done.
 
-    The run's watcher (``watch_run``, waiting for its first look) is there too, and left out.
+    The run's watcher (``watch_run``) is left out: it waits in SQS (delayed) for its first look.
     """
     def mine():
         tasks = flower_get(stack, "/api/tasks")
@@ -103,7 +103,7 @@ def run_tasks(stack, bucket):
 
     def done(tasks):
         ours = {uid: t for uid, t in tasks.items() if t["name"] != "carcelery.tasks.watch_run"}
-        return len(tasks) == 12 and len(ours) == 11 and all(t["state"] == "SUCCESS" for t in ours.values())
+        return len(ours) == 11 and all(t["state"] == "SUCCESS" for t in ours.values())
 
     tasks = wait_for(mine, done)
     return {uid: t for uid, t in tasks.items() if t["name"] != "carcelery.tasks.watch_run"}
@@ -129,6 +129,18 @@ def test_flower_shows_both_workers_and_every_task_of_the_run(watched, seed_dir):
                     else ("carcelery.tasks.detect_car", "worker_a") for i in images}
 
 
+def test_flower_counts_every_task_a_worker_received(watched, seed_dir):
+    """Instance A's received tasks are its succeeded ones and those replaced (handed on to Instance B)."""
+    stack, bucket = watched
+    run_tasks(stack, bucket)  # every task of the run done
+    # The Workers page's own figures (Processed is task-received), as its table reads them.
+    workers = flower_get(stack, "/workers?json=1")["data"]
+    a = next(info for info in workers if info["hostname"].startswith("worker_a@"))
+    images, cars = len(list(seed_dir.glob("*.jpg"))), 6
+    assert (a.get("task-received"), a.get("task-succeeded"), a.get("task-failed", 0), a.get("task-replaced")) == \
+        (images, images - cars, 0, cars)
+
+
 def test_flower_wants_the_password(watched):
     stack, _ = watched
     with pytest.raises(urllib.error.HTTPError, match="401"):
@@ -142,18 +154,27 @@ def test_inspect_ping_gets_replies_from_both_workers(watched):
     assert "worker_a@" in done.stdout and "worker_b@" in done.stdout and "2 nodes online" in done.stdout
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (scripts/setup does not install it; "
-                                               ".ci/run does: apt-get install chromium)")
-def test_flower_tasks_page_in_headless_chromium(watched, tmp_path):
-    stack, bucket = watched
-    tasks = run_tasks(stack, bucket)
-    url = flower_url(stack, "/tasks").replace("//", f"//{USER}:{PASSWORD}@", 1)
+def chromium(stack, path: str, tmp_path, *flags: str) -> subprocess.CompletedProcess:
+    """Flower's page ``path`` in headless Chromium, logged in, with ``flags`` (--dump-dom, --screenshot=FILE)."""
+    url = flower_url(stack, path).replace("//", f"//{USER}:{PASSWORD}@", 1)
     # The page fills its table by JavaScript; the virtual time budget lets it finish.
     page = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                            "--disable-background-networking", "--disable-component-update", "--disable-sync",
                            f"--user-data-dir={tmp_path / 'chromium'}", "--virtual-time-budget=10000",
-                           "--dump-dom", url], capture_output=True, text=True, timeout=120)
+                           "--window-size=1280,1000", *flags, url], capture_output=True, text=True, timeout=120)
     assert page.returncode == 0, page.stderr[-2000:]
+    return page
+
+
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (scripts/setup does not "
+                                                             "install it; .ci/run does: apt-get install chromium)")
+
+
+@needs_chromium
+def test_flower_tasks_page_in_headless_chromium(watched, tmp_path):
+    stack, bucket = watched
+    tasks = run_tasks(stack, bucket)
+    page = chromium(stack, "/tasks", tmp_path, "--dump-dom")
     rows = [uid for uid in tasks if f'<tr id="{uid}"' in page.stdout]
     assert len(rows) >= 10, page.stdout[-3000:]
     assert "carcelery.tasks.detect_car" in page.stdout or "carcelery.tasks.recognize_text" in page.stdout
@@ -202,3 +223,40 @@ def test_monitoring_off_makes_no_topic_and_no_mailbox(emulator, tmp_path):
         assert "No nodes replied" in inspect_ping(stack).stderr
         assert leftovers(prefix) == ([], [])
         assert not [t for t in aws.client("sns").list_topics()["Topics"] if f":{prefix}" in t["TopicArn"]]
+
+
+@needs_chromium
+def test_flowers_broker_page_and_queue_lengths_show_the_queues_during_a_run(emulator, seed_dir, tmp_path):
+    """Instance B and Flower up, the run dispatched, Instance A not started yet: its images wait in detect."""
+    stack = monitored_stack(tmp_path)
+    prefix = stack.env["CARCELERY_QUEUE_PREFIX"]
+    images = len(list(seed_dir.glob("*.jpg")))
+    with stack:
+        assert stack.run("carcelery.aws.provision").returncode == 0  # the dead-letter queue too
+        stack.start_worker("worker_b", "text", 1)
+        start_flower(stack)
+        bucket = f"test-{uuid.uuid4().hex[:12]}"
+        provision.bucket(bucket)
+        sent = stack.run("carcelery.dispatch", "--from", str(seed_dir), "--bucket", bucket)
+        assert sent.returncode == 0, sent.stderr
+
+        def lengths():
+            return {q["name"]: q for q in flower_get(stack, "/api/queues/length")["active_queues"]}
+
+        during = wait_for(lengths, lambda found: found.get("detect", {}).get("waiting") == images)
+        assert during["detect"]["sqs_queue"] == f"{prefix}detect" and during["detect"]["approximate"] is True
+        assert during["detect"]["messages"] == during["detect"]["messages_ready"] == images
+        assert {"text", "dead-letter"} <= set(during)
+        # The run's watcher waits for its first look in SQS, delayed, not held by Instance B.
+        assert (during["text"]["delayed"], during["text"]["in_flight"]) == (1, 0)
+        shot = tmp_path / "broker.png"
+        chromium(stack, "/broker", tmp_path, f"--screenshot={shot}")
+        assert shot.stat().st_size > 10_000
+        page = chromium(stack, "/broker", tmp_path, "--dump-dom").stdout
+        detect_row = page[page.index('<tr id="detect"'):].split("</tr>", 1)[0]
+        assert f"≈ {images}" in detect_row, detect_row
+        assert '<tr id="dead-letter"' in page and '<tr id="text"' in page
+
+        stack.start_worker("worker_a", "detect", 1)  # the run goes on, and empties detect
+        after = wait_for(lengths, lambda found: found["detect"]["messages"] == 0, timeout=180)
+        assert after["dead-letter"]["messages"] == 0

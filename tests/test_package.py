@@ -1,13 +1,18 @@
 """The package's shape: parts that import each other one way, configuration that imports no service."""
 
 import ast
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "carcelery"
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "carcelery"
+# What a `pip install .` is made of: the package, Celery's configuration beside it, the metadata.
+DISTRIBUTION = ("carcelery", "celeryconfig.py", "pyproject.toml", "requirements.txt", "README.md")
 
 
 def _module_imports() -> dict[str, set[str]]:
@@ -56,7 +61,7 @@ def test_no_module_imports_one_that_imports_it_back():
 @pytest.mark.integration  # a pytest (or python) process of its own
 def test_the_configuration_imports_no_aws_client():
     """celeryconfig and settings read the environment; boto3 comes with the first client, not with them."""
-    code = "import sys, carcelery.celeryconfig; print(sorted(m for m in ('boto3', 'botocore') if m in sys.modules))"
+    code = "import sys, celeryconfig; print(sorted(m for m in ('boto3', 'botocore') if m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "[]"
 
@@ -68,3 +73,31 @@ def test_celery_finds_the_app_from_any_folder_once_installed(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "transport:carcelery.transport:Transport" in done.stdout
+    # The checkout's celeryconfig.py, the one a user edits, is the one Celery read.
+    assert "task_default_queue: 'text'" in done.stdout
+    where = subprocess.run([sys.executable, "-c", "import celeryconfig; print(celeryconfig.__file__)"], cwd=tmp_path,
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert Path(where) == ROOT / "celeryconfig.py"
+
+
+@pytest.mark.integration  # pip and celery processes of their own
+def test_pip_install_puts_celeryconfig_beside_the_package(tmp_path):
+    """A plain (not editable) `pip install .`: the app finds its configuration, installed with it, from any folder."""
+    source, target, elsewhere = tmp_path / "source", tmp_path / "site", tmp_path / "elsewhere"
+    shutil.copytree(ROOT, source, ignore=lambda folder, names: [
+        n for n in names if n == "__pycache__" or (Path(folder) == ROOT and n not in DISTRIBUTION)])
+    elsewhere.mkdir()
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
+                    "--no-build-isolation", "--no-index", "--target", str(target), str(source)],
+                   cwd=elsewhere, capture_output=True, text=True, timeout=300, check=True)
+    assert (target / "celeryconfig.py").is_file() and (target / "carcelery" / "app.py").is_file()
+    # The installed copy ahead of the checkout's editable install; -P: not the current folder either.
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    where = subprocess.run([sys.executable, "-P", "-c", "import celeryconfig, carcelery; "
+                            "print(celeryconfig.__file__); print(carcelery.__file__)"],
+                           cwd=elsewhere, env=env, capture_output=True, text=True, check=True).stdout.split()
+    assert [Path(w).parent for w in where] == [target, target / "carcelery"]
+    done = subprocess.run([sys.executable, "-P", "-m", "celery", "-A", "carcelery", "report"], cwd=elsewhere, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "task_default_queue: 'text'" in done.stdout and "carcelery.tasks.detect_car" in done.stdout

@@ -9,6 +9,7 @@ import pytest
 
 from carcelery.pipeline import report, results
 from carcelery.recognizers import Box, Label, TextLine
+from carcelery.recognizers.base import same_object
 
 
 def seed_records():
@@ -83,3 +84,54 @@ def test_the_report_decodes_no_more_than_the_recognizers_and_stays_bounded(tmp_p
     assert reads == ["1.jpg", "2.jpg", "3.jpg"], "pictures for the first MAX_PREVIEWS only"
     assert text.count("<figure") == 5 and text.count("data:image/jpeg") == 2 and "... and 3 more images" in text
     assert '<figure data-image="1.jpg"><div class="pic"><em>(no preview)</em>' in text, "the bomb is not decoded"
+
+
+def looks_record(key="cars.jpg"):
+    """A record as the local detector gives it: each object seen by both looks, a truck as Car and Truck,
+    a person in front of a car."""
+    near, near_too = Box(0.10, 0.20, 0.40, 0.30), Box(0.11, 0.21, 0.40, 0.29)
+    far = Box(0.60, 0.60, 0.30, 0.30)
+    person, person_too = Box(0.70, 0.05, 0.10, 0.30), Box(0.705, 0.055, 0.10, 0.29)
+    return results.detection(key, bucket="b", key=key, etag="e", threshold=70, labels=[
+        Label("Car", 91.0, (near, near_too, far)), Label("Truck", 85.0, (near_too,)),
+        Label("Person", 73.0, (person, person_too, Box(0.61, 0.61, 0.3, 0.3)))])
+
+
+def test_each_object_is_drawn_once_with_its_labels_named_once(tmp_path):
+    text = write(tmp_path, [looks_record()], read=lambda r: b"").read_text()
+    captions = [part.split("</span>")[0] for part in text.split('<div class="box ')[1:]]
+    assert sorted(captions) == sorted(['car" style="left:10.00%;top:20.00%;width:41.00%;height:30.00%">'
+                                       "<span>Car 91.0 · Truck 85.0",
+                                       'car" style="left:60.00%;top:60.00%;width:30.00%;height:30.00%"><span>Car 91.0',
+                                       'label" style="left:70.00%;top:5.00%;width:10.50%;height:30.00%">'
+                                       "<span>Person 73.0",
+                                       'label" style="left:61.00%;top:61.00%;width:30.00%;height:30.00%">'
+                                       "<span>Person 73.0"])
+
+
+def test_boxes_are_one_object_when_they_overlap_half_their_union():
+    a = Box(0.0, 0.0, 0.4, 0.4)
+    assert same_object(a, Box(0.02, 0.02, 0.4, 0.4))
+    assert not same_object(a, Box(0.3, 0.3, 0.4, 0.4))  # two cars side by side, overlapping a little
+    assert not same_object(a, Box(0.1, 0.1, 0.1, 0.1))  # a person in front of a car
+    assert not same_object(a, Box(0.5, 0.5, 0.1, 0.1))
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not shutil.which("chromium"), reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_long_lines_stay_inside_their_boxes_in_chromium(tmp_path):
+    key = "a/" + "very-long-folder-name-" * 20 + "car.jpg"
+    page = write(tmp_path, [results.with_text(looks_record(key), [TextLine("YHI9 OTZ " * 40, 90.0)])],
+                 read=lambda r: b"")
+    # Measured by the browser itself, after layout: any box whose content is wider than it, or a page wider
+    # than the window.
+    page.write_text(page.read_text().replace("</body>", """<script>
+        var wide = [...document.querySelectorAll('pre, figure, figcaption, h1')].filter(e => e.scrollWidth > e.clientWidth);
+        document.body.dataset.overflow = wide.map(e => e.tagName).join(',') +
+            (document.documentElement.scrollWidth > window.innerWidth ? ',page' : '');
+        </script></body>"""))
+    dom = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                          "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                          f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1000,800", "--dump-dom",
+                          page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    assert 'data-overflow=""' in dom, dom[dom.find("<body"):][:300]

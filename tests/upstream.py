@@ -17,8 +17,8 @@ from importlib.metadata import version
 from pathlib import Path
 
 CACHE = Path("~/.cache/carcelery/upstream").expanduser()
-# The libraries whose suites run against carcelery's subclasses.
-SUITES = ("kombu", "celery")
+# The libraries whose suites run against carcelery's subclasses (and Flower's, against its broker class).
+SUITES = ("kombu", "celery", "flower")
 
 
 def source(package: str) -> Path:

@@ -1,4 +1,4 @@
-"""Queue depths, which Flower's broker page cannot show over SQS.
+"""Queue depths: messages waiting, in flight and delayed per SQS queue (Flower's Broker page shows the same).
 
     python -m carcelery.commands.depth
 

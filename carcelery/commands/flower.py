@@ -3,7 +3,9 @@
     python -m carcelery.commands.flower [FLOWER OPTION...]
 
 Runs ``celery -A carcelery flower`` in this process (its PID stays Flower's),
-on ``CARCELERY_FLOWER_PORT``. With ``CARCELERY_FLOWER_USER`` and
+on ``CARCELERY_FLOWER_PORT``, with its Broker page over SQS
+(``carcelery.commands.flower_broker``: plain ``celery -A carcelery flower`` has
+every page of Flower but that one). With ``CARCELERY_FLOWER_USER`` and
 ``CARCELERY_FLOWER_PASSWORD`` set, Flower asks for them (HTTP basic auth); they
 reach Flower through its environment, not its command line, which ``ps`` shows.
 
@@ -17,6 +19,9 @@ from __future__ import annotations
 import os
 import sys
 
+from celery.__main__ import main as celery_main
+
+from . import flower_broker
 from ..settings import Settings, settings
 
 
@@ -39,7 +44,11 @@ def command(config: Settings, extra: list[str]) -> tuple[list[str], dict[str, st
 
 def main(argv: list[str] | None = None) -> None:
     args, env = command(settings, sys.argv[1:] if argv is None else argv)
-    os.execve(sys.executable, args, env)
+    os.environ.update(env)
+    flower_broker.install()
+    # Celery's command line, here: Flower runs in this process, with the broker class installed.
+    sys.argv = ["celery", *args[3:]]
+    celery_main()
 
 
 if __name__ == "__main__":

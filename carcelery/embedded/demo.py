@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..app import app
 from ..pipeline import results
 from ..settings import DETECT_QUEUE, TEXT_QUEUE, settings
 
@@ -25,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SEED_IMAGES = ROOT.parent / "shared" / "images" / "seed"
 # Messages each worker process holds ahead (as Procfile). Detection is quick:
 # a deeper prefetch lets one ReceiveMessage fetch more. Text recognition keeps
-# celeryconfig's 4: enough that no process waits for SQS between tasks.
+# celeryconfig.py's 4: enough that no process waits for SQS between tasks.
 PREFETCH = {DETECT_QUEUE: 8, TEXT_QUEUE: 4}
 
 
@@ -84,8 +85,13 @@ class Stack:
         return self.start("emulator", args, "ready:")
 
     def start_worker(self, name: str, queue: str, concurrency: int | None = 2, *extra: str) -> subprocess.Popen:
-        """Start a worker of ``queue``; ``concurrency`` None: the configured one (CARCELERY_CONCURRENCY)."""
-        args = ["-m", "celery", "-A", "carcelery", "worker", "-Q", queue, "-n", f"{name}@%h",
+        """Start a worker of ``queue``, as README and the Procfile do: Instance B's (text) is the bare
+        ``celery -A carcelery worker``, Instance A's names ``-Q detect``.
+
+        ``concurrency`` None: the configured one (CARCELERY_CONCURRENCY).
+        """
+        queues = [] if queue == app.conf.task_default_queue else ["-Q", queue]
+        args = ["-m", "celery", "-A", "carcelery", "worker", *queues, "-n", f"{name}@%h",
                 *(["-c", str(concurrency)] if concurrency else []),
                 "--prefetch-multiplier", str(PREFETCH[queue]), "--loglevel", "INFO", *extra]
         return self.start(name, args, " ready.", timeout=120)

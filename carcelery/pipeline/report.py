@@ -18,11 +18,13 @@ import base64
 import html
 import io
 import itertools
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Iterable
 
 from ..recognizers import imaging
-from ..recognizers import CAR, Image, ImageError
+from ..recognizers import CAR, Box, Image, ImageError
+from ..recognizers.base import same_object
 from .printable import printable
 from .results import OUTPUT, REPORT, atomic_file
 
@@ -35,7 +37,8 @@ MAX_LINES = 1000
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em;background:#f6f6f6;color:#222}
-h1{font-size:1.4em} pre{background:#fff;padding:.8em;border:1px solid #ddd}
+h1{font-size:1.4em;overflow-wrap:anywhere}
+pre{background:#fff;padding:.8em;border:1px solid #ddd;white-space:pre-wrap;overflow-wrap:anywhere}
 .grid{display:flex;flex-wrap:wrap;gap:1em}
 figure{background:#fff;border:1px solid #ddd;margin:0;padding:.6em;width:480px}
 .pic{position:relative;display:inline-block;line-height:0}
@@ -45,7 +48,7 @@ figure{background:#fff;border:1px solid #ddd;margin:0;padding:.6em;width:480px}
 .car{border-color:#e53935}.car span{background:#e53935}
 .label{border-color:#8e8e8e;border-style:dashed}.label span{background:#8e8e8e}
 .text{border-color:#1e88e5}.text span{background:#1e88e5}
-figcaption{line-height:1.4;margin-top:.4em;font-size:.9em}
+figcaption{line-height:1.4;margin-top:.4em;font-size:.9em;overflow-wrap:anywhere}
 .yes{color:#2e7d32;font-weight:bold}.no{color:#757575}.failed{color:#c62828;font-weight:bold}
 """
 
@@ -67,11 +70,47 @@ def _box(box: dict, kind: str, caption: str) -> str:
     return f'<div class="box {kind}" style="{style}"><span>{html.escape(caption)}</span></div>'
 
 
+# An object drawn: its box, the boxes of the record it joins, its labels' confidences by name.
+_Object = tuple[Box, frozenset, dict]
+
+
+def _objects(labels: list[dict]) -> list[tuple[Box, dict[str, float]]]:
+    """Each object the labels' boxes show, once: its box and its labels' confidences.
+
+    A label's boxes of one object (``same_object``: the detector's two looks at
+    it) are joined into their bounding box; then labels that share a box (one
+    detection named twice: a truck's Car and Truck, a plate's Car and License
+    Plate) are drawn as one object, naming both. Boxes of different labels
+    that only overlap (a person by a car) stay apart.
+    """
+    objects: list[_Object] = []
+    for label in labels:
+        looks: list[_Object] = []
+        for box in (Box(**b) for b in label["boxes"]):
+            looks = _join(looks, (box, frozenset([box]), {label["name"]: label["confidence"]}),
+                          lambda a, b: same_object(a[0], b[0]))
+        for look in looks:
+            objects = _join(objects, look, lambda a, b: bool(a[1] & b[1]))
+    return [(box, names) for box, _, names in objects]
+
+
+def _join(objects: list[_Object], new: _Object, related) -> list[_Object]:
+    """``objects`` with ``new`` and every one ``related`` to it joined into one."""
+    same = [o for o in objects if related(o, new)]
+    left, top = min(o[0].left for o in same + [new]), min(o[0].top for o in same + [new])
+    right = max(o[0].left + o[0].width for o in same + [new])
+    bottom = max(o[0].top + o[0].height for o in same + [new])
+    joined = (Box(left, top, right - left, bottom - top), new[1].union(*(o[1] for o in same)),
+              {name: confidence for o in same + [new] for name, confidence in o[2].items()})
+    return [o for o in objects if o not in same] + [joined]
+
+
 def _figure(record: dict, picture: str | None) -> str:
     boxes = []
-    for label in record["labels"]:
-        kind = "car" if label["name"] == CAR else "label"
-        boxes += [_box(b, kind, f"{label['name']} {label['confidence']:.1f}") for b in label["boxes"]]
+    for box, names in _objects(record["labels"]):
+        caption = " · ".join(f"{name} {confidence:.1f}" for name, confidence in
+                             sorted(names.items(), key=lambda item: -item[1]))
+        boxes.append(_box(asdict(box), "car" if CAR in names else "label", caption))
     boxes += [_box(line["box"], "text", f"{line['text']} {line['confidence']:.1f}")
               for line in record["text"] if line.get("box")]
     image = (f'<img src="{picture}" alt="{html.escape(record["image"])}">' if picture

@@ -1,9 +1,10 @@
 """A run always ends: the deadline of a run whose parts stopped coming.
 
 The dispatcher sends ``watch_run`` (Instance B) with each run. It looks at the
-chord's count every ``look_every()`` seconds (a task sent again with a
-countdown, shorter than the visibility timeout, so SQS never delivers it
-twice). While parts are done, the run goes on; once no part has been done for
+chord's count every ``look_every()`` seconds: a task sent again, delayed by
+SQS itself (``later()``), so that no worker holds it while it waits and no
+monitor shows it received for a minute, as a countdown's would. While parts
+are done, the run goes on; once no part has been done for
 CARCELERY_RUN_DEADLINE seconds, the run ends with what it has: each image
 still pending (its task dead-lettered, or lost) is stored as failed with why,
 and the chord's terminator is sent by its own task id, so that
@@ -33,6 +34,7 @@ run's last task is sent: its summary counts them.
 from __future__ import annotations
 
 import json
+import math
 import time
 
 from botocore.exceptions import ClientError
@@ -47,6 +49,17 @@ from ..settings import TEXT_QUEUE, settings
 def look_every() -> float:
     """Seconds between two looks at a run: a tenth of the deadline, within 1 s to 60 s."""
     return max(1.0, min(60.0, settings.run_deadline / 10))
+
+
+def later() -> dict:
+    """``apply_async``'s options that send the next look ``look_every()`` seconds from now.
+
+    kombu's SQS transport turns ``delay_seconds`` into the message's
+    DelaySeconds (at most 900 s; a look comes every 60 s at most): SQS keeps
+    it, counted as delayed, until then. A countdown's message is received at
+    once and held by a worker until its ETA, shown as received meanwhile.
+    """
+    return {"delay_seconds": math.ceil(look_every())}
 
 
 class RunFailed(Exception):

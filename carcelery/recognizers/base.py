@@ -113,6 +113,22 @@ def car_confidence(labels: list[Label]) -> float:
     return max((label.confidence for label in labels if label.name == CAR), default=0.0)
 
 
+# Two boxes overlapping this much (their intersection over their union) are one object: the
+# local detector's two looks at an object give two such boxes, which the car decision counts once
+# (a label's confidence is its best box's); the report draws them once.
+SAME_OBJECT = 0.5
+
+
+def same_object(a: Box, b: Box) -> bool:
+    """Whether boxes ``a`` and ``b`` are of one object (SAME_OBJECT)."""
+    width = min(a.left + a.width, b.left + b.width) - max(a.left, b.left)
+    height = min(a.top + a.height, b.top + b.height) - max(a.top, b.top)
+    if width <= 0 or height <= 0:
+        return False
+    common = width * height
+    return common / (a.width * a.height + b.width * b.height - common) >= SAME_OBJECT
+
+
 def text_regions(labels: list[dict], region: str) -> list[Box]:
     """Where a car image's text is read (CARCELERY_TEXT_REGION), from its record's labels.
 

@@ -1,10 +1,16 @@
-"""Celery configuration of carcelery (``app.config_from_object("carcelery.celeryconfig")``).
+"""carcelery's Celery configuration: Celery's settings, in Celery's names.
 
-Values come from carcelery.settings, which reads the environment; see
-docs/configuration.md.
+The app loads it as Celery's "First steps" does (``app.config_from_object("celeryconfig")``,
+carcelery/app.py): this file is the place to change how the pipeline runs on Celery
+(queues, routes, acknowledgement, pool, transport options). What comes from the
+environment (``CARCELERY_*``) is read in carcelery/settings.py; see docs/configuration.md.
+
+``pip install .`` installs it beside the package (pyproject.toml, ``py-modules``), so
+``celery -A carcelery`` finds it from any folder; an editable install (scripts/setup)
+uses this very file.
 """
 
-from .settings import DETECT_QUEUE, TEXT_QUEUE, settings
+from carcelery.settings import DETECT_QUEUE, TEXT_QUEUE, settings
 
 broker_url = settings.broker_url
 broker_connection_retry_on_startup = True
@@ -46,7 +52,11 @@ accept_content = ["json"]
 result_accept_content = ["json"]
 
 imports = ["carcelery.tasks"]
-task_default_queue = DETECT_QUEUE
+# Instance B is the bare worker: ``celery -A carcelery worker`` consumes the
+# default queue, text. Every task of the pipeline is routed by name below, so the
+# default queue receives no task by accident; Instance A's worker is
+# ``celery -A carcelery worker -Q detect``.
+task_default_queue = TEXT_QUEUE
 task_routes = {
     "carcelery.tasks.detect_car": {"queue": DETECT_QUEUE},
     "carcelery.tasks.scan_bucket": {"queue": DETECT_QUEUE},
