@@ -165,8 +165,10 @@ def exec_start(unit: Path, env: dict[str, str] | None = None) -> list[str]:
 
 def test_units_share_one_environment_file_restart_on_failure_and_workers_stop_warm():
     services = {unit.stem: service(unit) for unit in UNITS}
-    assert {(s["EnvironmentFile"], s["WorkingDirectory"], s["User"]) for s in services.values()} == {
-        ("/etc/carcelery/carcelery.env", HOME, "carcelery")}
+    assert {(s["EnvironmentFile"], s["WorkingDirectory"]) for s in services.values()} == {
+        ("/etc/carcelery/carcelery.env", HOME)}
+    # The drain stops worker B (systemctl): root; every other unit runs as carcelery.
+    assert {name for name, s in services.items() if s.get("User") != "carcelery"} == {"carcelery-drain"}
     assert {name for name, s in services.items() if s.get("Restart") == "on-failure"} == {
         name for name, s in services.items() if s["Type"] != "oneshot"}
     for name in ("carcelery-worker-a", "carcelery-worker-b"):
