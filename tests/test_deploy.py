@@ -416,7 +416,7 @@ def evaluate(node, refs: dict, conditions: dict):
     return {k: evaluate(v, refs, conditions) for k, v in node.items()}
 
 
-@pytest.mark.parametrize("recognizer, backlog, target", [("local", "0", 4000), ("rekognition", "0", 30000),
+@pytest.mark.parametrize("recognizer, backlog, target", [("local", "0", 3400), ("rekognition", "0", 22500),
                                                           ("local", "250", 250)])
 def test_scaling_targets_the_recognizers_backlog_or_the_one_given(recognizer, backlog, target):
     policy = template()["Resources"]["ScalingPolicyB"]["Properties"]
