@@ -4,7 +4,7 @@
 # /etc/carcelery/carcelery.env holds the settings (see deploy/carcelery.env):
 #
 #   deploy/install.sh a    # Instance A: worker A, the beat, Flower (and the dispatch unit)
-#   deploy/install.sh b    # Instance B: worker B
+#   deploy/install.sh b    # Instance B: worker B, and the drain at scale-in (deploy/drain.py)
 #
 # Needs python3.11 or newer (PYTHON=python3.12 to choose), openssl, and npm for
 # the local recognizer's weights. Running it again updates and restarts.
@@ -14,7 +14,7 @@ home=/opt/carcelery
 env_file=/etc/carcelery/carcelery.env
 case "${1:-}" in
   a) units=(carcelery-worker-a carcelery-beat carcelery-flower) ;;
-  b) units=(carcelery-worker-b) ;;
+  b) units=(carcelery-worker-b carcelery-drain) ;;
   *) echo "usage: deploy/install.sh a|b" >&2; exit 2 ;;
 esac
 cd "$(dirname "$0")/.."

@@ -73,3 +73,16 @@ def test_emulator_patches_benchmark_reports_a_configuration():
     assert isinstance(got["gc_full_passes"], int)
     assert 0 <= got["gc_max_pause_ms"] <= got["gc_total_pause_ms"]
     assert (got["gc_full_passes"] == 0) == (got["gc_total_pause_ms"] == 0)
+
+
+def test_scale_out_benchmark_reads_the_text_tasks_a_worker_finished():
+    from bench.scale_out import text_done
+
+    log = ("[2026-12-04 19:03:32,430: INFO/MainProcess] carcelery.tasks.recognize_text[81f2]: image=11.jpg "
+           "stage=text lines=0 time=1.503s cpu=0.000s\n"
+           "[2026-12-04 19:03:32,463: INFO/MainProcess] Task carcelery.tasks.recognize_text[81f2] succeeded in 1.5s\n"
+           "[2026-12-04 19:03:33,000: INFO/MainProcess] carcelery.tasks.detect_car[9]: image=12.jpg stage=detect car=no\n"
+           "[2026-12-04 19:03:33,930: INFO/MainProcess] carcelery.tasks.recognize_text[7a]: image=a b.jpg stage=text "
+           "transient error, retrying\n")
+    [(stamp, image)] = text_done(log)
+    assert image == "11.jpg" and stamp % 60 == pytest.approx(32.43)

@@ -4,6 +4,7 @@ units' command lines against the emulator."""
 
 import base64
 import configparser
+import fnmatch
 import json
 import re
 import shlex
@@ -75,27 +76,33 @@ def test_template_role_has_the_policy_of_deploy_iam_policy_json():
     assert [resolve(p["PolicyDocument"], values) for p in role] == [policy_file()]
 
 
+# Where each instance's properties are: Instance A's own, Instance B's group's launch template's.
+LAUNCHED = {"InstanceA": lambda r: r["Properties"], "LaunchTemplateB": lambda r: r["Properties"]["LaunchTemplateData"]}
+
+
 def user_data(instance: str, **values: str) -> str:
-    """The user data of ``instance``, with ``values``, else the parameters' defaults, REQUIRED and sample names."""
+    """The user data of ``instance`` (a key of LAUNCHED), with ``values``, else the parameters' defaults,
+    REQUIRED and sample names."""
     parameters = template()["Parameters"]
     values = {**{k: str(p["Default"]) for k, p in parameters.items() if "Default" in p}, **REQUIRED,
               "AWS::Region": "us-east-1", "AWS::StackName": "carcelery", "ResultsTable": "carcelery-results",
-              "LedgerTable": "carcelery-ledger", "RecordsTable": "carcelery-records", **values}
-    return resolve(template()["Resources"][instance]["Properties"]["UserData"]["Fn::Base64"], values)
+              "LedgerTable": "carcelery-ledger", "RecordsTable": "carcelery-records",
+              "OutputBucket": "carcelery-outputbucket-1", **values}
+    return resolve(LAUNCHED[instance](template()["Resources"][instance])["UserData"]["Fn::Base64"], values)
 
 
 def test_user_data_of_a_and_b_differ_in_the_role_only():
     a = user_data("InstanceA")
-    for old, new in (("Instance A", "Instance B"), ("install.sh a", "install.sh b"), ("InstanceA", "InstanceB")):
+    for old, new in (("Instance A", "Instance B"), ("install.sh a", "install.sh b"), ("InstanceA", "GroupB")):
         assert old in a
         a = a.replace(old, new)
-    assert a == user_data("InstanceB")
+    assert a == user_data("LaunchTemplateB")
 
 
 @pytest.mark.integration
 def test_user_data_and_install_script_pass_shellcheck(tmp_path):
     scripts = [DEPLOY / "install.sh"]
-    for instance in ("InstanceA", "InstanceB"):
+    for instance in LAUNCHED:
         scripts.append(tmp_path / f"{instance}.sh")
         scripts[-1].write_text(user_data(instance))
     check = subprocess.run([BIN / "shellcheck", "-x", *scripts], cwd=ROOT, capture_output=True, text=True)
@@ -158,8 +165,10 @@ def exec_start(unit: Path, env: dict[str, str] | None = None) -> list[str]:
 
 def test_units_share_one_environment_file_restart_on_failure_and_workers_stop_warm():
     services = {unit.stem: service(unit) for unit in UNITS}
-    assert {(s["EnvironmentFile"], s["WorkingDirectory"], s["User"]) for s in services.values()} == {
-        ("/etc/carcelery/carcelery.env", HOME, "carcelery")}
+    assert {(s["EnvironmentFile"], s["WorkingDirectory"]) for s in services.values()} == {
+        ("/etc/carcelery/carcelery.env", HOME)}
+    # The drain stops worker B (systemctl): root; every other unit runs as carcelery.
+    assert {name for name, s in services.items() if s.get("User") != "carcelery"} == {"carcelery-drain"}
     assert {name for name, s in services.items() if s.get("Restart") == "on-failure"} == {
         name for name, s in services.items() if s["Type"] != "oneshot"}
     for name in ("carcelery-worker-a", "carcelery-worker-b"):
@@ -303,6 +312,17 @@ def instance(instance_id: str) -> dict:
     return {**found, "UserData": base64.b64decode(data).decode()}
 
 
+def group_instances(name: str) -> dict:
+    """Auto Scaling group ``name``: sizes, launch template and instances."""
+    return aws.client("autoscaling").describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"][0]
+
+
+def launch_template(template_id: str) -> dict:
+    """The latest version's data of launch template ``template_id``."""
+    return aws.client("ec2").describe_launch_template_versions(LaunchTemplateId=template_id, Versions=["$Latest"])[
+        "LaunchTemplateVersions"][0]["LaunchTemplateData"]
+
+
 @pytest.fixture(scope="module")
 def key_pair(emulator):
     aws.client("ec2").create_key_pair(KeyName=REQUIRED["KeyName"])
@@ -342,23 +362,32 @@ def test_stack_creates_everything_and_the_pipeline_runs_on_it(emulator, key_pair
     assert [(p["IpProtocol"], p["FromPort"], p["ToPort"], [r["CidrIp"] for r in p["IpRanges"]])
             for p in group["IpPermissions"]] == [("tcp", 22, 22, [REQUIRED["SshCidr"]])]
 
-    # Both instances: the AMI of the public SSM parameter, the types, key, profile and group given.
+    # Instance A, and Instance B's group at its minimum (1 by default), its instances from
+    # its launch template: the AMI of the public SSM parameter, the types, key, profile and group given.
     ami = aws.client("ssm").get_parameter(Name=template()["Parameters"]["ImageId"]["Default"])["Parameter"]["Value"]
-    for name, kind, role in (("InstanceA", "t3.micro", "a"), ("InstanceB", "t3.large", "b")):
-        got = instance(resources[name])
+    group_b = group_instances(outputs["GroupB"])
+    assert (group_b["MinSize"], group_b["MaxSize"], len(group_b["Instances"])) == (1, 4, 1)
+    assert group_b["AutoScalingGroupName"] == resources["GroupB"] == f"{prefix}b"
+    assert group_b["LaunchTemplate"]["LaunchTemplateId"] == resources["LaunchTemplateB"]
+    for name, kind, role in (("InstanceA", "t3.micro", "a"), (group_b["Instances"][0]["InstanceId"], "t3.large", "b")):
+        got = instance(resources.get(name, name))
         assert (got["ImageId"], got["InstanceType"], got["KeyName"]) == (ami, kind, REQUIRED["KeyName"])
-        assert got["IamInstanceProfile"]["Arn"] == profile["Arn"]
+        if name == "InstanceA":
+            assert got["IamInstanceProfile"]["Arn"] == profile["Arn"]
+        else:  # moto does not give its group's instances the launch template's profile: the template has it
+            assert launch_template(resources["LaunchTemplateB"])["IamInstanceProfile"] == {"Name": profile["InstanceProfileName"]}
         assert [g["GroupId"] for g in got["SecurityGroups"]] == [resources["SecurityGroup"]]
         assert f"/opt/carcelery/deploy/install.sh {role}\n" in got["UserData"]
         assert f"CARCELERY_QUEUE_PREFIX={prefix}\n" in got["UserData"] and f"CARCELERY_BUCKET={bucket}\n" in got["UserData"]
-    assert outputs["OutputFile"].endswith(":/var/lib/carcelery/output/output.txt")
+        assert f"CARCELERY_OUTPUT_URI={outputs['OutputUri']}\n" in got["UserData"]
+    assert outputs["OutputUri"] == f"s3://{resources['OutputBucket']}/"
     assert outputs["Flower"].startswith("ssh -N -L 5555:127.0.0.1:5555 ec2-user@")
 
     # The pipeline on what the stack made, its settings from the outputs. Without monitoring
     # nothing makes transient queues: any queue or table other than the stack's would be a wrong name.
     settings = {"CARCELERY_QUEUE_PREFIX": outputs["QueuePrefix"], "CARCELERY_RESULTS_TABLE": outputs["ResultsTable"],
                 "CARCELERY_LEDGER_TABLE": outputs["LedgerTable"], "CARCELERY_RECORDS_TABLE": outputs["RecordsTable"],
-                "CARCELERY_RECOGNIZER": "noop",
+                "CARCELERY_OUTPUT_URI": outputs["OutputUri"], "CARCELERY_RECOGNIZER": "noop",
                 "CARCELERY_MONITORING": "off"}
     with Stack(tmp_path, settings) as stack:
         stack.start_worker("worker_a", DETECT_QUEUE, 1)
@@ -366,6 +395,10 @@ def test_stack_creates_everything_and_the_pipeline_runs_on_it(emulator, key_pair
         done = dispatch(stack, "--from", str(seed_dir), "--bucket", bucket)
         assert done.returncode == 0, done.stderr
         assert "10 images, 10 cars, 0 failed" in done.stdout
+        # Where every host and user can read it, and the summary says so.
+        assert f"uploaded to {outputs['OutputUri']}runs/" in done.stdout
+    output = aws.client("s3").get_object(Bucket=resources["OutputBucket"], Key="latest/output.txt")["Body"].read()
+    assert output == (stack.output_dir / "output.txt").read_bytes() and output.count(b"\n") == 10
     assert sorted(sqs.list_queues(QueueNamePrefix=prefix)["QueueUrls"]) == sorted(urls.values())
     tables = [t for page in dynamodb.get_paginator("list_tables").paginate() for t in page["TableNames"]]
     assert sorted(t for t in tables if t.startswith(prefix)) == sorted(keys)
@@ -378,6 +411,83 @@ def test_stack_with_an_existing_instance_profile_creates_no_role(emulator, key_p
     arn = iam.create_instance_profile(InstanceProfileName=existing)["InstanceProfile"]["Arn"]
     prefix = f"p{uuid.uuid4().hex[:8]}-"
     _, resources = deploy(f"stack-{prefix[:-1]}", NamePrefix=prefix, ExistingInstanceProfile=existing)
-    assert "Role" not in resources and "InstanceProfile" not in resources
-    for name in ("InstanceA", "InstanceB"):
-        assert instance(resources[name])["IamInstanceProfile"]["Arn"] == arn
+    assert "Role" not in resources and "InstanceProfile" not in resources and "InstancePolicyB" not in resources
+    assert instance(resources["InstanceA"])["IamInstanceProfile"]["Arn"] == arn
+    assert launch_template(resources["LaunchTemplateB"])["IamInstanceProfile"] == {"Name": existing}
+
+
+def evaluate(node, refs: dict, conditions: dict):
+    """``node`` of the template, its functions evaluated: Ref, Fn::GetAtt (``refs``, "Name.Attribute"),
+    Fn::Sub, Fn::If (``conditions``), Fn::FindInMap (the template's Mappings)."""
+    if isinstance(node, list):
+        return [evaluate(v, refs, conditions) for v in node]
+    if not isinstance(node, dict):
+        return node
+    if list(node) == ["Ref"]:
+        return refs[node["Ref"]]
+    if list(node) == ["Fn::GetAtt"]:
+        return refs[".".join(node["Fn::GetAtt"])]
+    if list(node) == ["Fn::Sub"]:
+        return resolve(node, refs)
+    if list(node) == ["Fn::If"]:
+        condition, then, otherwise = node["Fn::If"]
+        return evaluate(then if conditions[condition] else otherwise, refs, conditions)
+    if list(node) == ["Fn::FindInMap"]:
+        mapping, key, field = evaluate(node["Fn::FindInMap"], refs, conditions)
+        return template()["Mappings"][mapping][key][field]
+    return {k: evaluate(v, refs, conditions) for k, v in node.items()}
+
+
+@pytest.mark.parametrize("recognizer, backlog, target", [("local", "0", 3400), ("rekognition", "0", 22500),
+                                                          ("local", "250", 250)])
+def test_scaling_targets_the_recognizers_backlog_or_the_one_given(recognizer, backlog, target):
+    policy = template()["Resources"]["ScalingPolicyB"]["Properties"]
+    refs = {"GroupB": "carcelery-b", "TextQueue.QueueName": "carcelery-text", "Recognizer": recognizer,
+            "BacklogPerInstanceB": backlog}
+    got = evaluate(policy, refs, {"DefaultBacklogB": backlog == "0"})["TargetTrackingConfiguration"]
+    assert float(got["TargetValue"]) == target
+
+
+def test_group_scaling_policy_drain_hook_and_their_permissions_on_the_emulator(emulator, key_pair):
+    """What moto's CloudFormation makes of Instance B's group (the launch template, the group, the
+    instances' policy), and what it skips (AWS::AutoScaling::ScalingPolicy and ::LifecycleHook):
+    those are made here with the template's properties, through the Auto Scaling API, whose model
+    (botocore) refuses a property it does not know."""
+    prefix = f"g{uuid.uuid4().hex[:8]}-"
+    outputs, resources = deploy(f"stack-{prefix[:-1]}", NamePrefix=prefix, Recognizer="local", MaxInstancesB="3")
+    autoscaling = aws.client("autoscaling")
+    group = group_instances(outputs["GroupB"])
+    assert (group["MinSize"], group["MaxSize"]) == (1, 3)
+
+    parts = template()["Resources"]
+    refs = {"GroupB": group["AutoScalingGroupName"], "TextQueue.QueueName": f"{prefix}text", "Recognizer": "local",
+            "BacklogPerInstanceB": "0", "NamePrefix": prefix, "AWS::Partition": "aws", "AWS::Region": "us-east-1",
+            "AWS::AccountId": "123456789012", "OutputBucket.Arn": f"arn:aws:s3:::{resources['OutputBucket']}"}
+    policy = evaluate(parts["ScalingPolicyB"]["Properties"], refs, {"DefaultBacklogB": True})
+    autoscaling.put_scaling_policy(PolicyName="ScalingPolicyB", **policy)
+    tracking = autoscaling.describe_policies(AutoScalingGroupName=refs["GroupB"])["ScalingPolicies"][0][
+        "TargetTrackingConfiguration"]
+    queries = {q["Id"]: q for q in tracking["CustomizedMetricSpecification"]["Metrics"]}
+    # The text queue's messages, waiting and in flight, per instance in service of this group.
+    assert [q["Expression"] for q in queries.values() if q.get("ReturnData")] == ["(waiting + inflight) / instances"]
+    assert {(i, q["MetricStat"]["Metric"]["MetricName"], q["MetricStat"]["Metric"]["Dimensions"][0]["Value"])
+            for i, q in queries.items() if "MetricStat" in q} == {
+        ("waiting", "ApproximateNumberOfMessagesVisible", f"{prefix}text"),
+        ("inflight", "ApproximateNumberOfMessagesNotVisible", f"{prefix}text"),
+        ("instances", "GroupInServiceInstances", refs["GroupB"])}
+
+    hook = evaluate(parts["DrainHookB"]["Properties"], refs, {})
+    autoscaling.put_lifecycle_hook(**hook)
+    [got] = autoscaling.describe_lifecycle_hooks(AutoScalingGroupName=refs["GroupB"])["LifecycleHooks"]
+    assert (got["LifecycleTransition"], got["DefaultResult"]) == ("autoscaling:EC2_INSTANCE_TERMINATING", "CONTINUE")
+    # Long enough for worker B's warm stop, and no longer than SQS keeps its messages hidden.
+    stop = int(service(DEPLOY / "systemd" / "carcelery-worker-b.service")["TimeoutStopSec"])
+    assert stop < got["HeartbeatTimeout"] <= Settings().visibility_timeout
+
+    # The instances' own policy: upload to the output bucket, complete this group's hook.
+    document = aws.client("iam").get_role_policy(RoleName=resources["Role"], PolicyName="carcelery-b")["PolicyDocument"]
+    statements = {s["Sid"]: s for s in (json.loads(document.replace("'", '"')) if isinstance(document, str)
+                                        else document)["Statement"]}
+    assert statements["Outputs"]["Resource"] == f"arn:aws:s3:::{resources['OutputBucket']}/*"
+    assert statements["Lifecycle"]["Action"] == ["autoscaling:CompleteLifecycleAction"]
+    assert fnmatch.fnmatchcase(group["AutoScalingGroupARN"], statements["Lifecycle"]["Resource"])

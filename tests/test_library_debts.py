@@ -81,6 +81,8 @@ DEBTS = [
     Debt(f"{SQS}:Channel.basic_reject", CHANNEL, "correctness", "self, delivery_tag, requeue",
          ("kombu.message:Message.reject", "kombu.message:Message.requeue")),
     Debt(f"{SQS}:Channel.close", CHANNEL, "correctness", "self", (f"{VIRTUAL}:Transport.close_connection",)),
+    Debt(f"{SQS}:Channel._restore", CHANNEL, "correctness", "self, message, unwanted_delivery_info",
+         (f"{VIRTUAL}:QoS.restore_unacked",)),
     Debt(f"{SQS}:Transport.__init__", TRANSPORT, "feature", "self, client, **kwargs",
          (("kombu.connection:Connection.create_transport", "(client=self)"),)),
     Debt(f"{SQS}:Transport.implements", TRANSPORT, "feature", None,

@@ -5,7 +5,10 @@ deleted with one DeleteMessageBatch for those acknowledged within ACK_DELAY
 seconds of each other (ten at most), instead of one DeleteMessage each. A
 worker killed within that delay leaves them to be delivered again, as SQS does
 for any message not deleted: tasks are idempotent and their chord parts count
-once. A message rejected to be requeued is made visible again, not copied.
+once. A worker stopped warm deletes, as its channel closes, the messages of the
+tasks it finished, those acknowledged after its event loop stopped included.
+A message rejected to be requeued, or left unacknowledged when the channel
+closes (prefetched, not started), is made visible again, not copied.
 
 A delete that fails is sorted as kombu's ``basic_ack`` sorts it: refused
 (``AccessDenied``, or any permanent error of the call) raises, kombu's
@@ -18,6 +21,8 @@ forgotten, as kombu forgets them, with one line each batch.
 """
 
 from __future__ import annotations
+
+import threading
 
 from kombu.log import get_logger
 from kombu.transport import SQS
@@ -39,6 +44,10 @@ class GatheredAcks:
     def _acked(self) -> dict[tuple[str | None, str], list[str]]:
         return {}  # (queue, queue URL): receipt handles of acknowledged messages, not yet deleted
 
+    @cached_property
+    def _acked_lock(self) -> threading.Lock:
+        return threading.Lock()  # the threads pool acknowledges from its threads
+
     def basic_ack(self, delivery_tag, multiple=False):
         """Acknowledge a message: its delivery is released now, its deletion from SQS gathered (see the module).
 
@@ -55,19 +64,21 @@ class GatheredAcks:
         if self.hub is None:
             return super().basic_ack(delivery_tag, multiple)
         self.qos.ack(delivery_tag)  # frees the prefetch slot: the next message may come
-        # The threads pool acknowledges from its threads: gathering is left to
-        # the event loop's thread (call_soon is kombu's thread-safe way in).
-        self.hub.call_soon(self._gather_ack, key, handle)
-
-    def _gather_ack(self, key, handle: str) -> None:
-        pending = self._acked.setdefault(key, [])
-        pending.append(handle)
-        if len(pending) == SQS.SQS_MAX_MESSAGES or self.closed:  # closed: a thread's last ack
+        # Gathered here, at once, so that close() finds every acknowledgement:
+        # in a warm shutdown the tasks finish after the event loop has stopped.
+        with self._acked_lock:
+            pending = self._acked.setdefault(key, [])
+            pending.append(handle)
+            count = len(pending)
+        if self.closed:  # a thread's last ack, after close
             self._delete_acked(key)
-        elif len(pending) == 1:
-            # Through the ready queue, not in the timer: an error raised there leaves the
-            # event loop as kombu's basic_ack's does (the timer would log it and go on).
-            self.hub.call_later(ACK_DELAY, self.hub.call_soon, self._delete_acked, key)
+        # Deleted from the event loop's thread (call_soon is kombu's thread-safe way in), through
+        # its ready queue, not in the timer: an error raised there leaves the event loop as kombu's
+        # basic_ack's does (the timer would log it and go on).
+        elif count == SQS.SQS_MAX_MESSAGES:
+            self.hub.call_soon(self._delete_acked, key)
+        elif count == 1:
+            self.hub.call_soon(self.hub.call_later, ACK_DELAY, self.hub.call_soon, self._delete_acked, key)
 
     def basic_reject(self, delivery_tag, requeue=False):
         """Reject a message; one to be requeued (its worker process died) is made visible again in SQS.
@@ -93,7 +104,8 @@ class GatheredAcks:
         self.qos.reject(delivery_tag, requeue=False)  # released here; SQS delivers it again
 
     def _delete_acked(self, key) -> None:
-        handles = self._acked.pop(key, None)
+        with self._acked_lock:
+            handles = self._acked.pop(key, None)
         if handles:
             self._delete_batch(*key, handles)
 
@@ -133,10 +145,30 @@ class GatheredAcks:
         logger.warning("SQS did not delete %d done messages of queue %s (%s): they will be delivered again "
                        "after the visibility timeout", len(entries), name, again[0].get("Code") or again[0].get("Message"))
 
+    def _restore(self, message):
+        """Make ``message``, left unacknowledged as the channel closes, visible again in SQS.
+
+        kombu's publishes a copy (and SQS delivers the original again after its
+        visibility timeout too: the task ran twice); made visible, the message
+        is received at once by another worker, once. A debt: kombu's private
+        method, called by its QoS.restore_unacked (tests/test_library_debts.py).
+
+        Parameters: kombu's ``Channel._restore``.
+        """
+        info = message.delivery_info
+        try:
+            url, handle = info["sqs_queue"], info["sqs_message"]["ReceiptHandle"]
+        except KeyError:
+            return super()._restore(message)
+        queue = self.canonical_queue_name(info["routing_key"]) if "routing_key" in info else None
+        self.sqs(queue=queue).change_message_visibility(QueueUrl=url, ReceiptHandle=handle, VisibilityTimeout=0)
+
     def close(self):
         """Delete the messages of the acknowledgements still gathered, then close."""
         try:
-            for key in list(self._acked):
+            with self._acked_lock:
+                keys = list(self._acked)
+            for key in keys:
                 self._delete_acked(key)
         finally:
             super().close()
