@@ -64,8 +64,12 @@ class GatheredAcks:
         if self.hub is None:
             return super().basic_ack(delivery_tag, multiple)
         self.qos.ack(delivery_tag)  # frees the prefetch slot: the next message may come
-        # Gathered here, at once, so that close() finds every acknowledgement:
-        # in a warm shutdown the tasks finish after the event loop has stopped.
+        self._gather_ack(key, handle)
+
+    def _gather_ack(self, key, handle: str) -> None:
+        # Gathered at once, from any thread (the threads pool acknowledges from its
+        # threads), so that close() finds every acknowledgement: in a warm shutdown
+        # the tasks finish after the event loop has stopped.
         with self._acked_lock:
             pending = self._acked.setdefault(key, [])
             pending.append(handle)
