@@ -125,3 +125,10 @@ def test_permanent_survives_pickling_and_is_its_own_classification():
     again = pickle.loads(pickle.dumps(found))
     assert str(again) == str(found) and again.permission == "s3:PutObject"
     assert errors.permanent(found) is found
+
+
+def test_the_resource_named_is_the_failed_calls():
+    # provision and dispatch know the bucket; a queue or table call failing is not about it.
+    found = errors.permanent(client_error("AccessDenied", "CreateQueue", 403), "images")
+    assert str(found).startswith("CreateQueue failed (AccessDenied): the credentials lack sqs:CreateQueue")
+    assert errors.permanent(client_error("AccessDenied", "ListObjectsV2", 403), "images").resource == "bucket 'images'"

@@ -174,14 +174,16 @@ def action(operation: str) -> str:
     return f"{service}:{operation}" if service else ""
 
 
-def _resource(bucket: str, key: str, queue: str, table: str) -> str:
-    if key:
+def _resource(call: str, bucket: str, key: str, queue: str, table: str) -> str:
+    # The resource of the call's service only: a caller may know a bucket while its queue call fails.
+    service = action(call).partition(":")[0] if call else ""
+    if key and service in ("", "s3", "rekognition"):
         return f"s3://{bucket}/{key}"
-    if bucket:
+    if bucket and service in ("", "s3", "rekognition"):
         return f"bucket {bucket!r}"
-    if queue:
+    if queue and service in ("", "sqs"):
         return f"queue {queue.rsplit('/', 1)[-1]}"  # a name, or its URL
-    return f"table {table}" if table else ""
+    return f"table {table}" if table and service in ("", "dynamodb") else ""
 
 
 def permanent(exc: BaseException, bucket: str = "", key: str = "", *, queue: str = "",
@@ -205,7 +207,7 @@ def permanent(exc: BaseException, bucket: str = "", key: str = "", *, queue: str
     if not isinstance(exc, ClientError) or transient(exc):
         return None
     code, call = error_code(exc), exc.operation_name
-    resource = _resource(bucket, key, queue, table)
+    resource = _resource(call, bucket, key, queue, table)
     if code in DENIED:
         needed = action(call)
         what = f"the credentials lack {needed}" if needed else "access was denied"
