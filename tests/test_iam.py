@@ -102,6 +102,11 @@ def requested(entry):
     return [(f"{service}:{operation}", topic)]
 
 
+def action(entry) -> str:
+    """The IAM action of one recorded request (a transaction's first)."""
+    return requested(entry)[0][0]
+
+
 # Made for us, not by our code: Rekognition reads S3 objects with the caller's
 # rights, and kombu returns a message to its queue (visibility 0) when a worker is lost.
 ON_OUR_BEHALF = {"s3:GetObject", "sqs:ChangeMessageVisibility"}
