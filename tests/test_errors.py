@@ -113,10 +113,12 @@ def test_permanent_kinds(code, kind, says):
 
 
 def test_missing_resources_and_credentials():
-    assert "queue carcelery-x does not exist" in errors.explain(
+    assert "GetQueueUrl on queue carcelery-x failed (AWS.SimpleQueueService.NonExistentQueue): the queue does not" \
+        in errors.explain(
         client_error("AWS.SimpleQueueService.NonExistentQueue", "GetQueueUrl"), queue="carcelery-x")
     assert errors.queue_missing(client_error("QueueDoesNotExist", "GetQueueUrl"))
-    assert "table t does not exist" in errors.explain(client_error("ResourceNotFoundException", "Query"), table="t")
+    assert "Query on table t failed (ResourceNotFoundException): the table does not exist" in errors.explain(
+        client_error("ResourceNotFoundException", "Query"), table="t")
     assert errors.permanent(NoCredentialsError()).kind == "credentials"
 
 

@@ -49,11 +49,11 @@ CREDENTIALS = {
     "OptInRequired": "the AWS account is not subscribed to this service; enable it for the account",
 }
 
-# Resources that are not there.
-_MISSING_OBJECT = "object {key!r} is not in bucket {bucket!r} (deleted since it was listed?)"
-_MISSING_QUEUE = "queue {queue} does not exist; create the queues: python -m carcelery.aws.provision"
+# Resources that are not there (the message names the resource before).
+_MISSING_OBJECT = "the object is not in the bucket (deleted since it was listed?)"
+_MISSING_QUEUE = "the queue does not exist; create the queues: python -m carcelery.aws.provision"
 MISSING = {
-    "NoSuchBucket": "bucket {bucket!r} does not exist; create it (python -m carcelery.aws.provision) "
+    "NoSuchBucket": "the bucket does not exist; create it (python -m carcelery.aws.provision) "
                     "or set CARCELERY_BUCKET to an existing one",
     "NoSuchKey": _MISSING_OBJECT,
     "404": _MISSING_OBJECT,
@@ -61,7 +61,7 @@ MISSING = {
     # What SQS answers, depending on protocol and version, about a queue that does not exist.
     "AWS.SimpleQueueService.NonExistentQueue": _MISSING_QUEUE,
     "NonExistentQueue": _MISSING_QUEUE,
-    "ResourceNotFoundException": "table {table} does not exist; create the tables: python -m carcelery.aws.provision",
+    "ResourceNotFoundException": "the table does not exist; create the tables: python -m carcelery.aws.provision",
     "ReceiptHandleIsInvalid": "the message's receipt handle is not valid (the message was received again since, "
                               "or the queue was purged)",
 }
@@ -216,9 +216,7 @@ def permanent(exc: BaseException, bucket: str = "", key: str = "", *, queue: str
     if code in CREDENTIALS:
         return Permanent(call, resource, code, CREDENTIALS[code], "credentials")
     if code in MISSING:
-        fix = MISSING[code].format(bucket=bucket, key=key, queue=resource.removeprefix("queue ") or "?",
-                                    table=table or "?")
-        return Permanent(call, resource, code, fix, "missing")
+        return Permanent(call, resource, code, MISSING[code], "missing")
     if code in IMAGE:
         return Permanent(call, resource, code, f"the image {IMAGE[code]}", "image")
     message = exc.response.get("Error", {}).get("Message") or "no message"
