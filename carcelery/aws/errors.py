@@ -160,7 +160,7 @@ def transient(exc: BaseException) -> bool:
 
 @functools.cache
 def _service_of(operation: str) -> str:
-    # Loaded only on a denial: a service model takes tens of milliseconds to read.
+    # Read only to explain a permanent error: a service model takes tens of milliseconds to read.
     import botocore.session
     session = botocore.session.get_session()
     return next((s for s in SERVICES if operation in session.get_service_model(s).operation_names), "")
@@ -176,6 +176,8 @@ def action(operation: str) -> str:
 
 def _resource(call: str, bucket: str, key: str, queue: str, table: str) -> str:
     # The resource of the call's service only: a caller may know a bucket while its queue call fails.
+    if not (bucket or key or queue or table):
+        return ""
     service = action(call).partition(":")[0] if call else ""
     if key and service in ("", "s3", "rekognition"):
         return f"s3://{bucket}/{key}"
