@@ -67,7 +67,7 @@ def _thumbnail(name: str, data: bytes) -> str | None:
 def _box(box: dict, kind: str, caption: str) -> str:
     style = (f"left:{box['left'] * 100:.2f}%;top:{box['top'] * 100:.2f}%;"
              f"width:{box['width'] * 100:.2f}%;height:{box['height'] * 100:.2f}%")
-    return f'<div class="box {kind}" style="{style}"><span>{html.escape(caption)}</span></div>'
+    return f'<div class="box {kind}" style="{style}"><span>{html.escape(printable(caption))}</span></div>'
 
 
 # An object drawn: its box, the boxes of the record it joins, its labels' confidences by name.
@@ -113,18 +113,20 @@ def _figure(record: dict, picture: str | None) -> str:
         boxes.append(_box(asdict(box), "car" if CAR in names else "label", caption))
     boxes += [_box(line["box"], "text", f"{line['text']} {line['confidence']:.1f}")
               for line in record["text"] if line.get("box")]
-    image = (f'<img src="{picture}" alt="{html.escape(record["image"])}">' if picture
+    # Keys, reasons and text may hold control characters, which HTML may not: shown as output.txt shows them.
+    name = html.escape(printable(record["image"]))
+    image = (f'<img src="{picture}" alt="{name}">' if picture
              else "<em>(no preview)</em>")
     if "error" in record:
         verdict = f'<span class="failed">failed at {html.escape(record["error"]["stage"])}:</span> ' \
-                  f'{html.escape(record["error"]["reason"])}'
+                  f'{html.escape(printable(record["error"]["reason"]))}'
     elif record["car"]:
         verdict = f'<span class="yes">car</span> {record["car_confidence"]:.1f} (threshold {record["threshold"]:.0f})'
     else:
         verdict = f'<span class="no">no car</span> {record["car_confidence"]:.1f} (threshold {record["threshold"]:.0f})'
-    text = " ".join(f"{html.escape(line['text'])} ({line['confidence']:.1f})" for line in record["text"])
-    return (f'<figure data-image="{html.escape(record["image"])}"><div class="pic">{image}{"".join(boxes)}</div>'
-            f'<figcaption><b>{html.escape(printable(record["image"]))}</b>: {verdict}'
+    text = " ".join(f"{html.escape(printable(line['text']))} ({line['confidence']:.1f})" for line in record["text"])
+    return (f'<figure data-image="{name}"><div class="pic">{image}{"".join(boxes)}</div>'
+            f'<figcaption><b>{name}</b>: {verdict}'
             f'{"<br>text: " + text if text else ""}</figcaption></figure>')
 
 
