@@ -10,7 +10,9 @@ from bench.fault_matrix import CALLS, FAULTS, Matrix, documented, outcome
 from carcelery.embedded import faults
 from carcelery.embedded.demo import Stack
 
-SAMPLE = [(call, FAULTS[index % len(FAULTS)]) for index, call in enumerate(CALLS)]
+# Each call once, the fault kinds rotated; and a throttled receive, which left kombu's worker deaf to its queue.
+SAMPLE = [(call, FAULTS[index % len(FAULTS)]) for index, call in enumerate(CALLS)] + [
+    (next(call for call in CALLS if call.name == "sqs:ReceiveMessage"), "throttle")]
 
 
 def test_the_documented_matrix_has_every_call_under_every_fault():
@@ -50,4 +52,7 @@ def test_what_the_user_sees_under_each_fault_is_the_documented_one(matrix, call,
     if fault == "denied" and seen.exit:
         # One line per thing that failed, naming the call and the missing permission.
         told = seen.errors + seen.failed
+        if seen.stopped:  # a worker that stopped said why as it stopped, in its log
+            told = [line for name in seen.stopped for line in matrix.stack.log(name).splitlines()
+                    if "Unrecoverable error" in line][-1:]
         assert told and all(f"the credentials lack {call.name.split(':')[0]}:" in line for line in told), told
