@@ -409,7 +409,7 @@ def test_stack_creates_everything_and_the_pipeline_runs_on_it(emulator, key_pair
         assert f"/opt/carcelery/deploy/install.sh {role}\n" in got["UserData"]
         assert f"CARCELERY_QUEUE_PREFIX={prefix}\n" in got["UserData"] and f"CARCELERY_BUCKET={bucket}\n" in got["UserData"]
         assert f"CARCELERY_OUTPUT_URI={outputs['OutputUri']}\n" in got["UserData"]
-    assert outputs["OutputUri"] == f"s3://{resources['OutputBucket']}/"
+    assert outputs["OutputUri"] == uploads  # given; left empty, the bucket the stack makes (the group's test)
     assert outputs["Flower"].startswith("ssh -N -L 5555:127.0.0.1:5555 ec2-user@")
 
     # The pipeline on what the stack made, its settings from the outputs. Without monitoring
@@ -426,7 +426,7 @@ def test_stack_creates_everything_and_the_pipeline_runs_on_it(emulator, key_pair
         assert "10 images, 10 cars, 0 failed" in done.stdout
         # Where every host and user can read it, and the summary says so.
         assert f"uploaded to {outputs['OutputUri']}runs/" in done.stdout
-    output = aws.client("s3").get_object(Bucket=resources["OutputBucket"], Key="latest/output.txt")["Body"].read()
+    output = aws.client("s3").get_object(Bucket=bucket, Key="outputs/latest/output.txt")["Body"].read()
     assert output == (stack.output_dir / "output.txt").read_bytes() and output.count(b"\n") == 10
     assert sorted(sqs.list_queues(QueueNamePrefix=prefix)["QueueUrls"]) == sorted(urls.values())
     tables = [t for page in dynamodb.get_paginator("list_tables").paginate() for t in page["TableNames"]]
@@ -487,6 +487,7 @@ def test_group_scaling_policy_drain_hook_and_their_permissions_on_the_emulator(e
     autoscaling = aws.client("autoscaling")
     group = group_instances(outputs["GroupB"])
     assert (group["MinSize"], group["MaxSize"]) == (1, 3)
+    assert outputs["OutputUri"] == f"s3://{resources['OutputBucket']}/"
 
     parts = template()["Resources"]
     refs = {"GroupB": group["AutoScalingGroupName"], "TextQueue.QueueName": f"{prefix}text", "Recognizer": "local",
@@ -513,10 +514,11 @@ def test_group_scaling_policy_drain_hook_and_their_permissions_on_the_emulator(e
     stop = int(service(DEPLOY / "systemd" / "carcelery-worker-b.service")["TimeoutStopSec"])
     assert stop < got["HeartbeatTimeout"] <= Settings().visibility_timeout
 
-    # The instances' own policy: upload to the output bucket, complete this group's hook.
+    # The role uploads to the output bucket; the instances' own policy completes this group's hook.
+    uploads = {s["Sid"]: s for s in role_policy(resources["Role"])["Statement"]}["Outputs"]
+    assert uploads["Resource"] == f"arn:aws:s3:::{resources['OutputBucket']}/*"
     document = aws.client("iam").get_role_policy(RoleName=resources["Role"], PolicyName="carcelery-b")["PolicyDocument"]
     statements = {s["Sid"]: s for s in (json.loads(document.replace("'", '"')) if isinstance(document, str)
                                         else document)["Statement"]}
-    assert statements["Outputs"]["Resource"] == f"arn:aws:s3:::{resources['OutputBucket']}/*"
     assert statements["Lifecycle"]["Action"] == ["autoscaling:CompleteLifecycleAction"]
     assert fnmatch.fnmatchcase(group["AutoScalingGroupARN"], statements["Lifecycle"]["Resource"])
