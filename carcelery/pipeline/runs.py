@@ -3,7 +3,8 @@
 The dispatcher sends ``watch_run`` (Instance B) with each run. It looks at the
 chord's count every ``look_every()`` seconds: a task sent again, delayed by
 SQS itself (``later()``), so that no worker holds it while it waits and no
-monitor shows it received for a minute, as a countdown's would. While parts are done, the run goes on; once no part has been done for
+monitor shows it received for a minute, as a countdown's would. While parts
+are done, the run goes on; once no part has been done for
 CARCELERY_RUN_DEADLINE seconds, the run ends with what it has: each image
 still pending (its task dead-lettered, or lost) is stored as failed with why,
 and the chord's terminator is sent by its own task id, so that
