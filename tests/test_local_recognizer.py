@@ -3,6 +3,7 @@
 import io
 import re
 
+import numpy as np
 import PIL.Image
 import pytest
 
@@ -12,6 +13,7 @@ from carcelery.embedded.demo import SEED_IMAGES
 from carcelery.recognizers import CAR, LICENSE_PLATE, Box
 from carcelery.recognizers.imaging import MAX_PIXELS, MAX_SIDE, decode
 from carcelery.recognizers.local import crop, merged, plate_like
+from carcelery.recognizers.reading import cut_out, surer
 
 # What AWS Rekognition answered (../shared/images/seed/REFERENCE.md).
 CARS = {"1.jpg", "2.jpg", "4.jpg", "5.jpg", "6.jpg", "7.jpg"}
@@ -165,3 +167,18 @@ def test_huge_jpeg_is_downscaled_while_decoding():
     assert 12000 * 9000 > MAX_PIXELS
     pic = decode(Image("big.jpg", lambda: data))
     assert max(pic.size) <= MAX_SIDE and pic.mode == "RGB"
+
+
+def test_a_line_is_cut_out_upright_at_the_height_asked():
+    pixels = np.zeros((100, 200, 3), dtype=np.uint8)
+    pixels[40:60, 50:150] = 255  # a white line 100x20 on black
+    corners = np.array([[50, 40], [150, 40], [150, 60], [50, 60]], dtype=np.float32)
+    assert cut_out(pixels, corners).shape == (20, 100, 3)
+    line = cut_out(pixels, corners, 64)
+    assert line.shape == (64, 320, 3) and line[5:-5, 5:-5].min() > 200
+
+
+def test_a_second_read_is_kept_only_where_it_reads_other_characters_surer():
+    assert surer(("LP 610 LB", 0.90), ("LP610LB", 0.99)) == ("LP 610 LB", 0.99)  # the first's spacing
+    assert surer(("PJT-48B4", 0.91), ("PJT-4884", 0.93)) == ("PJT-4884", 0.93)
+    assert surer(("PJT-4884", 0.93), ("PJT-48B4", 0.91)) == ("PJT-4884", 0.93)

@@ -28,8 +28,9 @@ import numpy as np
 import PIL.Image
 
 from ..embedded import weights
-from .imaging import MAX_SIDE, decode
+from .imaging import decode
 from ..settings import settings
+from .reading import LineReader, letters_and_digits
 from .base import CAR, LICENSE_PLATE, Box, Image, Label, Recognizer, TextLine, car_confidence, threshold
 
 # Detections below this score are noise, not labels.
@@ -65,7 +66,7 @@ def _box(left, top, right, bottom) -> Box:
 
 def plate_like(text: str) -> bool:
     """Whether ``text`` is shaped like a number plate (separators and case aside)."""
-    return PLATE.fullmatch(re.sub(r"[^A-Z0-9]", "", text.upper())) is not None
+    return PLATE.fullmatch(letters_and_digits(text)) is not None
 
 
 def zoomed_out(pic: PIL.Image.Image) -> tuple[PIL.Image.Image, Box]:
@@ -112,7 +113,6 @@ class LocalRecognizer(Recognizer):
 
     def __init__(self, model_dir=None, threads: int | None = None):
         from ai_edge_litert.interpreter import Interpreter
-        from rapidocr import RapidOCR
 
         threads = settings.model_threads if threads is None else threads
         # 0: each library's default (several threads per image), which TFLite
@@ -129,18 +129,16 @@ class LocalRecognizer(Recognizer):
             self._names[int(index)] = name.strip().title()
         engine = {
             "Global.log_level": "error",
-            # No direction classifier: photos of cars are upright, and on plates it
-            # turned lines upside down ("OUH-9191" read "1616-HN0"); without it the
-            # development set reads 0.991 of its plates instead of 0.947 (folded).
-            "Global.use_cls": False,
             "EngineConfig.onnxruntime.intra_op_num_threads": -1 if default else threads,
             "EngineConfig.onnxruntime.inter_op_num_threads": 1,
         }
         # Whole images as PP-OCR reads them by default (enlarged to 736 px on
         # the short side); crops and the plate look at the size they are given
-        # (about 30 MB more per process).
-        self._ocr = RapidOCR(params=engine)
-        self._ocr_as_sized = RapidOCR(params={**engine, "Det.limit_type": "max", "Det.limit_side_len": 2 * MAX_SIDE})
+        # (about 30 MB more per process). Without PP-OCR's direction classifier:
+        # photos of cars are upright, and it turned plates upside down
+        # ("OUH-9191" read "1616-HN0"; docs/recognizers.md).
+        self._ocr = LineReader(engine, plate_like, {"Det.limit_type": "min", "Det.limit_side_len": 736})
+        self._ocr_as_sized = LineReader(engine, plate_like)
         logging.getLogger("RapidOCR").setLevel(logging.ERROR)
 
     def _detect(self, pic: PIL.Image.Image, frame: Box) -> list[tuple[str, float, Box]]:
@@ -198,15 +196,12 @@ class LocalRecognizer(Recognizer):
         return [line for part, frame in parts for line in self._lines(self._ocr_as_sized, part, frame)]
 
     @staticmethod
-    def _lines(engine, part: PIL.Image.Image, frame: Box) -> list[TextLine]:
-        """The lines ``engine`` reads in ``part``, an image of ``frame`` (a part of the whole), boxed in the whole."""
-        result = engine(part)
-        if result.txts is None:
-            return []
+    def _lines(reader: LineReader, part: PIL.Image.Image, frame: Box) -> list[TextLine]:
+        """The lines ``reader`` reads in ``part``, an image of ``frame`` (a part of the whole), boxed in the whole."""
         width, height = part.size
         lines = []
-        for points, text, score in zip(result.boxes, result.txts, result.scores):
-            xs = frame.left + points[:, 0] / width * frame.width
-            ys = frame.top + points[:, 1] / height * frame.height
-            lines.append(TextLine(text, round(float(score) * 100, 2), _box(xs.min(), ys.min(), xs.max(), ys.max())))
+        for line in reader(part):
+            xs = frame.left + line.corners[:, 0] / width * frame.width
+            ys = frame.top + line.corners[:, 1] / height * frame.height
+            lines.append(TextLine(line.text, round(line.score * 100, 2), _box(xs.min(), ys.min(), xs.max(), ys.max())))
         return lines
