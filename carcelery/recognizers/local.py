@@ -132,13 +132,9 @@ class LocalRecognizer(Recognizer):
             "EngineConfig.onnxruntime.intra_op_num_threads": -1 if default else threads,
             "EngineConfig.onnxruntime.inter_op_num_threads": 1,
         }
-        # Whole images as PP-OCR reads them by default (enlarged to 736 px on
-        # the short side); crops and the plate look at the size they are given
-        # (about 30 MB more per process). Without PP-OCR's direction classifier:
-        # photos of cars are upright, and it turned plates upside down
-        # ("OUH-9191" read "1616-HN0"; docs/recognizers.md).
-        self._ocr = LineReader(engine, plate_like, {"Det.limit_type": "min", "Det.limit_side_len": 736})
-        self._ocr_as_sized = LineReader(engine, plate_like)
+        # Without PP-OCR's direction classifier: photos of cars are upright, and
+        # it turned plates upside down ("OUH-9191" read "1616-HN0"; docs/recognizers.md).
+        self._ocr = LineReader(engine, plate_like)
         logging.getLogger("RapidOCR").setLevel(logging.ERROR)
 
     def _detect(self, pic: PIL.Image.Image, frame: Box) -> list[tuple[str, float, Box]]:
@@ -177,7 +173,7 @@ class LocalRecognizer(Recognizer):
         if car_confidence(list(found.values())) < self._threshold():
             small = pic.copy()
             small.thumbnail((PLATE_LOOK_SIDE, PLATE_LOOK_SIDE))
-            for line in self._lines(self._ocr_as_sized, small, WHOLE):
+            for line in self._lines(self._ocr, small, WHOLE):
                 if plate_like(line.text) and line.confidence >= PLATE_MIN_CONFIDENCE:
                     add(LICENSE_PLATE, line.confidence, line.box)
                     add(CAR, line.confidence, line.box)
@@ -191,16 +187,16 @@ class LocalRecognizer(Recognizer):
 
     def _read(self, pic: PIL.Image.Image, regions: Sequence[Box]) -> list[TextLine]:
         if not regions:
-            return self._lines(self._ocr, pic, WHOLE)
+            return self._lines(self._ocr, pic, WHOLE, as_sized=False)
         parts = sorted((crop(pic, region) for region in merged(regions)), key=lambda part: part[1].top)
-        return [line for part, frame in parts for line in self._lines(self._ocr_as_sized, part, frame)]
+        return [line for part, frame in parts for line in self._lines(self._ocr, part, frame)]
 
     @staticmethod
-    def _lines(reader: LineReader, part: PIL.Image.Image, frame: Box) -> list[TextLine]:
+    def _lines(reader: LineReader, part: PIL.Image.Image, frame: Box, as_sized: bool = True) -> list[TextLine]:
         """The lines ``reader`` reads in ``part``, an image of ``frame`` (a part of the whole), boxed in the whole."""
         width, height = part.size
         lines = []
-        for line in reader(part):
+        for line in reader(part, as_sized):
             xs = frame.left + line.corners[:, 0] / width * frame.width
             ys = frame.top + line.corners[:, 1] / height * frame.height
             lines.append(TextLine(line.text, round(line.score * 100, 2), _box(xs.min(), ys.min(), xs.max(), ys.max())))

@@ -1,8 +1,8 @@
-"""Lines of text in a picture: found by PP-OCR's detection, then each read, a plate-like one twice where unsure.
+"""Lines of text in a picture: PP-OCR's read, and a second read of a plate-like line where it is unsure.
 
-PP-OCR's recognition model was trained on lines 48 px high. Each line the
-detection finds is cut out of the picture (straightened, bicubic) at its own
-size and read (the model brings it to 48 px, bilinear), as PP-OCR does. A
+PP-OCR's detection finds the lines; each is cut out of the picture
+(straightened, bicubic) at its own size, and its recognition model, trained on
+lines 48 px high, brings it to that height (bilinear) and reads it. A
 plate-like line read with less than SURE confidence is read a second time, cut
 out at SECOND_HEIGHT (bicubic; the model brings it back to 48: a smoother
 line), and the surer read is kept. Costs and gains, measured on the
@@ -24,8 +24,6 @@ from .imaging import MAX_SIDE
 # Below this confidence (0-1) a plate-like line is read a second time, cut out this high.
 SURE = 0.95
 SECOND_HEIGHT = 64
-# Lines read with less confidence are dropped (PP-OCR's own text_score).
-MIN_SCORE = 0.5
 
 
 @dataclass(frozen=True)
@@ -65,37 +63,38 @@ def surer(first: tuple[str, float], second: tuple[str, float]) -> tuple[str, flo
 
 
 class LineReader:
-    """PP-OCR's detection and recognition (RapidOCR's ONNX models), as two engines: lines found, then read.
+    """PP-OCR's detection and recognition (RapidOCR's ONNX models, no direction classifier), with a second read.
+
+    Pictures are read as PP-OCR reads whole images by default (enlarged to 736
+    px on the short side), or as sized (crops, which callers size). The engines
+    are made once; their models load on first use.
 
     Parameters:
-      engine: RapidOCR parameters both engines share (threads, log level).
+      engine: RapidOCR parameters every engine shares (threads, log level).
       plate_like: whether a text is shaped like a plate (those are read twice where unsure).
-      detection: RapidOCR's ``Det.*`` parameters; by default the picture is searched as sized (callers size it).
     """
 
-    def __init__(self, engine: dict, plate_like: Callable[[str], bool], detection: dict | None = None):
+    def __init__(self, engine: dict, plate_like: Callable[[str], bool]):
         from rapidocr import RapidOCR
 
-        detection = detection or {"Det.limit_type": "max", "Det.limit_side_len": 2 * MAX_SIDE}
-        self._find = RapidOCR(params={**engine, **detection, "Global.use_rec": False, "Global.use_cls": False})
-        # One line at a time, as given: cut out at the model's height already.
-        self._read = RapidOCR(params={**engine, "Global.use_det": False, "Global.use_cls": False,
-                                      "Global.use_preprocess_img": False})
+        engine = {**engine, "Global.use_cls": False}
+        self._whole = RapidOCR(params=engine)
+        self._as_sized = RapidOCR(params={**engine, "Det.limit_type": "max", "Det.limit_side_len": 2 * MAX_SIDE})
+        # One line at a time, as given: already cut out at the height wanted.
+        self._again = RapidOCR(params={**engine, "Global.use_det": False, "Global.use_preprocess_img": False})
         self._plate_like = plate_like
 
-    def __call__(self, pic: PIL.Image.Image) -> list[Line]:
-        """The lines of text in ``pic``, top to bottom, read with at least MIN_SCORE confidence."""
-        pixels = np.asarray(pic.convert("RGB"))[:, :, ::-1]  # PP-OCR's models take BGR, as OpenCV decodes
-        found = self._find(pixels)
+    def __call__(self, pic: PIL.Image.Image, as_sized: bool = True) -> list[Line]:
+        """The lines of text in ``pic``, top to bottom (as sized, or enlarged as PP-OCR does by default)."""
+        pixels = np.ascontiguousarray(np.asarray(pic.convert("RGB"))[:, :, ::-1])  # PP-OCR takes BGR, as OpenCV
+        read = (self._as_sized if as_sized else self._whole)(pixels)
+        if read.txts is None:
+            return []
         lines = []
-        for corners in found.boxes if found.boxes is not None else []:
-            text, score = self._read_at(pixels, corners)
+        for corners, text, score in zip(read.boxes, read.txts, map(float, read.scores)):
             if score < SURE and self._plate_like(text):
-                text, score = surer((text, score), self._read_at(pixels, corners, SECOND_HEIGHT))
-            if text.strip() and score >= MIN_SCORE:
-                lines.append(Line(corners, text, score))
+                again = self._again(cut_out(pixels, corners, SECOND_HEIGHT))
+                if again.txts:
+                    text, score = surer((text, score), (again.txts[0], float(again.scores[0])))
+            lines.append(Line(corners, text, score))
         return lines
-
-    def _read_at(self, pixels: np.ndarray, corners: np.ndarray, height: int | None = None) -> tuple[str, float]:
-        read = self._read(cut_out(pixels, corners, height))
-        return (read.txts[0], float(read.scores[0])) if read.txts else ("", 0.0)
