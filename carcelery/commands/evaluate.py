@@ -9,14 +9,29 @@ Three kinds of folders:
   (``NAME.txt`` beside ``NAME.jpg``: ``NAME.jpg<TAB>x<TAB>y<TAB>w<TAB>h<TAB>PLATE``);
 - ``--negatives DIR``: photos without a car;
 - ``--reference FILE``: a table of what AWS Rekognition decided, as the seed's
-  ``REFERENCE.md`` (``| 1.jpg | ... | yes ... |``), for the images beside it.
+  ``REFERENCE.md`` (``| 1.jpg | ... | yes ... |``), for the images beside it;
+  a plate named in the second column (``plate "S-BR 8167"``) is that image's.
 
 Each image goes through what the pipeline does: labels, the car decision at
 the threshold in force, and, for a car, text where CARCELERY_TEXT_REGION says
 (every region given with ``--text-region``, to compare them in one run), then
-its output.txt line. Per folder: car recall, false car rate, plate read rate
-end to end (the plate, letters and digits only, inside the image's output
-line), seconds per image of each model, and the images it got wrong.
+its output.txt line. Per folder: car recall, false car rate, and two figures
+of the plates:
+
+- plate in output.txt: the plate, letters and digits only, inside the image's
+  output line (car AND plate);
+- character error rate (CER): edits (a character dropped, added or misread)
+  to find the plate in the line read closest to it, over the plate's length;
+  1 where no line was read, or no car found.
+
+Each figure exactly, and folded: O and 0 count as one character, I and 1 as
+another (plate fonts print them alike; output.txt keeps what was read). Then
+seconds per image of each model (wall and process CPU time), and the images
+it got wrong (the plate not in the line even folded).
+
+``python -m bench.scaled_down`` makes a harder labeled folder from one: the
+same photos scaled so that their plates are 50-100 px wide, saved as JPEG at
+quality 70-85.
 """
 
 from __future__ import annotations
@@ -36,13 +51,39 @@ from ..settings import TEXT_REGIONS, settings
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 DEV_IMAGES = SEED_IMAGES.parent / "dev"
-# | 1.jpg | content | yes ... | ...: the image and Rekognition's car decision.
-REFERENCE_ROW = re.compile(r"^\|\s*([^|\s]+\.(?:jpe?g|png))\s*\|[^|]*\|\s*(yes|no)\b", re.IGNORECASE | re.MULTILINE)
+# | 1.jpg | content | yes ... | ...: the image, what it shows and Rekognition's car decision.
+REFERENCE_ROW = re.compile(r"^\|\s*([^|\s]+\.(?:jpe?g|png))\s*\|([^|]*)\|\s*(yes|no)\b", re.IGNORECASE | re.MULTILINE)
+# What it shows may name the car's plate: ... plate "S-BR 8167".
+REFERENCE_PLATE = re.compile(r'plate\s+"([^"]+)"')
+
+
+# The folded comparison: the letter on the left is read as the digit on the right.
+FOLDED = str.maketrans("OI", "01")
 
 
 def normalized(text: str) -> str:
     """Letters and digits only, upper case: how plates are compared."""
     return re.sub(r"[^0-9A-Z]", "", text.upper())
+
+
+def folded(text: str) -> str:
+    """``text`` with O as 0 and I as 1: the characters plate fonts print alike."""
+    return text.translate(FOLDED)
+
+
+def edits_to_find(plate: str, text: str) -> int:
+    """The fewest edits (insert, delete, replace a character) that make ``plate`` appear inside ``text``.
+
+    What ``text`` holds before and after the plate costs nothing: a plate read
+    inside a longer line is read.
+    """
+    previous = [0] * (len(text) + 1)  # the plate's first 0 characters end anywhere in text, free
+    for i, wanted in enumerate(plate, 1):
+        current = [i] + [0] * len(text)
+        for j, seen in enumerate(text, 1):
+            current[j] = min(previous[j - 1] + (wanted != seen), previous[j] + 1, current[j - 1] + 1)
+        previous = current
+    return min(previous)
 
 
 @dataclass
@@ -68,9 +109,12 @@ def negatives(folder: Path) -> list[Case]:
 
 
 def reference(table: Path) -> list[Case]:
-    """The cases of a REFERENCE.md: the images beside it, with Rekognition's decision."""
-    return [Case(table.parent / name, answer.lower() == "yes")
-            for name, answer in REFERENCE_ROW.findall(table.read_text(encoding="utf-8"))]
+    """The cases of a REFERENCE.md: the images beside it, with Rekognition's decision, and the plate it names."""
+    cases = []
+    for name, content, answer in REFERENCE_ROW.findall(table.read_text(encoding="utf-8")):
+        plate = REFERENCE_PLATE.search(content)
+        cases.append(Case(table.parent / name, answer.lower() == "yes", normalized(plate[1]) if plate else None))
+    return cases
 
 
 @dataclass
@@ -81,29 +125,45 @@ class Outcome:
     car: bool
     car_confidence: float
     labels_s: float
+    labels_cpu_s: float = 0.0
     lines: dict[str, str] = field(default_factory=dict)  # output line (or "") per text region
+    texts: dict[str, list[str]] = field(default_factory=dict)  # the lines read, per text region
     text_s: dict[str, float] = field(default_factory=dict)
+    text_cpu_s: dict[str, float] = field(default_factory=dict)
     error: str | None = None
 
-    def plate_read(self, region: str) -> bool:
+    def _compared(self, text: str, fold: bool) -> tuple[str, str]:
+        plate, text = self.case.plate or "", normalized(text)
+        return (folded(plate), folded(text)) if fold else (plate, text)
+
+    def plate_read(self, region: str, fold: bool = False) -> bool:
+        """Whether the plate is in the image's output line (with O as 0 and I as 1 if ``fold``)."""
         # The line's text only: the name in front of it may be the plate (openalpr's files are named so).
-        text = self.lines.get(region, "").removeprefix(f"{self.case.path.name}: ")
-        return bool(self.case.plate) and self.case.plate in normalized(text)
+        plate, text = self._compared(self.lines.get(region, "").removeprefix(f"{self.case.path.name}: "), fold)
+        return bool(plate) and plate in text
+
+    def plate_cer(self, region: str, fold: bool = False) -> float:
+        """Edits to find the plate in the line read closest to it, over its length; 1 with no line (at most 1)."""
+        plate = self.case.plate or ""
+        edits = [edits_to_find(*self._compared(text, fold)) for text in self.texts.get(region, [])]
+        return min([1.0] + [e / len(plate) for e in edits]) if plate else 1.0
 
 
 def run_case(case: Case, recognizer: recognizers.Recognizer, threshold: float, regions: list[str]) -> Outcome:
     image = recognizers.Image(case.path.name, case.path.read_bytes)
     try:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         labels = recognizer.labels(image)
-        outcome_labels_s = time.perf_counter() - started
+        labels_s, labels_cpu_s = time.perf_counter() - started, time.process_time() - cpu
         record = results.detection(case.path.name, labels=labels, threshold=threshold)
-        outcome = Outcome(case, record["car"], record["car_confidence"], outcome_labels_s)
+        outcome = Outcome(case, record["car"], record["car_confidence"], labels_s, labels_cpu_s)
         if record["car"]:
             for region in regions:
-                started = time.perf_counter()
+                started, cpu = time.perf_counter(), time.process_time()
                 lines = recognizer.text(image, recognizers.text_regions(record["labels"], region))
                 outcome.text_s[region] = time.perf_counter() - started
+                outcome.text_cpu_s[region] = time.process_time() - cpu
+                outcome.texts[region] = [line.text for line in lines]
                 outcome.lines[region] = results.output_line(results.with_text(record, lines)) or ""
         return outcome
     except (recognizers.ImageError, OSError) as exc:
@@ -131,16 +191,26 @@ def summary(name: str, outcomes: list[Outcome], regions: list[str]) -> dict:
         elif o.car != o.case.car:
             wrong.append({"image": o.case.path.name, "why": f"{'false car' if o.car else 'missed car'} "
                                                           f"(car confidence {o.car_confidence:.1f})"})
-        elif o.case.plate and not o.plate_read(regions[0]):
+        elif o.case.plate and not o.plate_read(regions[0], fold=True):
             wrong.append({"image": o.case.path.name,
                           "why": f"plate {o.case.plate} not in its line {o.lines.get(regions[0], '')!r}"})
+
+    def both(figure):
+        return {"exact": figure(False), "folded": figure(True)}
+
     return {
         "folder": name, "images": len(outcomes), "cars": len(cars),
         "car_recall": rate(sum(o.car for o in cars), cars),
         "false_car_rate": rate(sum(o.car for o in others), others),
-        "plate_read": {region: rate(sum(o.plate_read(region) for o in plated), plated) for region in regions},
+        "folded": "O as 0, I as 1",
+        "plate_read": {region: both(lambda fold: rate(sum(o.plate_read(region, fold) for o in plated), plated))
+                       for region in regions},
+        "plate_cer": {region: both(lambda fold: mean(o.plate_cer(region, fold) for o in plated))
+                      for region in regions},
         "labels_s_per_image": mean(o.labels_s for o in outcomes if not o.error),
+        "labels_cpu_s_per_image": mean(o.labels_cpu_s for o in outcomes if not o.error),
         "text_s_per_car_image": {region: mean(o.text_s[region] for o in found) for region in regions},
+        "text_cpu_s_per_car_image": {region: mean(o.text_cpu_s[region] for o in found) for region in regions},
         "wrong": wrong,
     }
 
@@ -151,10 +221,14 @@ def describe(s: dict, regions: list[str]) -> str:
 
     lines = [f"{s['folder']}: {s['images']} images, {s['cars']} with a car",
              f"  car recall {pct(s['car_recall'])}   false car rate {pct(s['false_car_rate'])}   "
-             f"labels {pct(s['labels_s_per_image'])} s/image"]
+             f"labels {pct(s['labels_s_per_image'])} s/image ({pct(s['labels_cpu_s_per_image'])} s CPU)"]
     for region in regions:
-        lines.append(f"  text region {region}: plate in output.txt {pct(s['plate_read'][region])}   "
-                     f"text {pct(s['text_s_per_car_image'][region])} s/car image")
+        read, cer = s["plate_read"][region], s["plate_cer"][region]
+        lines.append(f"  text region {region}: plate in output.txt {pct(read['exact'])} exact, "
+                     f"{pct(read['folded'])} folded ({s['folded']})   "
+                     f"CER {pct(cer['exact'])} exact, {pct(cer['folded'])} folded   "
+                     f"text {pct(s['text_s_per_car_image'][region])} s/car image "
+                     f"({pct(s['text_cpu_s_per_car_image'][region])} s CPU)")
     lines += [f"  wrong: {w['image']}: {w['why']}" for w in s["wrong"]]
     return "\n".join(lines)
 

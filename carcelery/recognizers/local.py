@@ -1,7 +1,7 @@
 """The embedded default: offline models, loaded once per process.
 
 - Objects: SSD MobileNet v2 COCO (8-bit quantized TFLite) on ai-edge-litert.
-- Text: RapidOCR's PP-OCR ONNX models, shipped inside the rapidocr wheel.
+- Text: RapidOCR's PP-OCR ONNX models (detection, recognition), shipped inside the rapidocr wheel.
 
 The car decision (docs/recognizers.md; figures from ``python -m carcelery.commands.evaluate``):
 
@@ -29,8 +29,9 @@ import numpy as np
 import PIL.Image
 
 from ..embedded import weights
-from .imaging import MAX_SIDE, decode
+from .imaging import decode
 from ..settings import settings
+from .reading import LineReader, letters_and_digits
 from .base import CAR, LICENSE_PLATE, Box, Image, Label, Recognizer, TextLine, car_confidence, threshold
 
 # Detections below this score are noise, not labels.
@@ -66,7 +67,7 @@ def _box(left, top, right, bottom) -> Box:
 
 def plate_like(text: str) -> bool:
     """Whether ``text`` is shaped like a number plate (separators and case aside)."""
-    return PLATE.fullmatch(re.sub(r"[^A-Z0-9]", "", text.upper())) is not None
+    return PLATE.fullmatch(letters_and_digits(text)) is not None
 
 
 def zoomed_out(pic: PIL.Image.Image) -> tuple[PIL.Image.Image, Box]:
@@ -113,7 +114,6 @@ class LocalRecognizer(Recognizer):
 
     def __init__(self, model_dir=None, threads: int | None = None):
         from ai_edge_litert.interpreter import Interpreter
-        from rapidocr import RapidOCR
 
         threads = settings.model_threads if threads is None else threads
         # 0: each library's default (several threads per image), which TFLite
@@ -138,11 +138,9 @@ class LocalRecognizer(Recognizer):
             "EngineConfig.onnxruntime.intra_op_num_threads": -1 if default else threads,
             "EngineConfig.onnxruntime.inter_op_num_threads": 1,
         }
-        # Whole images as PP-OCR reads them by default (enlarged to 736 px on
-        # the short side); crops and the plate look at the size they are given
-        # (about 30 MB more per process).
-        self._ocr = RapidOCR(params=engine)
-        self._ocr_as_sized = RapidOCR(params={**engine, "Det.limit_type": "max", "Det.limit_side_len": 2 * MAX_SIDE})
+        # Without PP-OCR's direction classifier: photos of cars are upright, and
+        # it turned plates upside down ("OUH-9191" read "1616-HN0"; docs/recognizers.md).
+        self._ocr = LineReader(engine, plate_like)
         logging.getLogger("RapidOCR").setLevel(logging.ERROR)
 
     def _detect(self, pic: PIL.Image.Image, frame: Box) -> list[tuple[str, float, Box]]:
@@ -182,7 +180,7 @@ class LocalRecognizer(Recognizer):
         if car_confidence(list(found.values())) < self._threshold():
             small = pic.copy()
             small.thumbnail((PLATE_LOOK_SIDE, PLATE_LOOK_SIDE))
-            for line in self._lines(self._ocr_as_sized, small, WHOLE):
+            for line in self._lines(self._ocr, small, WHOLE):
                 if plate_like(line.text) and line.confidence >= PLATE_MIN_CONFIDENCE:
                     add(LICENSE_PLATE, line.confidence, line.box)
                     add(CAR, line.confidence, line.box)
@@ -196,20 +194,17 @@ class LocalRecognizer(Recognizer):
 
     def _read(self, pic: PIL.Image.Image, regions: Sequence[Box]) -> list[TextLine]:
         if not regions:
-            return self._lines(self._ocr, pic, WHOLE)
+            return self._lines(self._ocr, pic, WHOLE, as_sized=False)
         parts = sorted((crop(pic, region) for region in merged(regions)), key=lambda part: part[1].top)
-        return [line for part, frame in parts for line in self._lines(self._ocr_as_sized, part, frame)]
+        return [line for part, frame in parts for line in self._lines(self._ocr, part, frame)]
 
     @staticmethod
-    def _lines(engine, part: PIL.Image.Image, frame: Box) -> list[TextLine]:
-        """The lines ``engine`` reads in ``part``, an image of ``frame`` (a part of the whole), boxed in the whole."""
-        result = engine(part)
-        if result.txts is None:
-            return []
+    def _lines(reader: LineReader, part: PIL.Image.Image, frame: Box, as_sized: bool = True) -> list[TextLine]:
+        """The lines ``reader`` reads in ``part``, an image of ``frame`` (a part of the whole), boxed in the whole."""
         width, height = part.size
         lines = []
-        for points, text, score in zip(result.boxes, result.txts, result.scores):
-            xs = frame.left + points[:, 0] / width * frame.width
-            ys = frame.top + points[:, 1] / height * frame.height
-            lines.append(TextLine(text, round(float(score) * 100, 2), _box(xs.min(), ys.min(), xs.max(), ys.max())))
+        for line in reader(part, as_sized):
+            xs = frame.left + line.corners[:, 0] / width * frame.width
+            ys = frame.top + line.corners[:, 1] / height * frame.height
+            lines.append(TextLine(line.text, round(line.score * 100, 2), _box(xs.min(), ys.min(), xs.max(), ys.max())))
         return lines
