@@ -54,12 +54,13 @@ def _task(name: str, *args, **options):
 
 
 def dispatch(bucket: str, prefix: str = "", force: bool = False, stream: TextIO | None = None,
-             if_empty: bool = True) -> dict:
+             if_empty: bool = True, found: Iterable[S3Image] | None = None) -> dict:
     """List ``bucket`` under ``prefix`` and send the run.
 
     Parameters:
       bucket, prefix: where the images are.
       force: send images already dispatched with the same ETag too.
+      found: these images instead of the bucket's listing (those S3 events announced).
       stream: where to show progress while listing and sending (None: nowhere).
       if_empty: with nothing to recognize, send the terminator alone (it writes
         the files again); otherwise send nothing (the beat's scans).
@@ -101,7 +102,7 @@ def dispatch(bucket: str, prefix: str = "", force: bool = False, stream: TextIO 
         # Sent (the batches flushed): recorded, so that a failed send leaves them to the next scan.
         ledger.record(images + ([last] if last else []), run["id"])
 
-    for chunk, final in _chunks(images.list_images(bucket, prefix)):
+    for chunk, final in _chunks(images.list_images(bucket, prefix) if found is None else found):
         if listing:
             listing.update(listing.done + len(chunk))
         todo = ledger.new(chunk, force)

@@ -7,7 +7,8 @@ The chord's callback, ``terminate``, is the ``-1`` terminator: Instance B
 writes the run's outputs from the records table when it arrives. Images
 without a car never reach Instance B's queue. ``watch_run`` ends a run whose
 parts stopped coming (``carcelery.pipeline.runs``). ``scan_bucket`` is the beat's
-periodic scan for new images.
+periodic scan for new images; ``apply_events`` makes runs of S3's events
+(``carcelery.pipeline.stream``), gathered by Instance A's worker (``carcelery.events``).
 
 A task never raises for a bad image or a permanent AWS error: it stores a
 record with ``error`` set, so the chord still completes and the failure is
@@ -29,7 +30,7 @@ from celery.signals import worker_init, worker_process_init
 from celery.utils.log import get_task_logger
 
 from . import aws, recognizers
-from .pipeline import costs, outputs, records, results, runs, images
+from .pipeline import costs, outputs, records, results, runs, images, stream
 from .aws import errors
 from .app import app
 from .dispatch import dispatch
@@ -195,3 +196,20 @@ def scan_bucket() -> dict:
     """
     run = dispatch(settings.bucket, settings.key_prefix, if_empty=False)
     return {key: run[key] for key in ("id", "images", "skipped")}
+
+
+@app.task(bind=True, name="carcelery.tasks.apply_events", max_retries=MAX_RETRIES)
+def apply_events(self, batch: list[dict]) -> dict:
+    """Instance A: a batch of S3 events (``carcelery.pipeline.events``) applied: removals, and one run of what is new."""
+    try:
+        done = stream.apply(batch)
+    except Exception as exc:  # noqa: BLE001 - sorted below into permanent and transient
+        reason = errors.explain(exc, settings.bucket)
+        if reason is not None:
+            # The events are lost for now; the beat's next scan (the backfill) finds their images.
+            logger.error("events: %d dropped: %s", len(batch), reason)
+            return {"runs": [], "images": 0, "removed": 0, "dropped": len(batch), "error": reason}
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries))
+    logger.info("events: %d in, runs %s: %d images sent, %d removed, %d dropped (duplicates, older, not images)",
+                len(batch), ",".join(done["runs"]) or "-", done["images"], done["removed"], done["dropped"])
+    return done

@@ -150,6 +150,8 @@ DEBTS = [
          (("waitress.task:WSGITask.execute", "server.application(environ, start_response)"),)),
     Debt(f"{QUEUE}.wait_for_messages", f"{EMULATOR}:_one_request_at_a_time", "correctness", "self, timeout",
          (f"{SQS_BACKEND}.receive_message",)),
+    Debt("moto.s3.notifications:_get_s3_event", f"{EMULATOR}:_s3_event_sequencer", "feature",
+         "event_name, bucket, key, notification_id", ("moto.s3.notifications:send_event",)),
     Debt("waitress.channel:HTTPChannel.send_continue", f"{EMULATOR}:_complete_after_continue", "correctness", "self",
          ("waitress.channel:HTTPChannel.received",)),
     Debt("waitress.server:BaseWSGIServer.channel_class", f"{EMULATOR}:_complete_after_continue", "correctness", None,

@@ -315,6 +315,29 @@ def _complete_after_continue(channel_class):
     return Channel
 
 
+def _s3_event_sequencer() -> None:
+    """Feature. Replaces ``moto.s3.notifications._get_s3_event``: its events get a ``sequencer``.
+
+    S3 puts a ``sequencer`` in every object event (hex digits; of two events
+    of one key, the later one's is greater), and the events' consumer orders
+    events by it (``carcelery.pipeline.events``); moto 5.2.5's events carry
+    none. Here each gets one, from the clock in nanoseconds, always
+    increasing: the emulator makes its events one request at a time.
+    """
+    from moto.s3 import notifications
+
+    made = replaced(notifications, "_get_s3_event")
+    last = [0]
+
+    def with_sequencer(event_name, bucket, key, notification_id):
+        event = made(event_name, bucket, key, notification_id)
+        last[0] = max(last[0] + 1, time.time_ns())
+        event["Records"][0]["s3"]["object"]["sequencer"] = f"{last[0]:018X}"
+        return event
+
+    _replace(notifications, "_get_s3_event", with_sequencer)
+
+
 # The patches for speed, by name (``python -m bench.emulator_patches`` leaves each out in turn).
 SPEED = {
     "sqs_clock": _sqs_clock,
@@ -338,6 +361,7 @@ def application(leave_out: Collection[str] = ()) -> Callable:
             dispatcher = patch(dispatcher)
         else:
             patch()
+    _s3_event_sequencer()
     return _one_request_at_a_time(dispatcher)(create_backend_app)
 
 

@@ -79,6 +79,18 @@ def put_pending(images: Iterable[S3Image], run_id: str) -> None:
         aws.batch_write(dynamodb, settings.records_table, chunk)
 
 
+def delete(images: Iterable[S3Image]) -> None:
+    """Delete the records of ``images`` (removed from their bucket): their lines leave the outputs at the next run.
+
+    Raises:
+      botocore.exceptions.ClientError: the table is missing or not writable.
+    """
+    requests = [{"DeleteRequest": {"Key": {HASH: {"S": i.bucket}, RANGE: {"S": order(i.key)}}}} for i in images]
+    dynamodb = aws.client("dynamodb")
+    for start in range(0, len(requests), aws.WRITE_BATCH):
+        aws.batch_write(dynamodb, settings.records_table, requests[start:start + aws.WRITE_BATCH])
+
+
 def _items(bucket: str, prefix: str) -> Iterator[tuple[dict, dict]]:
     """(item, record) of ``bucket``'s keys under ``prefix``, in natural order of their keys, page by page."""
     query = {"TableName": settings.records_table, "KeyConditionExpression": "#b = :b",
