@@ -26,12 +26,13 @@ import logging
 
 from botocore.exceptions import ClientError
 from celery import bootsteps
+from celery.signals import beat_init
 from kombu import Consumer, Queue
 
 from . import aws
 from .aws.errors import queue_missing
 from .pipeline import events
-from .settings import DETECT_QUEUE, EVENTS_DEAD_LETTER_QUEUE, EVENTS_QUEUE, settings
+from .settings import BACKFILL_INTERVAL, DETECT_QUEUE, EVENTS_DEAD_LETTER_QUEUE, EVENTS_QUEUE, settings
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,18 @@ def queue_url(name: str = EVENTS_QUEUE) -> str | None:
         if queue_missing(exc):
             return None
         raise
+
+
+@beat_init.connect
+def backfill_interval(sender, **_) -> None:
+    """With events on, the beat's scan is the backfill: every BACKFILL_INTERVAL s, unless CARCELERY_SCAN_INTERVAL is set."""
+    if settings.scan_interval_set or queue_url() is None:
+        return
+    scans = {name: {**entry, "schedule": BACKFILL_INTERVAL} for name, entry in sender.app.conf.beat_schedule.items()
+             if entry["task"] == "carcelery.tasks.scan_bucket"}
+    sender.scheduler.update_from_dict(scans)
+    logger.info("events: %s exists, the bucket's scan is the backfill, every %.0f s (CARCELERY_SCAN_INTERVAL)",
+                settings.queue_name(EVENTS_QUEUE), BACKFILL_INTERVAL)
 
 
 class S3Events(bootsteps.ConsumerStep):

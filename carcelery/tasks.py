@@ -30,6 +30,7 @@ from celery.signals import worker_init, worker_process_init
 from celery.utils.log import get_task_logger
 
 from . import aws, recognizers
+from . import events as s3events
 from .pipeline import costs, outputs, records, results, runs, images, stream
 from .aws import errors
 from .app import app
@@ -192,8 +193,15 @@ def watch_run(run: dict, group_id: str, terminator_id: str, parts_seen: int = -1
 def scan_bucket() -> dict:
     """The beat's scan: dispatch the images that are new or changed since they were last dispatched.
 
+    With S3 events on (their queue exists), the backfill: the same, and the
+    records of images no longer in the bucket removed (``stream.backfill``).
+
     Nothing new, nothing sent: a terminator alone would write the bucket's files again at every scan.
     """
+    if s3events.queue_url() is not None:
+        # Events find what is new within seconds; this is the backfill (removals too).
+        run = stream.backfill(settings.bucket, settings.key_prefix)
+        return {key: run[key] for key in ("id", "images", "skipped", "removed")}
     run = dispatch(settings.bucket, settings.key_prefix, if_empty=False)
     return {key: run[key] for key in ("id", "images", "skipped")}
 

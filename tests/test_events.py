@@ -5,6 +5,7 @@ no beat, no dispatch) takes every case in turn: the cases share its start-up.
 """
 
 import json
+import re
 import time
 
 import pytest
@@ -12,7 +13,9 @@ from test_pipeline import own_stack
 
 from carcelery import aws
 from carcelery.aws import provision
-from carcelery.pipeline import events, results
+from carcelery import events as s3events
+from carcelery.pipeline import events, records, results
+from carcelery.recognizers import CAR, Label, TextLine
 from carcelery.settings import EVENTS_DEAD_LETTER_QUEUE, EVENTS_QUEUE
 
 TEST_EVENT = {"Service": "Amazon S3", "Event": "s3:TestEvent", "Time": "2026-12-04T18:00:00.000Z", "Bucket": "b"}
@@ -64,6 +67,34 @@ def test_the_queue_policy_lets_only_s3_send_for_one_bucket_and_account():
     assert statement["Principal"] == {"Service": "s3.amazonaws.com"} and statement["Action"] == "sqs:SendMessage"
     assert statement["Condition"] == {"ArnEquals": {"aws:SourceArn": "arn:aws:s3:::photos"},
                                       "StringEquals": {"aws:SourceAccount": "123456789012"}}
+
+
+class Scheduler:
+    def __init__(self):
+        self.updated = {}
+
+    def update_from_dict(self, entries):
+        self.updated.update(entries)
+
+
+class Beat:
+    def __init__(self, app):
+        self.app, self.scheduler = app, Scheduler()
+
+
+def test_with_events_the_beats_scan_is_the_backfill_unless_its_interval_is_set(monkeypatch):
+    from carcelery.app import app
+    from carcelery.settings import BACKFILL_INTERVAL, settings
+
+    monkeypatch.setattr(s3events, "queue_url", lambda name=None: "https://sqs/q")
+    beat = Beat(app)
+    s3events.backfill_interval(beat)
+    [entry] = beat.scheduler.updated.values()
+    assert entry["task"] == "carcelery.tasks.scan_bucket" and entry["schedule"] == BACKFILL_INTERVAL
+    monkeypatch.setattr(s3events, "settings", settings.__class__(scan_interval_set=True))
+    beat = Beat(app)
+    s3events.backfill_interval(beat)
+    assert beat.scheduler.updated == {}
 
 
 # Integration: one stack, every case.
@@ -131,6 +162,17 @@ def test_uploads_and_removals_reach_output_txt_by_events(emulator, bucket, seed_
             s3_event("ObjectCreated:Put", bucket, "gone.jpg", sequencer="8" * 18)))
         s3.put_object(Bucket=bucket, Key="3.jpg", Body=(seed_dir / "3.jpg").read_bytes())
         wait_until(lambda: lines(stack) == ["1.jpg: NOOP", "3.jpg: NOOP"], "3.jpg's line")
+
+        # The beat's scan as the backfill: it removes the record of an image removed while events were off.
+        ghost = results.with_text(results.detection("ghost.jpg", bucket=bucket, key="ghost.jpg", etag="x",
+                                                    labels=[Label(CAR, 100.0)], threshold=90), [TextLine("BOO", 99.0)])
+        records.put(ghost, "")
+        stack.env["CARCELERY_SCAN_INTERVAL"] = "1"
+        stack.start("beat", ["-m", "celery", "-A", "carcelery", "beat", "--loglevel", "INFO",
+                             "--schedule", str(tmp_path / "beat-schedule")], "beat: Starting")
+        wait_until(lambda: re.search(r"scan_bucket\[.*'removed': 1", stack.log("worker_a")), "the backfill's removal")
+        assert {r["key"] for r in records.read(bucket)} == {"1.jpg", "3.jpg"}
+        wait_until(lambda: "ghost.jpg" not in (stack.output_dir / results.RESULTS).read_text(), "ghost gone")
 
         log = stack.log("worker_a")
         detected = [line.split("image=")[1].split()[0] for line in log.splitlines() if "stage=detect" in line]

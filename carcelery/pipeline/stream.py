@@ -16,9 +16,15 @@ object, what is left to do:
   line leaves the outputs when the run's terminator writes them.
 
 A batch that leaves only removals sends the terminator alone.
+
+With events on, the beat's scan is the backfill (``backfill``): it sends what
+events missed, and removes the records of images no longer in the bucket
+(removed while events were off).
 """
 
 from __future__ import annotations
+
+from typing import Iterator
 
 from botocore.exceptions import ClientError
 
@@ -26,7 +32,7 @@ from .. import aws
 from ..aws.errors import error_code
 from ..settings import settings
 from . import events, ledger, records
-from .images import S3Image, is_image_key
+from .images import S3Image, is_image_key, list_images
 
 
 def _current(event: dict) -> S3Image | None:
@@ -73,12 +79,40 @@ def apply(batch: list[dict]) -> dict:
     from ..dispatch import dispatch  # the dispatcher imports the tasks, which import this module
 
     send, removed, dropped = sort(batch)
-    if removed:
-        records.delete(removed)
-        ledger.removed(removed)
+    remove(removed)
     runs = []
     for bucket in sorted({i.bucket for i in send + removed}):
         found = [i for i in send if i.bucket == bucket]
         # force: sort() has checked the ledger already; the terminator alone when only removals came.
         runs.append(dispatch(bucket, settings.key_prefix, force=True, found=found)["id"])
     return {"runs": runs, "images": len(send), "removed": len(removed), "dropped": dropped}
+
+
+def remove(images: list[S3Image]) -> None:
+    """Delete the records of ``images``, gone from their bucket, and mark them removed in the ledger."""
+    if images:
+        records.delete(images)
+        ledger.removed(images)
+
+
+def backfill(bucket: str, prefix: str = "") -> dict:
+    """The beat's scan with events on: send what is new (one listing), then remove the records of images gone.
+
+    Returns:
+      The run (``dispatch``'s), with ``removed`` (count); a second run, the terminator alone, wrote the files if any were.
+    """
+    from ..dispatch import dispatch
+
+    listed: set[str] = set()
+
+    def listing() -> Iterator[S3Image]:
+        for image in list_images(bucket, prefix):
+            listed.add(image.key)
+            yield image
+
+    run = dispatch(bucket, prefix, found=listing(), if_empty=False)
+    gone = [S3Image(r["bucket"], r["key"], "", 0) for r in records.read(bucket, prefix) if r["key"] not in listed]
+    remove(gone)
+    if gone and not run["images"]:
+        dispatch(bucket, prefix, found=[])  # the terminator alone: the files without them
+    return {**run, "removed": len(gone)}
