@@ -150,14 +150,15 @@ def terminate(run: dict) -> dict:
     """Instance B, the ``-1`` terminator: write the run's output.txt, results.jsonl and report.html.
 
     They are made from the records table, a record at a time: every image of
-    the run's bucket (and prefix) the store knows, this run's and earlier ones'.
+    the run's bucket (and prefix) the store knows, this run's and earlier ones';
+    a run of S3 events (its ``keys`` named) reads its own records alone (``pipeline.index``).
 
     Returns:
       The run's summary: counts, the first failures, where the outputs are.
     """
     summary = outputs.write(run, settings.output_dir, settings.output_uri)
-    # The calls behind the records written (results.jsonl, read back a line at a time).
-    summary.update(costs.summary(results.read_records(Path(summary["output_dir"])), settings.recognizer, settings.region))
+    # The calls behind the records written (results.jsonl, read back a line at a time; a run of events: its own).
+    summary.update(costs.summary(outputs.run_records(run, Path(summary["output_dir"])), settings.recognizer, settings.region))
     failed = summary["failed"]
     logger.info("run=%s terminator -1: %d images, %d cars, %d failed, output in %s; calls %s, cost %s USD",
                 run["id"], summary["images"], summary["cars"], summary["failed_count"],

@@ -108,6 +108,19 @@ def read(bucket: str, prefix: str = "") -> Iterator[dict]:
     return (record for _, record in _items(bucket, prefix))
 
 
+def get(bucket: str, keys: Iterable[str]) -> dict[str, dict | None]:
+    """The records of ``bucket``'s ``keys`` now, by ``order`` of each key: None for a key without one (removed).
+
+    Raises:
+      botocore.exceptions.ClientError: the table is missing or not readable.
+    """
+    found: dict[str, dict | None] = {order(key): None for key in keys}
+    wanted = [{HASH: {"S": bucket}, RANGE: {"S": at}} for at in found]
+    for item in aws.batch_get(aws.client("dynamodb"), settings.records_table, wanted):
+        found[item[RANGE]["S"]] = json.loads(item["record"]["S"])
+    return found
+
+
 def pending(bucket: str, run_id: str, prefix: str = "") -> Iterator[dict]:
     """The records of ``bucket`` that run ``run_id`` sent and that no task has replaced."""
     return (record for item, record in _items(bucket, prefix)

@@ -83,8 +83,9 @@ def apply(batch: list[dict]) -> dict:
     runs = []
     for bucket in sorted({i.bucket for i in send + removed}):
         found = [i for i in send if i.bucket == bucket]
+        keys = [i.key for i in found + removed if i.bucket == bucket]
         # force: sort() has checked the ledger already; the terminator alone when only removals came.
-        runs.append(dispatch(bucket, settings.key_prefix, force=True, found=found)["id"])
+        runs.append(dispatch(bucket, settings.key_prefix, force=True, found=found, keys=keys)["id"])
     return {"runs": runs, "images": len(send), "removed": len(removed), "dropped": dropped}
 
 
