@@ -67,11 +67,20 @@ def put_pending(images: Iterable[S3Image], run_id: str) -> None:
     Raises:
       botocore.exceptions.ClientError: the table is missing or not writable.
     """
+    put_many((results.failure(image.key, "pending", f"no result yet (run {run_id})",
+                              bucket=image.bucket, key=image.key, etag=image.etag) for image in images),
+             run_id, pending=True)
+
+
+def put_many(found: Iterable[dict], run_id: str, pending: bool = False) -> None:
+    """Store records ``found`` of run ``run_id``, WRITE_BATCH per request (``pending``: not results yet).
+
+    Raises:
+      botocore.exceptions.ClientError: the table is missing or not writable.
+    """
     dynamodb, chunk = aws.client("dynamodb"), []
-    for image in images:
-        record = results.failure(image.key, "pending", f"no result yet (run {run_id})",
-                                 bucket=image.bucket, key=image.key, etag=image.etag)
-        chunk.append({"PutRequest": {"Item": _item(record, run_id, pending=True)}})
+    for record in found:
+        chunk.append({"PutRequest": {"Item": _item(record, run_id, pending=pending)}})
         if len(chunk) == aws.WRITE_BATCH:
             aws.batch_write(dynamodb, settings.records_table, chunk)
             chunk = []
