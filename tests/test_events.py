@@ -178,3 +178,16 @@ def test_uploads_and_removals_reach_output_txt_by_events(emulator, bucket, seed_
         detected = [line.split("image=")[1].split()[0] for line in log.splitlines() if "stage=detect" in line]
         assert sorted(detected) == ["1.jpg", "3.jpg", "my"], "each image recognized once, none gone, no duplicate"
         assert "Traceback" not in log, log[-3000:]
+
+
+@pytest.mark.integration
+def test_the_demo_watches_uploads_become_lines(seed_dir, tmp_path, port):
+    from carcelery.embedded.demo import Stack
+
+    stack = Stack(tmp_path, {"CARCELERY_EMULATOR_PORT": str(port), "CARCELERY_OUTPUT_DIR": str(tmp_path / "out"),
+                             "CARCELERY_RECOGNIZER": "noop", "CARCELERY_QUEUE_PREFIX": "watch-"})
+    done = stack.run("carcelery.embedded.demo", "--watch", timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    printed = [line.strip() for line in done.stdout.splitlines() if line.startswith("  ")]
+    assert printed == [f"{n}.jpg: NOOP" for n in range(1, 11)]
+    assert "events: s3://" in done.stdout and "uploading 1.jpg" in done.stdout
