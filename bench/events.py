@@ -12,7 +12,11 @@ In one run, on a fresh emulator of its own (a free loopback port):
    the seconds from before its PutObject to its line in output.txt
    (``latency``: the uploads whose answer has a line, known from their names);
 3. the same with events off (the bucket's notification removed, the events
-   queue deleted) and the beat at its default interval (60 s).
+   queue deleted) and the beat at its default interval (60 s);
+4. the outputs' index alone, in this process, at ``--index-sizes`` records:
+   a run of 10 new images (``index.update`` and ``index.join``), its time and
+   the records it read, beside a rebuild (what a run of the whole bucket does
+   after reading every record).
 Prints p50, p95 and max per backend and way; ``--json`` writes the figures.
 """
 
@@ -131,12 +135,45 @@ def workers(stack, backend: str) -> None:
     stack.start_worker("worker_b", "text", None)
 
 
+def index_cost(size: int, workdir: Path) -> dict:
+    """Seconds and records read of a run of 10 new images on an index of ``size`` records, and of a rebuild."""
+    from carcelery.pipeline import index, records, results
+    from carcelery.recognizers import CAR, Label, TextLine
+
+    def record(key):
+        return results.with_text(results.detection(key, bucket=BUCKET, key=key, etag="e", labels=[Label(CAR, 99.0)],
+                                                   threshold=90.0), [TextLine("ABC 123", 99.0)])
+
+    where = workdir / f"index-{size}"
+    started = time.perf_counter()
+    with index.locked(where) as held:
+        index.rebuild(held, (record(f"{n}.jpg") for n in range(size)))
+        rebuild_s = time.perf_counter() - started
+        index.join(held, workdir / f"out-{size}")
+    read, reading = [], results.read_records
+    results.read_records = lambda folder: (read.append(1) or r for r in reading(folder))
+    try:
+        new = [f"{size // 2 + n}a.jpg" for n in range(10)]
+        started = time.perf_counter()
+        with index.locked(where) as held:
+            index.update(held, {records.order(k): record(k) for k in new})
+            updated_s = time.perf_counter() - started
+            index.join(held, workdir / f"out-{size}")
+        run_s = time.perf_counter() - started
+    finally:
+        results.read_records = reading
+    return {"records": size, "rebuild_s": rebuild_s, "update_s": updated_s, "update_and_join_s": run_s,
+            "records_read": len(read), "results_jsonl_mb": (workdir / f"out-{size}" / results.RESULTS).stat().st_size / 1e6}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.events", description=__doc__.split("\n")[0])
     parser.add_argument("--uploads", type=int, default=300)
     parser.add_argument("--rate", type=float, default=10.0, help="uploads per second")
     parser.add_argument("--preload", type=int, default=20000, help="processed images in the bucket first")
     parser.add_argument("--backends", default="noop,latency")
+    parser.add_argument("--index-sizes", default="20000,100000", help="records of the index measured alone")
+    parser.add_argument("--skip-uploads", action="store_true", help="measure the index alone")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="carcelery-bench-events-"))
@@ -150,8 +187,17 @@ def main(argv: list[str] | None = None) -> int:
     from carcelery.embedded.demo import Stack
     from carcelery.settings import EVENTS_QUEUE, settings
 
-    backends = args.backends.split(",")
-    figures = {"uploads": args.uploads, "rate": args.rate, "preload": args.preload, "events": {}, "beat": {}}
+    backends = [] if args.skip_uploads else args.backends.split(",")
+    figures = {"uploads": args.uploads, "rate": args.rate, "preload": args.preload, "events": {}, "beat": {},
+               "index": [index_cost(int(size), workdir) for size in args.index_sizes.split(",") if size]}
+    for got in figures["index"]:
+        print(f"index of {got['records']} records: a run of 10 read {got['records_read']} records, "
+              f"update {got['update_s']:.3f} s, with the join {got['update_and_join_s']:.3f} s "
+              f"(results.jsonl {got['results_jsonl_mb']:.0f} MB); a rebuild {got['rebuild_s']:.1f} s", flush=True)
+    if not backends:
+        if args.json:
+            args.json.write_text(json.dumps(figures, indent=2) + "\n")
+        return 0
     with Stack(workdir) as stack:
         stack.start_emulator()
         started = time.monotonic()

@@ -4,12 +4,15 @@ the AWS calls the code makes, as the emulator records them."""
 import base64
 import json
 import re
+import time
 import urllib.parse
 import urllib.request
 
 from test_pipeline import dispatch, own_stack
 
+from carcelery import aws
 from carcelery.embedded.demo import ROOT
+from carcelery.pipeline import results
 
 
 def recorder(emulator, verb):
@@ -86,6 +89,18 @@ def test_iam_policy_is_exactly_what_the_code_calls(emulator, seed_dir, tmp_path)
             done = dispatch(stack, "--from", str(seed_dir))
             assert done.returncode == 0, done.stderr
             assert dispatch(stack).returncode == 0  # a second run: the ledger's refusals too
+            # S3 events, turned on by the bucket's owner (not recorded: the role configures no bucket),
+            # then consumed by Instance A's worker: its calls are recorded.
+            recorder(emulator, "stop-recording")
+            assert stack.run("carcelery.aws.provision", "--events").returncode == 0
+            stack.stop("worker_a")
+            stack.start_worker("worker_a", "detect", 1)
+            recorder(emulator, "start-recording")
+            aws.client("s3").put_object(Bucket=own, Key="new.jpg", Body=(seed_dir / "1.jpg").read_bytes())
+            deadline = time.monotonic() + 120
+            while not any(r["image"] == "new.jpg" for r in results.read_records(stack.output_dir)):
+                assert time.monotonic() < deadline, "new.jpg's record did not come by its S3 event"
+                time.sleep(0.5)
             # Broadcasts (remote control here, events while someone watches) are SNS publishes.
             ping = stack.run("celery", "-A", "carcelery", "inspect", "ping", "--timeout", "10")
             assert ping.returncode == 0 and "worker_b@" in ping.stdout, ping.stdout + ping.stderr
