@@ -118,10 +118,8 @@ class S3Events(bootsteps.ConsumerStep):
 
     def send(self) -> None:
         """Send the held events as one ``apply_events`` task, then acknowledge them (requeue them if it fails)."""
-        if self.flushing is not None:
-            self.flushing.cancel()
-            self.flushing = None
-        held, self.held = self.held, []
+        held = self.held
+        self.forget()
         if not held:
             return
         try:
@@ -134,7 +132,17 @@ class S3Events(bootsteps.ConsumerStep):
         for _, message in held:
             message.ack()
 
+    def stop(self, c):
+        self.forget()
+        super().stop(c)
+
     def shutdown(self, c):
-        # Held events not sent: SQS delivers them again (to this worker or another).
-        self.held = []
+        self.forget()
         super().shutdown(c)
+
+    def forget(self) -> None:
+        """Let go of the held events (sent, or their channel closes: SQS then delivers them again) and the timer."""
+        if self.flushing is not None:
+            self.flushing.cancel()
+            self.flushing = None
+        self.held = []

@@ -191,3 +191,26 @@ def test_the_demo_watches_uploads_become_lines(seed_dir, tmp_path, port):
     printed = [line.strip() for line in done.stdout.splitlines() if line.startswith("  ")]
     assert printed == [f"{n}.jpg: NOOP" for n in range(1, 11)]
     assert "events: s3://" in done.stdout and "uploading 1.jpg" in done.stdout
+
+
+def test_a_batch_is_sorted_into_images_to_send_and_removed(monkeypatch):
+    from carcelery.pipeline import stream
+    from carcelery.pipeline.images import S3Image
+
+    def event(name, key, sequencer, etag="new"):
+        return events.parse(json.dumps(s3_event(name, "b", key, etag, sequencer)))[0]
+
+    ledger_holds = {"b/same.jpg": {"etag": "new", "sequencer": ""},        # dispatched by a scan
+                    "b/newer.jpg": {"etag": "x", "sequencer": events.sequence("09")},
+                    "b/back.jpg": {"etag": "", "sequencer": events.sequence("02")}}  # removed, then uploaded again
+    in_bucket = {"fresh.jpg", "same.jpg", "newer.jpg", "back.jpg"}
+    monkeypatch.setattr(stream.ledger, "entries", lambda images: ledger_holds)
+    monkeypatch.setattr(stream, "_current", lambda e: S3Image("b", e["key"], e["etag"], 1, e["sequencer"])
+                        if e["key"] in in_bucket else None)
+    batch = [event("ObjectCreated:Put", "fresh.jpg", "01"), event("ObjectCreated:Put", "fresh.jpg", "01"),
+             event("ObjectCreated:Put", "same.jpg", "05"), event("ObjectCreated:Put", "newer.jpg", "03"),
+             event("ObjectCreated:Put", "gone.jpg", "04"), event("ObjectRemoved:Delete", "old.jpg", "06"),
+             event("ObjectCreated:Put", "notes.txt", "07"), event("ObjectCreated:Put", "back.jpg", "08")]
+    send, removed, dropped = stream.sort(batch)
+    assert [i.key for i in send] == ["fresh.jpg", "back.jpg"]
+    assert [i.key for i in removed] == ["gone.jpg", "old.jpg"] and dropped == 4
