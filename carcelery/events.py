@@ -109,11 +109,20 @@ class S3Events(bootsteps.ConsumerStep):
         self.dead_letter(message, f"{type(exc).__name__}: {exc}")
 
     def dead_letter(self, message, reason: str) -> None:
-        """Send ``message``'s body as it came to the events' dead-letter queue with ``reason``; acknowledge it."""
+        """Send ``message``'s body as it came to the events' dead-letter queue with ``reason``; acknowledge it.
+
+        If that fails, the message goes back to its queue, whose redrive policy moves it to the same
+        dead-letter queue (without the reason) after CARCELERY_MAX_RECEIVES receives: never a loop.
+        """
         body = message.delivery_info.get("sqs_message", {}).get("Body") or str(message.body)
         logger.error("events: not an S3 event, to %s: %s", settings.queue_name(EVENTS_DEAD_LETTER_QUEUE), reason)
-        aws.client("sqs").send_message(QueueUrl=queue_url(EVENTS_DEAD_LETTER_QUEUE), MessageBody=body,
-                                       MessageAttributes={"reason": {"DataType": "String", "StringValue": reason}})
+        try:
+            aws.client("sqs").send_message(QueueUrl=queue_url(EVENTS_DEAD_LETTER_QUEUE), MessageBody=body,
+                                           MessageAttributes={"reason": {"DataType": "String", "StringValue": reason}})
+        except Exception:  # noqa: BLE001 - back to its queue: after CARCELERY_MAX_RECEIVES, SQS's redrive moves it
+            logger.exception("events: could not send it to %s", settings.queue_name(EVENTS_DEAD_LETTER_QUEUE))
+            message.reject(requeue=True)
+            return
         message.ack()
 
     def send(self) -> None:

@@ -7,7 +7,7 @@ folder of images, prints one ``ready`` line, and serves until stopped
     python -m carcelery.embedded.emulator [--from DIR]
 
 **Debts**: the patches below replace names of moto 5.2.5 and waitress 3.0.2,
-private ones among them. Each says which, and why: correctness, or speed with
+private ones among them. Each says which, and why: correctness, a feature, or speed with
 what it saves, in CPU time per request, in two runs of ``python -m
 bench.emulator_patches`` (5,000 messages queued and 50 in flight, 2,000 items
 in the results table; with every patch a request takes 2 to 3.5 ms).
