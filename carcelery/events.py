@@ -24,13 +24,10 @@ from __future__ import annotations
 
 import logging
 
-from botocore.exceptions import ClientError
 from celery import bootsteps
 from celery.signals import beat_init
 from kombu import Consumer, Queue
 
-from . import aws
-from .aws.errors import queue_missing
 from .pipeline import events
 from .settings import BACKFILL_INTERVAL, DETECT_QUEUE, EVENTS_DEAD_LETTER_QUEUE, EVENTS_QUEUE, settings
 
@@ -43,6 +40,12 @@ def queue_url(name: str = EVENTS_QUEUE) -> str | None:
     Raises:
       botocore.exceptions.ClientError: SQS refused the request (other than for a missing queue).
     """
+    # Here, not at the top: the app imports this module, and boto3 comes with the first client, not with the app.
+    from botocore.exceptions import ClientError
+
+    from . import aws
+    from .aws.errors import queue_missing
+
     try:
         return aws.client("sqs").get_queue_url(QueueName=settings.queue_name(name))["QueueUrl"]
     except ClientError as exc:
@@ -116,6 +119,8 @@ class S3Events(bootsteps.ConsumerStep):
         """
         body = message.delivery_info.get("sqs_message", {}).get("Body") or str(message.body)
         logger.error("events: not an S3 event, to %s: %s", settings.queue_name(EVENTS_DEAD_LETTER_QUEUE), reason)
+        from . import aws
+
         try:
             aws.client("sqs").send_message(QueueUrl=queue_url(EVENTS_DEAD_LETTER_QUEUE), MessageBody=body,
                                            MessageAttributes={"reason": {"DataType": "String", "StringValue": reason}})
