@@ -2,7 +2,8 @@
 
 Installed in every worker (``carcelery.app``); it consumes in a worker that
 serves the ``detect`` queue (Instance A) once the events queue exists
-(``python -m carcelery.aws.provision --events``), and does nothing otherwise.
+(``python -m carcelery.aws.provision --events``): from the worker's start, or
+within LOOK_EVERY seconds of the queue's making. It does nothing in other workers.
 
 S3 sends plain JSON, not Celery messages: kombu's SQS channel hands such a
 body over as it came (it base64-decodes only what is base64, which JSON is
@@ -32,6 +33,9 @@ from .pipeline import events
 from .settings import BACKFILL_INTERVAL, DETECT_QUEUE, EVENTS_DEAD_LETTER_QUEUE, EVENTS_QUEUE, settings
 
 logger = logging.getLogger(__name__)
+
+# Seconds between two looks for the events queue while it does not exist (one GetQueueUrl: 8,640 a day).
+LOOK_EVERY = 10.0
 
 
 def queue_url(name: str = EVENTS_QUEUE) -> str | None:
@@ -73,25 +77,40 @@ class S3Events(bootsteps.ConsumerStep):
         super().__init__(parent, **kwargs)
         self.held: list[tuple[list[dict], object]] = []  # (the message's events, the message)
         self.flushing = None  # the timer entry that sends the held run
+        self.looking = None  # the timer entry that looks for the events queue
         self.timer = None
 
     def start(self, c):
         self.timer, self.app = c.timer, c.app
         super().start(c)
-
-    def get_consumers(self, channel):
-        if DETECT_QUEUE not in self.app.amqp.queues.consume_from:
-            return []
-        if queue_url() is None:
+        if DETECT_QUEUE in self.app.amqp.queues.consume_from and not self.consumers:
             logger.info("events: no queue %s, the beat's scan finds new images "
                         "(python -m carcelery.aws.provision --events turns S3 events on)",
                         settings.queue_name(EVENTS_QUEUE))
+            self.looking = self.timer.call_repeatedly(LOOK_EVERY, self.look, (c,))
+
+    def get_consumers(self, channel):
+        if DETECT_QUEUE not in self.app.amqp.queues.consume_from or queue_url() is None:
             return []
         logger.info("events: consuming %s, runs every %.1f s or %d events",
                     settings.queue_name(EVENTS_QUEUE), settings.events_window, settings.events_batch)
         return [Consumer(channel, queues=[Queue(EVENTS_QUEUE, no_declare=True)], accept=["json"],
                          callbacks=[self.on_message], on_decode_error=self.on_decode_error,
                          prefetch_count=2 * settings.events_batch)]
+
+    def look(self, c) -> None:
+        """Consume the events queue if it exists now (``provision --events`` ran since the worker started)."""
+        try:
+            made = queue_url()
+        except Exception:  # noqa: BLE001 - SQS unreachable for now: the next look tries again
+            logger.exception("events: could not look for %s", settings.queue_name(EVENTS_QUEUE))
+            return
+        if made is None:
+            return
+        self.stop_looking()
+        self.consumers = self.get_consumers(c.connection.channel())
+        for consumer in self.consumers:
+            consumer.consume()
 
     def on_message(self, body, message) -> None:
         try:
@@ -148,11 +167,18 @@ class S3Events(bootsteps.ConsumerStep):
 
     def stop(self, c):
         self.forget()
+        self.stop_looking()
         super().stop(c)
 
     def shutdown(self, c):
         self.forget()
+        self.stop_looking()
         super().shutdown(c)
+
+    def stop_looking(self) -> None:
+        if self.looking is not None:
+            self.looking.cancel()
+            self.looking = None
 
     def forget(self) -> None:
         """Let go of the held events (sent, or their channel closes: SQS then delivers them again) and the timer."""

@@ -116,6 +116,8 @@ def wait_until(check, what, timeout=60):
 def test_uploads_and_removals_reach_output_txt_by_events(emulator, bucket, seed_dir, tmp_path):
     with own_stack(tmp_path, CARCELERY_RECOGNIZER="noop", CARCELERY_BUCKET=bucket,
                    CARCELERY_EVENTS_WINDOW="0.3") as stack:
+        # Instance A's worker, started before the events queue exists, consumes it once it does.
+        stack.start_worker("worker_a", "detect", 1)
         done = stack.run("carcelery.aws.provision", "--events")
         assert done.returncode == 0, done.stderr
         prefix = stack.env["CARCELERY_QUEUE_PREFIX"]
@@ -126,9 +128,10 @@ def test_uploads_and_removals_reach_output_txt_by_events(emulator, bucket, seed_
         assert EVENTS_DEAD_LETTER_QUEUE in json.loads(attributes["RedrivePolicy"])["deadLetterTargetArn"]
         assert json.loads(attributes["Policy"])["Statement"][0]["Condition"]["ArnEquals"] == {
             "aws:SourceArn": f"arn:aws:s3:::{bucket}"}
-        stack.start_worker("worker_a", "detect", 1)
         stack.start_worker("worker_b", "text", 1)
-        assert "events: consuming" in stack.log("worker_a") and "events: consuming" not in stack.log("worker_b")
+        wait_until(lambda: "events: consuming" in stack.log("worker_a"), "worker_a consuming the events", 30)
+        assert "events: no queue" in stack.log("worker_a")
+        assert not re.search(r"events: (no queue|consuming)", stack.log("worker_b")), "Instance B's worker stays out"
 
         # An upload becomes a line; S3's test event (sent when provision set the notification) does nothing.
         s3.put_object(Bucket=bucket, Key="1.jpg", Body=(seed_dir / "1.jpg").read_bytes())
