@@ -60,6 +60,7 @@ task_default_queue = TEXT_QUEUE
 task_routes = {
     "carcelery.tasks.detect_car": {"queue": DETECT_QUEUE},
     "carcelery.tasks.scan_bucket": {"queue": DETECT_QUEUE},
+    "carcelery.tasks.apply_events": {"queue": DETECT_QUEUE},
     "carcelery.tasks.recognize_text": {"queue": TEXT_QUEUE},
     "carcelery.tasks.terminate": {"queue": TEXT_QUEUE},
     "carcelery.tasks.watch_run": {"queue": TEXT_QUEUE},

@@ -3,6 +3,9 @@
 Adds one worker option, ``--stop-on-terminator``: the assignment's Instance B
 stopped when it read ``-1``; with this option a worker shuts down (warm) after
 the run's terminator task. Off by default, so a worker serves run after run.
+
+Adds one consumer step, ``carcelery.events.S3Events``: Instance A's worker
+consumes S3's event notifications once ``provision --events`` has made their queue.
 """
 
 import os
@@ -28,3 +31,7 @@ class StopOnTerminator(bootsteps.Step):
 
 
 app.steps["worker"].add(StopOnTerminator)
+
+from .events import S3Events  # noqa: E402 - after the app: the step module's imports need no app
+
+app.steps["consumer"].add(S3Events)

@@ -56,12 +56,15 @@ def _task(name: str, *args, **options):
 
 
 def dispatch(bucket: str, prefix: str = "", force: bool = False, stream: TextIO | None = None,
-             if_empty: bool = True) -> dict:
+             if_empty: bool = True, found: Iterable[S3Image] | None = None, keys: list[str] | None = None) -> dict:
     """List ``bucket`` under ``prefix`` and send the run.
 
     Parameters:
       bucket, prefix: where the images are.
       force: send images already dispatched with the same ETag too.
+      found: these images instead of the bucket's listing (those S3 events announced).
+      keys: the keys whose records the run changes (``found``'s, and those removed): the terminator
+        then updates the outputs with them alone (``pipeline.index``); None: a run of the whole bucket.
       stream: where to show progress while listing and sending (None: nowhere).
       if_empty: with nothing to recognize, send the terminator alone (it writes
         the files again); otherwise send nothing (the beat's scans).
@@ -82,7 +85,8 @@ def dispatch(bucket: str, prefix: str = "", force: bool = False, stream: TextIO 
     run = {"id": uuid.uuid4().hex[:12], "bucket": bucket, "prefix": prefix, "images": 0, "skipped": 0,
            "skipped_by_reason": collections.Counter()}
     # Immutable: the terminator reads the records from the store, not the parts' results.
-    body = _task("terminate", {k: run[k] for k in ("id", "bucket", "prefix")}, immutable=True)
+    ended = {k: run[k] for k in ("id", "bucket", "prefix")}
+    body = _task("terminate", ended if keys is None else {**ended, "keys": keys}, immutable=True)
     terminator, group_id = body.freeze(uuid.uuid4().hex), uuid.uuid4().hex
     listing = Progress("listed", stream=stream) if stream else None
     sending, held = None, None
@@ -111,7 +115,7 @@ def dispatch(bucket: str, prefix: str = "", force: bool = False, stream: TextIO 
         # Sent (the batches flushed): recorded, so that a failed send leaves them to the next scan.
         ledger.record(images + ([last] if last else []), run["id"])
 
-    for chunk, final in _chunks(images.list_images(bucket, prefix, run["skipped_by_reason"])):
+    for chunk, final in _chunks(images.list_images(bucket, prefix, run["skipped_by_reason"]) if found is None else found):
         if listing:
             listing.update(listing.done + len(chunk))
         todo = ledger.new(chunk, force)

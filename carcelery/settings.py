@@ -22,7 +22,9 @@ read here is in it).
 | CARCELERY_RESULT_EXPIRES  | 86400                       | seconds the result backend keeps what it writes (tasks' results, chords' counters; Celery's ``result_expires``); DynamoDB's TTL deletes it after that (within days). Longer than a run |
 | CARCELERY_LEDGER_TABLE    | carcelery-ledger            | DynamoDB table of the images already dispatched (key, ETag) |
 | CARCELERY_RECORDS_TABLE   | carcelery-records           | DynamoDB table of every image's result record, by bucket and key; the outputs are made from it |
-| CARCELERY_SCAN_INTERVAL   | 60                          | seconds between the beat's scans for new images |
+| CARCELERY_SCAN_INTERVAL   | 60; 3600 with S3 events     | seconds between the beat's scans for new images; once ``provision --events`` has made the events queue, the scan is the backfill (what events missed: while they were off, removals too), every hour unless set |
+| CARCELERY_EVENTS_WINDOW   | 1                           | S3 events: seconds a run gathers events after its first one, before it is sent |
+| CARCELERY_EVENTS_BATCH    | 100                         | S3 events: a run is sent at once when it holds this many events |
 | CARCELERY_RECOGNIZER      | local                       | ``local``, ``rekognition``, ``noop`` or ``latency`` |
 | CARCELERY_CAR_THRESHOLD   | the recognizer's own (local 70, rekognition 90) | car confidence (0-100) at or above which an image holds a car |
 | CARCELERY_TEXT_REGION     | vehicles                    | where a car image's text is read: ``vehicles`` (its cars' and plates' boxes; the whole image if it has none) or ``image`` (all of it, signs and watermarks too) |
@@ -72,6 +74,11 @@ SWITCH = {"on": True, "1": True, "true": True, "off": False, "0": False, "false"
 DETECT_QUEUE = "detect"  # Instance A: car detection
 TEXT_QUEUE = "text"      # Instance B: text recognition and the -1 terminator
 DEAD_LETTER_QUEUE = "dead-letter"  # where SQS moves a message received too often
+# S3's event notifications (python -m carcelery.aws.provision --events), read by Instance A's worker.
+EVENTS_QUEUE = "events"
+EVENTS_DEAD_LETTER_QUEUE = "events-dead-letter"  # events that are not S3 events, with why
+# The beat's interval once events come: it is the backfill then.
+BACKFILL_INTERVAL = 3600.0
 
 # The emulator accepts any credentials; these are not secrets, and using fixed
 # ones keeps real credentials from the environment away from it.
@@ -147,6 +154,9 @@ class Settings:
     records_table: str = "carcelery-records"
     result_expires: int = 86400
     scan_interval: float = 60.0
+    scan_interval_set: bool = False
+    events_window: float = 1.0
+    events_batch: int = 100
     recognizer: str = "local"
     car_threshold: float | None = None
     text_region: str = "vehicles"
@@ -196,6 +206,9 @@ class Settings:
             records_table=env.get("CARCELERY_RECORDS_TABLE") or cls.records_table,
             result_expires=result_expires,
             scan_interval=_number(env, "CARCELERY_SCAN_INTERVAL", cls.scan_interval, float),
+            scan_interval_set=bool(env.get("CARCELERY_SCAN_INTERVAL")),
+            events_window=_number(env, "CARCELERY_EVENTS_WINDOW", cls.events_window, float),
+            events_batch=_number(env, "CARCELERY_EVENTS_BATCH", cls.events_batch),
             recognizer=recognizer,
             car_threshold=threshold,
             text_region=_choice(env, "CARCELERY_TEXT_REGION", cls.text_region, TEXT_REGIONS),

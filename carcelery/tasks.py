@@ -7,7 +7,8 @@ The chord's callback, ``terminate``, is the ``-1`` terminator: Instance B
 writes the run's outputs from the records table when it arrives. Images
 without a car never reach Instance B's queue. ``watch_run`` ends a run whose
 parts stopped coming (``carcelery.pipeline.runs``). ``scan_bucket`` is the beat's
-periodic scan for new images.
+periodic scan for new images; ``apply_events`` makes runs of S3's events
+(``carcelery.pipeline.stream``), gathered by Instance A's worker (``carcelery.events``).
 
 A task never raises for a bad image, a permanent AWS error or a bug: it
 stores a record with ``error`` set, at once, so the chord still completes and
@@ -30,7 +31,8 @@ from celery.signals import worker_init, worker_process_init
 from celery.utils.log import get_task_logger
 
 from . import aws, recognizers
-from .pipeline import costs, outputs, records, results, runs, images
+from . import events as s3events
+from .pipeline import costs, outputs, records, results, runs, images, stream
 from .pipeline.printable import printable
 from .aws import errors
 from .app import app
@@ -180,7 +182,8 @@ def terminate(run: dict) -> dict:
     """Instance B, the ``-1`` terminator: write the run's output.txt, results.jsonl and report.html.
 
     They are made from the records table, a record at a time: every image of
-    the run's bucket (and prefix) the store knows, this run's and earlier ones'.
+    the run's bucket (and prefix) the store knows, this run's and earlier ones';
+    a run of S3 events (its ``keys`` named) reads its own records alone (``pipeline.index``).
     The calls and their cost are this run's.
 
     Returns:
@@ -244,7 +247,31 @@ def watch_run(run: dict, group_id: str, terminator_id: str, parts_seen: int = -1
 def scan_bucket() -> dict:
     """The beat's scan: dispatch the images that are new or changed since they were last dispatched.
 
+    With S3 events on (their queue exists), the backfill: the same, and the
+    records of images no longer in the bucket removed (``stream.backfill``).
+
     Nothing new, nothing sent: a terminator alone would write the bucket's files again at every scan.
     """
+    if s3events.queue_url() is not None:
+        # Events find what is new within seconds; this is the backfill (removals too).
+        run = stream.backfill(settings.bucket, settings.key_prefix)
+        return {key: run[key] for key in ("id", "images", "skipped", "removed")}
     run = dispatch(settings.bucket, settings.key_prefix, if_empty=False)
     return {key: run[key] for key in ("id", "images", "skipped")}
+
+
+@app.task(bind=True, name="carcelery.tasks.apply_events", max_retries=MAX_RETRIES)
+def apply_events(self, batch: list[dict]) -> dict:
+    """Instance A: a batch of S3 events (``carcelery.pipeline.events``) applied: removals, and one run of what is new."""
+    try:
+        done = stream.apply(batch)
+    except Exception as exc:  # noqa: BLE001 - sorted below into permanent and transient
+        reason = errors.explain(exc, settings.bucket)
+        if reason is not None:
+            # The events are lost for now; the beat's next scan (the backfill) finds their images.
+            logger.error("events: %d dropped: %s", len(batch), reason)
+            return {"runs": [], "images": 0, "removed": 0, "dropped": len(batch), "error": reason}
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries))
+    logger.info("events: %d in, runs %s: %d images sent, %d removed, %d dropped (duplicates, older, not images)",
+                len(batch), ",".join(done["runs"]) or "-", done["images"], done["removed"], done["dropped"])
+    return done

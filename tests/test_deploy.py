@@ -27,7 +27,8 @@ from carcelery import aws
 from carcelery.pipeline import ledger, records, results
 from carcelery.aws import provision
 from carcelery.embedded.demo import ROOT, Stack
-from carcelery.settings import DEAD_LETTER_QUEUE, DETECT_QUEUE, TEXT_QUEUE, Settings
+from carcelery.settings import (DEAD_LETTER_QUEUE, DETECT_QUEUE, EVENTS_DEAD_LETTER_QUEUE, EVENTS_QUEUE, TEXT_QUEUE,
+                                Settings)
 
 DEPLOY = ROOT / "deploy"
 TEMPLATE = DEPLOY / "carcelery.yaml"
@@ -431,7 +432,41 @@ def test_stack_creates_everything_and_the_pipeline_runs_on_it(emulator, key_pair
     assert sorted(sqs.list_queues(QueueNamePrefix=prefix)["QueueUrls"]) == sorted(urls.values())
     tables = [t for page in dynamodb.get_paginator("list_tables").paginate() for t in page["TableNames"]]
     assert sorted(t for t in tables if t.startswith(prefix)) == sorted(keys)
-    assert dynamodb.scan(TableName=outputs["LedgerTable"], Select="COUNT")["Count"] == 10
+    # One item per image, and the outputs' version (pipeline/index.py).
+    assert dynamodb.scan(TableName=outputs["LedgerTable"], Select="COUNT")["Count"] == 11
+
+
+def test_stack_makes_a_bucket_whose_events_reach_the_events_queue(emulator, key_pair):
+    prefix, made = f"e{uuid.uuid4().hex[:8]}-", f"events-{uuid.uuid4().hex[:12]}"
+    outputs, resources = deploy(f"stack-{prefix[:-1]}", NamePrefix=prefix, Bucket=made, MakeBucket="true")
+    sqs, s3 = aws.client("sqs"), aws.client("s3")
+    url = sqs.get_queue_url(QueueName=f"{prefix}{EVENTS_QUEUE}")["QueueUrl"]
+    assert outputs["EventsQueueUrl"].endswith(f"/{prefix}{EVENTS_QUEUE}") and resources["ImagesBucket"] == made
+    got = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert got["SqsManagedSseEnabled"] == "true" and got["MaximumMessageSize"] == "262144"
+    assert json.loads(got["RedrivePolicy"])["deadLetterTargetArn"].endswith(f":{prefix}{EVENTS_DEAD_LETTER_QUEUE}")
+    # The queue's policy: moto makes no AWS::SQS::QueuePolicy (test_template_events_policy_is_provisions).
+    notified = s3.get_bucket_notification_configuration(Bucket=made)["QueueConfigurations"]
+    assert sorted(e for n in notified for e in n["Events"]) == ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]
+    assert {n["QueueArn"] for n in notified} == {got["QueueArn"]}
+    s3.put_object(Bucket=made, Key="my car.jpg", Body=b"x")
+    bodies = [json.loads(m["Body"]) for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10,
+                                                                    WaitTimeSeconds=1).get("Messages", [])]
+    assert any(r["s3"]["object"]["key"] == "my+car.jpg" for b in bodies for r in b.get("Records", []))
+
+
+def test_template_events_policy_is_provisions():
+    policy = template()["Resources"]["EventsQueuePolicy"]["Properties"]["PolicyDocument"]
+    values = {"Bucket": "photos", "AWS::Partition": "aws"}
+    made = provision.events_policy({"Fn::GetAtt": ["EventsQueue", "Arn"]}, "photos", {"Ref": "AWS::AccountId"})
+    assert resolve(policy, values) == made
+
+
+def test_stack_without_make_bucket_makes_no_events_queue():
+    resources = template()["Resources"]
+    made = [name for name, r in resources.items() if r.get("Condition") == "MakeBucket"]
+    assert sorted(made) == ["EventsDeadLetterQueue", "EventsQueue", "EventsQueuePolicy", "ImagesBucket"]
+    assert template()["Parameters"]["MakeBucket"]["Default"] == "false"
 
 
 def test_stack_with_an_existing_instance_profile_creates_no_role(emulator, key_pair):

@@ -12,7 +12,7 @@ import boto3
 import pytest
 
 from carcelery import aws
-from carcelery.pipeline import outputs, report, results
+from carcelery.pipeline import index, outputs, report, results
 from carcelery.embedded.demo import ROOT, Stack
 from test_pipeline import dispatch, output, own_stack, records
 
@@ -83,7 +83,7 @@ def test_odd_keys_stay_inside_the_output_folder(pipeline, bucket, seed_dir):
     assert any(re.match(r"voiture-é/ünïcode 7\.jpg: .*LP 610 LB$", line) for line in lines), lines
     assert sorted(p.name for p in pipeline.output_dir.parent.iterdir()) == before
     assert sorted(p.name for p in pipeline.output_dir.iterdir()) == sorted(
-        [results.OUTPUT, results.RESULTS, report.REPORT, outputs.LATEST, outputs.RUNS])
+        [results.OUTPUT, results.RESULTS, report.REPORT, outputs.LATEST, outputs.RUNS, index.INDEX])
     (run,) = [p for p in (pipeline.output_dir / outputs.RUNS).iterdir() if p.name in done.stdout]
     assert sorted(p.name for p in run.iterdir()) == sorted([results.OUTPUT, results.RESULTS, report.REPORT])
 

@@ -8,6 +8,7 @@ import contextlib
 import fnmatch
 import json
 import re
+import time
 import urllib.parse
 import urllib.request
 
@@ -16,7 +17,7 @@ from test_pipeline import dispatch, own_stack
 
 from carcelery import aws
 from carcelery.aws import provision
-from carcelery.pipeline import images
+from carcelery.pipeline import images, results
 
 REGION, ACCOUNT = "us-east-1", "123456789012"
 
@@ -145,6 +146,18 @@ def test_the_policies_are_exactly_what_provisioning_and_the_running_pipeline_cal
             done = dispatch(stack)
             assert done.returncode == 0, done.stderr
             assert dispatch(stack).returncode == 0  # a second run: the ledger's refusals too
+            # S3 events, turned on by the bucket's owner (not recorded: the role configures no bucket),
+            # then consumed by Instance A's worker: its calls are recorded.
+            recorder(emulator, "stop-recording")
+            assert stack.run("carcelery.aws.provision", "--events").returncode == 0
+            stack.stop("worker_a")
+            stack.start_worker("worker_a", "detect", 1)
+            recorder(emulator, "start-recording")
+            aws.client("s3").put_object(Bucket=bucket, Key="new.jpg", Body=(seed_dir / "1.jpg").read_bytes())
+            deadline = time.monotonic() + 120
+            while not any(r["image"] == "new.jpg" for r in results.read_records(stack.output_dir)):
+                assert time.monotonic() < deadline, "new.jpg's record did not come by its S3 event"
+                time.sleep(0.5)
             # Broadcasts (remote control here, events while someone watches) are SNS publishes.
             ping = stack.run("celery", "-A", "carcelery", "inspect", "ping", "--timeout", "10")
             assert ping.returncode == 0 and "worker_b@" in ping.stdout, ping.stdout + ping.stderr

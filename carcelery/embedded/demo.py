@@ -4,13 +4,19 @@ Starts the emulator and Instance A's and Instance B's workers as real
 processes, runs the real dispatcher over a folder of images, waits for the
 terminator, prints output.txt, and ends the processes it started (by PID).
 
-    python -m carcelery.embedded.demo [FOLDER]     # default: ../shared/images/seed
+    python -m carcelery.embedded.demo [FOLDER]          # default: ../shared/images/seed
+    python -m carcelery.embedded.demo --watch [FOLDER]  # S3 events: upload one by one, print each line as it lands
+
+With ``--watch`` nothing is dispatched: ``provision --events`` turns the
+bucket's event notifications on, the images are uploaded one at a time, and
+each line of output.txt is printed as S3's events bring it.
 
 ``Stack`` is also what the integration tests and the benchmark start.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import subprocess
@@ -137,9 +143,60 @@ class Stack:
         self.stop()
 
 
+def watch(stack: Stack, folder: Path, pause: float = 1.0, timeout: float = 300) -> int:
+    """Turn S3 events on, start both workers, upload ``folder``'s images one by one, print each line as it lands.
+
+    Raises:
+      StackError: a worker did not start.
+
+    Returns:
+      The exit code: 0, or 1 (provisioning failed), 3 (an image had no record within ``timeout`` seconds).
+    """
+    from ..aws import client
+    from ..pipeline.images import is_image_key
+
+    done = stack.run("carcelery.aws.provision", "--events")
+    if done.returncode:
+        print(done.stderr, end="", file=sys.stderr)
+        return 1
+    print(done.stdout.splitlines()[-1], flush=True)
+    # After the events queue is made: Instance A's worker consumes it from its start.
+    stack.start_worker("worker_a", DETECT_QUEUE)
+    stack.start_worker("worker_b", TEXT_QUEUE)
+    names = sorted((p.name for p in folder.iterdir() if is_image_key(p.name)), key=results.natural_key)
+    printed: set[str] = set()
+
+    def show() -> None:
+        for record in results.read_records(stack.output_dir):
+            line = results.output_line(record)
+            if record["image"] not in printed and line is not None:
+                printed.add(record["image"])
+                print(f"  {line}", flush=True)
+
+    s3 = client("s3")
+    for name in names:
+        print(f"uploading {name}", flush=True)
+        s3.upload_file(str(folder / name), settings.bucket, settings.key_prefix + name)
+        time.sleep(pause)
+        show()
+    deadline = time.monotonic() + timeout
+    while len({r["image"] for r in results.read_records(stack.output_dir)} & set(names)) < len(names):
+        if time.monotonic() > deadline:
+            print(f"error: not every image had a record within {timeout:.0f} s; logs in {stack.workdir}", file=sys.stderr)
+            return 3
+        time.sleep(0.2)
+        show()
+    show()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    folder = Path(argv[0]) if argv else SEED_IMAGES
+    parser = argparse.ArgumentParser(prog="python -m carcelery.embedded.demo", description=__doc__.split("\n")[0])
+    parser.add_argument("folder", nargs="?", type=Path, default=SEED_IMAGES, help="images (default: the seed images)")
+    parser.add_argument("--watch", action="store_true",
+                        help="S3 events: upload the images one by one and print each line as it lands")
+    args = parser.parse_args(argv)
+    folder = args.folder
     if not folder.is_dir():
         print(f"error: {folder} is not a folder of images; pass one: python -m carcelery.embedded.demo FOLDER",
               file=sys.stderr)
@@ -148,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     with Stack(output_dir / "logs", {"CARCELERY_OUTPUT_DIR": str(output_dir)}) as stack:
         print(f"starting the emulator and both workers (logs in {stack.workdir})", flush=True)
         try:
+            if args.watch:
+                stack.start_emulator()
+                return watch(stack, folder)
             stack.start_all()
         except StackError as exc:
             print(f"error: {exc}", file=sys.stderr)

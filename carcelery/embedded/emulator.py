@@ -403,6 +403,89 @@ def _sqs_message_move_tasks() -> None:
     _add(responses.SQSResponse, "list_message_move_tasks", list_message_move_tasks)
 
 
+def _s3_event_sequencer() -> None:
+    """Feature. Replaces ``moto.s3.notifications._get_s3_event``: its events get a ``sequencer``.
+
+    S3 puts a ``sequencer`` in every object event (hex digits; of two events
+    of one key, the later one's is greater), and the events' consumer orders
+    events by it (``carcelery.pipeline.events``); moto 5.2.5's events carry
+    none. Here each gets one, from the clock in nanoseconds, always
+    increasing: the emulator makes its events one request at a time.
+    """
+    from moto.s3 import notifications
+
+    made = replaced(notifications, "_get_s3_event")
+    last = [0]
+
+    def with_sequencer(event_name, bucket, key, notification_id):
+        event = made(event_name, bucket, key, notification_id)
+        last[0] = max(last[0] + 1, time.time_ns())
+        event["Records"][0]["s3"]["object"]["sequencer"] = f"{last[0]:018X}"
+        return event
+
+    _replace(notifications, "_get_s3_event", with_sequencer)
+
+
+def _cloudformation_s3_events() -> None:
+    """Feature. Replaces ``moto.s3.models.FakeBucket.create_from_cloudformation_json``; adds AWS::SQS::QueuePolicy.
+
+    moto 5.2.5's CloudFormation makes a bucket without its
+    NotificationConfiguration and knows no AWS::SQS::QueuePolicy: the
+    template's S3 events (deploy/carcelery.yaml, MakeBucket) would be made on
+    the emulator without the two things that make them work. Here a bucket
+    gets its queue notifications (as PutBucketNotificationConfiguration sets
+    them, test event included), and a queue policy becomes its queues' Policy
+    (moto's CloudFormation finds models among ``CloudFormationModel``'s subclasses).
+    """
+    import json
+
+    from moto.core.common_models import CloudFormationModel
+    from moto.s3 import models
+    from moto.sqs.models import sqs_backends
+
+    made = replaced(models.FakeBucket, "create_from_cloudformation_json")
+
+    def with_notifications(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs):
+        bucket = made(resource_name, cloudformation_json, account_id, region_name, **kwargs)
+        queues = cloudformation_json.get("Properties", {}).get("NotificationConfiguration", {}).get(
+            "QueueConfigurations", [])
+        if queues:
+            bucket.set_notification_configuration({"QueueConfiguration": [
+                {"Queue": q["Queue"], "Event": [q["Event"]], "Id": f"{resource_name}-{n}"} for n, q in enumerate(queues)]})
+        return bucket
+
+    _replace(models.FakeBucket, "create_from_cloudformation_json", classmethod(with_notifications))
+
+    class QueuePolicy(CloudFormationModel):
+        # moto's model metaclass files a model under its module's second name: not "__main__" (``-m``).
+        __module__ = "carcelery.embedded.emulator"
+
+        def __init__(self, name: str):
+            self.physical_resource_id = name
+
+        @staticmethod
+        def cloudformation_name_type() -> str:
+            return ""
+
+        @staticmethod
+        def cloudformation_type() -> str:
+            return "AWS::SQS::QueuePolicy"
+
+        @classmethod
+        def create_from_cloudformation_json(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs):
+            properties = cloudformation_json["Properties"]
+            for url in properties["Queues"]:
+                sqs_backends[account_id][region_name].set_queue_attributes(
+                    url.rsplit("/", 1)[-1], {"Policy": json.dumps(properties["PolicyDocument"])})
+            return cls(resource_name)
+
+    _QUEUE_POLICY.append(QueuePolicy)
+
+
+# The model class the patch above made (once: moto lists the subclasses of CloudFormationModel).
+_QUEUE_POLICY: list = []
+
+
 # The patches for speed, by name (``python -m bench.emulator_patches`` leaves each out in turn).
 SPEED = {
     "sqs_clock": _sqs_clock,
@@ -427,6 +510,9 @@ def application(leave_out: Collection[str] = ()) -> Callable:
         else:
             patch()
     _sqs_message_move_tasks()
+    _s3_event_sequencer()
+    if not _QUEUE_POLICY:
+        _cloudformation_s3_events()
     return _one_request_at_a_time(dispatcher)(create_backend_app)
 
 

@@ -6,6 +6,11 @@ Reads and writes go in batches (100 and 25 items per request, DynamoDB's
 limits): one request per image would make dispatching as slow as recognizing.
 Two dispatchers racing over the same new image may both send it; the results
 are idempotent, so that costs a recognition, not a wrong output.
+
+An image announced by an S3 event is recorded with the event's ``sequencer``,
+and a removed one stays as a mark (no ETag, the removal's sequencer): an event
+older than what the ledger holds for its key, or the same one again, is
+known as such (``entries``).
 """
 
 from __future__ import annotations
@@ -27,11 +32,20 @@ def _chunks(items: list, size: int) -> Iterable[list]:
     return (items[i:i + size] for i in range(0, len(items), size))
 
 
+def entries(images: list[S3Image]) -> dict[str, dict[str, str]]:
+    """What the ledger holds of ``images``, by "<bucket>/<key>": ``etag`` ("" once removed), ``sequencer`` ("" if none).
+
+    Raises:
+      botocore.exceptions.ClientError: the table is missing or not readable.
+    """
+    keys = [{KEY: {"S": k}} for k in sorted({_key(i) for i in images})]
+    return {item[KEY]["S"]: {"etag": item["etag"]["S"], "sequencer": item.get("sequencer", {}).get("S", "")}
+            for item in aws.batch_get(aws.client("dynamodb"), settings.ledger_table, keys)}
+
+
 def dispatched(images: list[S3Image]) -> dict[str, str]:
     """The ETag each of ``images`` had when it was last dispatched, by "<bucket>/<key>"."""
-    keys = [{KEY: {"S": k}} for k in sorted({_key(i) for i in images})]
-    return {item[KEY]["S"]: item["etag"]["S"]
-            for item in aws.batch_get(aws.client("dynamodb"), settings.ledger_table, keys)}
+    return {key: entry["etag"] for key, entry in entries(images).items()}
 
 
 def new(images: list[S3Image], force: bool = False) -> list[S3Image]:
@@ -55,6 +69,20 @@ def record(images: list[S3Image], run_id: str) -> None:
     """
     dynamodb = aws.client("dynamodb")
     for chunk in _chunks(images, aws.WRITE_BATCH):
-        aws.batch_write(dynamodb, settings.ledger_table, [
-            {"PutRequest": {"Item": {KEY: {"S": _key(i)}, "etag": {"S": i.etag}, "run": {"S": run_id}}}}
-            for i in chunk])
+        aws.batch_write(dynamodb, settings.ledger_table, [{"PutRequest": {"Item": _item(i, run_id)}} for i in chunk])
+
+
+def removed(images: list[S3Image]) -> None:
+    """Mark ``images`` removed from their bucket (each with its removal's sequencer): a scan or event finds them new.
+
+    Raises:
+      botocore.exceptions.ClientError: the table is missing or not writable.
+    """
+    record([S3Image(i.bucket, i.key, "", 0, i.sequencer) for i in images], "")
+
+
+def _item(image: S3Image, run_id: str) -> dict:
+    item = {KEY: {"S": _key(image)}, "etag": {"S": image.etag}, "run": {"S": run_id}}
+    if image.sequencer:
+        item["sequencer"] = {"S": image.sequencer}
+    return item

@@ -5,9 +5,17 @@
       latest -> runs/<run id>                  (the run that ended last)
       output.txt, results.jsonl, report.html -> latest/...
 
+      index/                                   the records in segments (``index``)
+
 With CARCELERY_OUTPUT_URI=s3://bucket/prefix the three files are also uploaded
 to ``<prefix>runs/<run id>/`` and ``<prefix>latest/``, where every host and
 user can read them (the folder is on whichever Instance B host ran the terminator).
+
+The files are made through the index: a run of S3 events (one that names its
+keys) updates it with its own records, and its report shows its own images;
+another run rebuilds it from the records table. A run of events every second
+would leave a folder a second: the folders of such runs are kept for the last
+KEEP_EVENT_RUNS of them.
 """
 
 from __future__ import annotations
@@ -15,13 +23,17 @@ from __future__ import annotations
 import mimetypes
 import os
 import re
+import shutil
 import uuid
 from pathlib import Path
+from typing import Iterator
 
 from .. import aws
-from . import costs, records, results, images
+from . import costs, index, records, results, images
 
 RUNS, LATEST = "runs", "latest"
+KEEP_EVENT_RUNS = 10
+EVENT_RUN = ".keys"  # in a run's folder: the run named its keys (a run of S3 events)
 FILES = (results.OUTPUT, results.RESULTS, results.REPORT)
 
 
@@ -46,12 +58,23 @@ def _upload(folder: Path, uri: str, run_id: str) -> str:
     return f"s3://{bucket}/{prefix}{RUNS}/{run_id}/"
 
 
+def run_records(run: dict, folder: Path) -> Iterator[dict]:
+    """The records a run changed, in natural order: a run of events' own (its keys'), or all of ``folder``'s."""
+    if "keys" not in run:
+        return results.read_records(folder)
+    now = records.get(run["bucket"], run["keys"])
+    return (now[order] for order in sorted(now) if now[order] is not None)
+
+
+def _prune(runs: Path) -> None:
+    """Delete the folders of runs of events but the last KEEP_EVENT_RUNS (``latest`` is the last)."""
+    made = sorted((p for p in runs.iterdir() if (p / EVENT_RUN).exists()), key=lambda p: p.stat().st_mtime)
+    for old in made[:-KEEP_EVENT_RUNS]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def write(run: dict, root: Path, uri: str = "") -> dict:
     """Write run ``run``'s files from the records table into ``root`` (and to ``uri``); the run's summary.
-
-    The files describe the bucket (prefix) as the records table knows it, this
-    run's records and earlier ones'; the summary's ``calls`` (per API,
-    ``costs.count``) are those of this run's records only.
 
     Raises:
       ValueError: the run's id is not one the dispatcher makes (it names a folder).
@@ -60,26 +83,44 @@ def write(run: dict, root: Path, uri: str = "") -> dict:
     if not re.fullmatch(r"[0-9a-f]{12}", run["id"]):
         raise ValueError(f"run id {run['id']!r} is not 12 hex digits; runs are made by python -m carcelery.dispatch")
     folder = root / RUNS / run["id"]
+    bucket, prefix = run["bucket"], run.get("prefix", "")
     calls = costs.calls()
 
-    def bucket_records():
-        # The files hold every record of the bucket; the calls counted are this run's.
-        for run_id, record in records.with_runs(run["bucket"], run.get("prefix", "")):
+    def counted(pairs: Iterator[tuple[str, dict]]) -> Iterator[dict]:
+        # (run id, record): the records, the calls counted of this run's.
+        for run_id, record in pairs:
             if run_id == run["id"]:
                 costs.count(calls, record)
             yield record
 
-    counts = results.write(folder, bucket_records())
+    epoch, version = index.claim(bucket, prefix)
+    with index.locked(index.folder(root, bucket, prefix)) as held:
+        if "keys" in run and (held.epoch, held.version) == (epoch, version - 1):
+            changed = records.get(bucket, run["keys"])
+            for record in changed.values():
+                if record is not None:
+                    costs.count(calls, record)
+            index.update(held, changed)
+        elif held.epoch != epoch or held.version < version:
+            index.rebuild(held, counted(records.with_runs(bucket, prefix)))
+        else:  # a later run's rebuild holds this one's records already: its calls, counted
+            for _ in counted(records.with_runs(bucket, prefix)):
+                pass
+        held.epoch, held.version = epoch, max(held.version, version)
+        counts = index.join(held, folder)
     # Imported here: the dispatcher imports the tasks for their names, and the
     # report's imaging libraries would add a seventh of a second to its start.
     from . import report
 
-    page = report.write(folder, run["id"], results.read_records(folder), counts,
+    page = report.write(folder, run["id"], run_records(run, folder), counts,
                         read=lambda r: images.read(r["bucket"], r["key"]))
     _link(root / LATEST, Path(RUNS) / run["id"])
     for name in FILES:
         if not (root / name).is_symlink():
             _link(root / name, Path(LATEST) / name)
+    if "keys" in run:
+        (folder / EVENT_RUN).touch()
+        _prune(root / RUNS)
     return {
         "run": run["id"], "bucket": run["bucket"], "prefix": run.get("prefix", ""),
         "images": counts["images"], "cars": counts["cars"], "lines": counts["lines"],

@@ -67,16 +67,37 @@ def put_pending(images: Iterable[S3Image], run_id: str) -> None:
     Raises:
       botocore.exceptions.ClientError: the table is missing or not writable.
     """
+    put_many((results.failure(image.key, "pending", f"no result yet (run {run_id})",
+                              bucket=image.bucket, key=image.key, etag=image.etag) for image in images),
+             run_id, pending=True)
+
+
+def put_many(found: Iterable[dict], run_id: str, pending: bool = False) -> None:
+    """Store records ``found`` of run ``run_id``, WRITE_BATCH per request (``pending``: not results yet).
+
+    Raises:
+      botocore.exceptions.ClientError: the table is missing or not writable.
+    """
     dynamodb, chunk = aws.client("dynamodb"), []
-    for image in images:
-        record = results.failure(image.key, "pending", f"no result yet (run {run_id})",
-                                 bucket=image.bucket, key=image.key, etag=image.etag)
-        chunk.append({"PutRequest": {"Item": _item(record, run_id, pending=True)}})
+    for record in found:
+        chunk.append({"PutRequest": {"Item": _item(record, run_id, pending=pending)}})
         if len(chunk) == aws.WRITE_BATCH:
             aws.batch_write(dynamodb, settings.records_table, chunk)
             chunk = []
     if chunk:
         aws.batch_write(dynamodb, settings.records_table, chunk)
+
+
+def delete(images: Iterable[S3Image]) -> None:
+    """Delete the records of ``images`` (removed from their bucket): their lines leave the outputs at the next run.
+
+    Raises:
+      botocore.exceptions.ClientError: the table is missing or not writable.
+    """
+    requests = [{"DeleteRequest": {"Key": {HASH: {"S": i.bucket}, RANGE: {"S": order(i.key)}}}} for i in images]
+    dynamodb = aws.client("dynamodb")
+    for start in range(0, len(requests), aws.WRITE_BATCH):
+        aws.batch_write(dynamodb, settings.records_table, requests[start:start + aws.WRITE_BATCH])
 
 
 def _items(bucket: str, prefix: str) -> Iterator[tuple[dict, dict]]:
@@ -99,6 +120,19 @@ def read(bucket: str, prefix: str = "") -> Iterator[dict]:
 def with_runs(bucket: str, prefix: str = "") -> Iterator[tuple[str, dict]]:
     """(run id, record) of ``bucket``'s records, as ``read``: the run that wrote each one with it."""
     return ((item["run"]["S"], record) for item, record in _items(bucket, prefix))
+
+
+def get(bucket: str, keys: Iterable[str]) -> dict[str, dict | None]:
+    """The records of ``bucket``'s ``keys`` now, by ``order`` of each key: None for a key without one (removed).
+
+    Raises:
+      botocore.exceptions.ClientError: the table is missing or not readable.
+    """
+    found: dict[str, dict | None] = {order(key): None for key in keys}
+    wanted = [{HASH: {"S": bucket}, RANGE: {"S": at}} for at in found]
+    for item in aws.batch_get(aws.client("dynamodb"), settings.records_table, wanted):
+        found[item[RANGE]["S"]] = json.loads(item["record"]["S"])
+    return found
 
 
 def pending(bucket: str, run_id: str, prefix: str = "") -> Iterator[dict]:
