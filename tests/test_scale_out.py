@@ -9,7 +9,7 @@ import sys
 import time
 import uuid
 
-from test_faults import wait_for_log
+from test_monitoring import wait_for
 from test_pipeline import dispatch
 
 from carcelery import aws
@@ -60,10 +60,10 @@ def test_three_b_workers_one_stopped_warm_one_killed_give_a_one_worker_runs_outp
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         # Scale-in in the middle: TERM to the worker's main process only (systemd's KillMode=mixed),
         # Celery's warm shutdown; it ends by itself, having finished what it runs.
-        wait_for_log(b2, "b2", r"(?s)(stage=text.*){10}")
+        wait_for(lambda: len(recognized(b2, "b2")) >= 10, timeout=120)
         b2.procs["b2"].send_signal(signal.SIGTERM)
         assert b2.procs["b2"].wait(60) == 0, b2.log("b2")[-3000:]
-        wait_for_log(b3, "b3", r"(?s)(stage=text.*){20}")
+        wait_for(lambda: len(recognized(b3, "b3")) >= 20, timeout=120)
         b3.kill("b3", signal.SIGKILL)
         out, err = run.communicate(timeout=300)
         assert run.returncode == 0, out + err
@@ -99,10 +99,10 @@ def test_three_b_workers_one_stopped_warm_one_killed_give_a_one_worker_runs_outp
 
 
 def test_a_worker_stopped_warm_deletes_what_it_finished_and_gives_back_what_it_had_not_started(emulator, tmp_path):
-    """4 threads, 12 tasks of 1.5 s: stopped while it runs 4 and holds 4 more, it finishes the 4 and
+    """4 threads, 12 tasks of 3 s: stopped while it runs 4 and holds 4 more, it finishes the 4 and
     deletes their messages; the 4 held and the 4 never received are visible at once, nothing is in flight."""
     prefix = f"t{uuid.uuid4().hex[:8]}-"
-    env = {**SETTINGS, "CARCELERY_LATENCY": "1.5", "CARCELERY_LATENCY_JITTER": "0", "CARCELERY_QUEUE_PREFIX": prefix}
+    env = {**SETTINGS, "CARCELERY_LATENCY": "3", "CARCELERY_LATENCY_JITTER": "0", "CARCELERY_QUEUE_PREFIX": prefix}
     with Stack(tmp_path, env) as stack:
         send = ("from carcelery.tasks import recognize_text\n"
                 "for n in range(12):\n"
@@ -110,7 +110,7 @@ def test_a_worker_stopped_warm_deletes_what_it_finished_and_gives_back_what_it_h
         sent = subprocess.run([sys.executable, "-c", send], cwd=ROOT, env=stack.env, capture_output=True, text=True)
         assert sent.returncode == 0, sent.stderr
         worker = stack.start_worker("b", "text", 4, "--prefetch-multiplier", "2")
-        wait_for_log(stack, "b", r"(?s)(\] received.*){8}")
+        wait_for(lambda: stack.log("b").count("] received") >= 8)
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(60) == 0
         assert len(recognized(stack, "b")) == 4, stack.log("b")[-3000:]
