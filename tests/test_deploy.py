@@ -44,22 +44,46 @@ def template():
 
 
 def resolve(node, values: dict):
-    """``node`` of the template with each ``Fn::Sub`` string filled in from ``values``."""
+    """``node`` of the template with its ``Fn::Sub``, ``Fn::Select``, ``Fn::Split`` and ``Fn::If`` worked out
+    from ``values`` (a condition by its name: True or False), ``AWS::NoValue`` left out."""
     if isinstance(node, dict):
         if list(node) == ["Fn::Sub"]:
-            return re.sub(r"\$\{([^}]+)\}", lambda m: values[m.group(1)], node["Fn::Sub"])
-        return {k: resolve(v, values) for k, v in node.items()}
+            text, more = (node["Fn::Sub"], {}) if isinstance(node["Fn::Sub"], str) else node["Fn::Sub"]
+            more = {k: resolve(v, values) for k, v in more.items()}
+            return re.sub(r"\$\{([^}]+)\}", lambda m: {**values, **more}[m.group(1)], text)
+        if list(node) == ["Ref"]:
+            return NO_VALUE if node == NO_VALUE else values.get(node["Ref"], node)
+        if list(node) == ["Fn::Select"]:
+            index, items = node["Fn::Select"]
+            return resolve(items, values)[index]
+        if list(node) == ["Fn::Split"]:
+            separator, text = node["Fn::Split"]
+            return resolve(text, values).split(separator)
+        if list(node) == ["Fn::If"]:
+            condition, then, otherwise = node["Fn::If"]
+            return resolve(then if values[condition] else otherwise, values)
+        return {k: v for k, v in ((k, resolve(v, values)) for k, v in node.items()) if v is not NO_VALUE}
     if isinstance(node, list):
-        return [resolve(v, values) for v in node]
+        return [v for v in (resolve(v, values) for v in node) if v is not NO_VALUE]
     return node
 
 
-def policy_file(bucket="BUCKET", prefix="carcelery-", region="*", account="*") -> dict:
-    """deploy/iam-policy.json, for ``bucket`` and the names under ``prefix`` in ``region`` and ``account``."""
-    text = (DEPLOY / "iam-policy.json").read_text()
+NO_VALUE = {"Ref": "AWS::NoValue"}
+
+
+def policy_file(bucket="BUCKET", prefix="carcelery-", region="*", account="*", output: str | None = None,
+                name="iam-policy.json") -> dict:
+    """deploy/iam-policy.json (or ``name``), for ``bucket``, the names under ``prefix`` in ``region`` and
+    ``account``, and outputs uploaded to ``output`` (s3://bucket/prefix/; None: its statement left out)."""
+    text = (DEPLOY / name).read_text()
     text = text.replace("arn:aws:s3:::BUCKET", f"arn:aws:s3:::{bucket}")
-    return json.loads(re.sub(r":\*:\*:(table/)?carcelery-\*", lambda m: f":{region}:{account}:{m.group(1) or ''}{prefix}*",
-                             text))
+    if output:
+        text = text.replace("OUTPUT_BUCKET/OUTPUT_PREFIX", output.removeprefix("s3://"))
+    policy = json.loads(re.sub(r":\*:\*:(table/)?carcelery-", lambda m: f":{region}:{account}:{m.group(1) or ''}{prefix}",
+                               text))
+    if output is None:
+        policy["Statement"] = [s for s in policy["Statement"] if s["Sid"] != "Outputs"]
+    return policy
 
 
 @pytest.mark.integration
@@ -68,11 +92,12 @@ def test_template_passes_cfn_lint():
     assert lint.returncode == 0 and not lint.stderr, lint.stdout + lint.stderr
 
 
-def test_template_role_has_the_policy_of_deploy_iam_policy_json():
+@pytest.mark.parametrize("output", [None, "s3://outputs/carcelery/"])
+def test_template_role_has_the_policy_of_deploy_iam_policy_json(output):
     role = template()["Resources"]["Role"]["Properties"]["Policies"]
     values = {"Bucket": "BUCKET", "NamePrefix": "carcelery-", "AWS::Partition": "aws", "AWS::Region": "*",
-              "AWS::AccountId": "*"}
-    assert [resolve(p["PolicyDocument"], values) for p in role] == [policy_file()]
+              "AWS::AccountId": "*", "OutputUri": output or "", "HasOutputUri": bool(output)}
+    assert [resolve(p["PolicyDocument"], values) for p in role] == [policy_file(output=output)]
 
 
 def user_data(instance: str, **values: str) -> str:
@@ -182,11 +207,12 @@ def environment(text: str) -> dict[str, str]:
 def test_environment_file_the_user_data_writes_holds_the_stacks_settings():
     """deploy/carcelery.env with the lines the user data appends: settings carcelery accepts, the stack's."""
     stack = {"AWS::Region": "eu-west-1", "Bucket": "images", "Recognizer": "local", "NamePrefix": "x-",
-             "ResultsTable": "x-results", "LedgerTable": "x-ledger", "RecordsTable": "x-records"}
+             "ResultsTable": "x-results", "LedgerTable": "x-ledger", "RecordsTable": "x-records",
+             "OutputUri": "s3://outputs/x/"}
     appended = user_data("InstanceA", **stack).split("<<'EOF'\n", 1)[1].split("\nEOF\n", 1)[0]
     config = Settings.from_env(environment((DEPLOY / "carcelery.env").read_text() + appended))
     assert (config.target, config.region, config.bucket, config.recognizer, config.queue_prefix,
-            config.results_table, config.ledger_table, config.records_table) == ("aws", *stack.values())
+            config.results_table, config.ledger_table, config.records_table, config.output_uri) == ("aws", *stack.values())
     assert config.output_dir == Path("/var/lib/carcelery/output")
 
 
@@ -288,8 +314,9 @@ def key_pair(emulator):
 
 def test_stack_creates_everything_and_the_pipeline_runs_on_it(emulator, key_pair, bucket, seed_dir, tmp_path):
     prefix = f"s{uuid.uuid4().hex[:8]}-"
+    uploads = f"s3://{bucket}/outputs/"
     outputs, resources = deploy(f"stack-{prefix[:-1]}", NamePrefix=prefix, Bucket=bucket, Recognizer="noop",
-                                InstanceTypeA="t3.micro", InstanceTypeB="t3.large")
+                                InstanceTypeA="t3.micro", InstanceTypeB="t3.large", OutputUri=uploads)
     sqs, dynamodb = aws.client("sqs"), aws.client("dynamodb")
 
     # Queues as provision makes them: names, encryption, visibility, redrive to the dead-letter queue.
@@ -311,7 +338,7 @@ def test_stack_creates_everything_and_the_pipeline_runs_on_it(emulator, key_pair
         assert [k["AttributeName"] for k in dynamodb.describe_table(TableName=table)["Table"]["KeySchema"]] == key
 
     # The role: deploy/iam-policy.json for this bucket, prefix, region and account.
-    assert role_policy(resources["Role"]) == policy_file(bucket, prefix, "us-east-1", "123456789012")
+    assert role_policy(resources["Role"]) == policy_file(bucket, prefix, "us-east-1", "123456789012", uploads)
     profile = aws.client("iam").get_instance_profile(InstanceProfileName=resources["InstanceProfile"])["InstanceProfile"]
     assert [r["RoleName"] for r in profile["Roles"]] == [resources["Role"]]
 

@@ -113,10 +113,12 @@ def test_permanent_kinds(code, kind, says):
 
 
 def test_missing_resources_and_credentials():
-    assert "queue carcelery-x does not exist" in errors.explain(
+    assert "GetQueueUrl on queue carcelery-x failed (AWS.SimpleQueueService.NonExistentQueue): the queue does not" \
+        in errors.explain(
         client_error("AWS.SimpleQueueService.NonExistentQueue", "GetQueueUrl"), queue="carcelery-x")
     assert errors.queue_missing(client_error("QueueDoesNotExist", "GetQueueUrl"))
-    assert "table t does not exist" in errors.explain(client_error("ResourceNotFoundException", "Query"), table="t")
+    assert "Query on table t failed (ResourceNotFoundException): the table does not exist" in errors.explain(
+        client_error("ResourceNotFoundException", "Query"), table="t")
     assert errors.permanent(NoCredentialsError()).kind == "credentials"
 
 
@@ -125,3 +127,10 @@ def test_permanent_survives_pickling_and_is_its_own_classification():
     again = pickle.loads(pickle.dumps(found))
     assert str(again) == str(found) and again.permission == "s3:PutObject"
     assert errors.permanent(found) is found
+
+
+def test_the_resource_named_is_the_failed_calls():
+    # provision and dispatch know the bucket; a queue or table call failing is not about it.
+    found = errors.permanent(client_error("AccessDenied", "CreateQueue", 403), "images")
+    assert str(found).startswith("CreateQueue failed (AccessDenied): the credentials lack sqs:CreateQueue")
+    assert errors.permanent(client_error("AccessDenied", "ListObjectsV2", 403), "images").resource == "bucket 'images'"

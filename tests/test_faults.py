@@ -125,7 +125,8 @@ def test_wrong_credentials_are_named_before_anything_is_sent(authenticating_aws,
                                     AWS_SECRET_ACCESS_KEY="wrong-secret"))
     done = stack.run("carcelery.dispatch", "--bucket", "any-bucket")
     assert done.returncode == 2
-    assert done.stderr == "error: the AWS access key is not valid; check your AWS credentials (aws configure)\n"
+    assert done.stderr == ("error: ListObjectsV2 on bucket 'any-bucket' failed (InvalidAccessKeyId): "
+                           "the AWS access key is not valid; check your AWS credentials (aws configure)\n")
 
 
 @pytest.mark.integration

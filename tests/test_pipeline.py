@@ -147,7 +147,8 @@ def test_empty_bucket_ends_at_once_with_an_empty_output(pipeline, bucket):
 def test_missing_bucket_is_a_clear_error_before_anything_is_sent(pipeline):
     done = dispatch(pipeline, "--bucket", "no-such-bucket-anywhere")
     assert done.returncode == 2
-    assert done.stderr.strip() == ("error: bucket 'no-such-bucket-anywhere' does not exist; create it "
+    assert done.stderr.strip() == ("error: ListObjectsV2 on bucket 'no-such-bucket-anywhere' failed (NoSuchBucket): "
+                                   "the bucket does not exist; create it "
                                    "(python -m carcelery.aws.provision) or set CARCELERY_BUCKET to an existing one")
     assert "Traceback" not in done.stderr and "run " not in done.stdout
 

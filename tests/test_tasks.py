@@ -34,7 +34,8 @@ def test_image_errors_become_failure_records():
 def test_permanent_aws_errors_are_not_retried():
     exc = ClientError({"Error": {"Code": "NoSuchKey"}}, "GetObject")
     record = tasks._attempt(FakeTask(0), REF, "text", fail(exc))
-    assert "object 'k.jpg' is not in bucket 'b'" in record["error"]["reason"]
+    assert record["error"]["reason"] == ("GetObject on s3://b/k.jpg failed (NoSuchKey): the object is not in the bucket "
+                                         "(deleted since it was listed?)")
 
 
 @pytest.mark.parametrize("exc", [

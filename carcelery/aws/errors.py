@@ -49,11 +49,11 @@ CREDENTIALS = {
     "OptInRequired": "the AWS account is not subscribed to this service; enable it for the account",
 }
 
-# Resources that are not there.
-_MISSING_OBJECT = "object {key!r} is not in bucket {bucket!r} (deleted since it was listed?)"
-_MISSING_QUEUE = "queue {queue} does not exist; create the queues: python -m carcelery.aws.provision"
+# Resources that are not there (the message names the resource before).
+_MISSING_OBJECT = "the object is not in the bucket (deleted since it was listed?)"
+_MISSING_QUEUE = "the queue does not exist; create the queues: python -m carcelery.aws.provision"
 MISSING = {
-    "NoSuchBucket": "bucket {bucket!r} does not exist; create it (python -m carcelery.aws.provision) "
+    "NoSuchBucket": "the bucket does not exist; create it (python -m carcelery.aws.provision) "
                     "or set CARCELERY_BUCKET to an existing one",
     "NoSuchKey": _MISSING_OBJECT,
     "404": _MISSING_OBJECT,
@@ -61,7 +61,7 @@ MISSING = {
     # What SQS answers, depending on protocol and version, about a queue that does not exist.
     "AWS.SimpleQueueService.NonExistentQueue": _MISSING_QUEUE,
     "NonExistentQueue": _MISSING_QUEUE,
-    "ResourceNotFoundException": "table {table} does not exist; create the tables: python -m carcelery.aws.provision",
+    "ResourceNotFoundException": "the table does not exist; create the tables: python -m carcelery.aws.provision",
     "ReceiptHandleIsInvalid": "the message's receipt handle is not valid (the message was received again since, "
                               "or the queue was purged)",
 }
@@ -160,7 +160,7 @@ def transient(exc: BaseException) -> bool:
 
 @functools.cache
 def _service_of(operation: str) -> str:
-    # Loaded only on a denial: a service model takes tens of milliseconds to read.
+    # Read only to explain a permanent error: a service model takes tens of milliseconds to read.
     import botocore.session
     session = botocore.session.get_session()
     return next((s for s in SERVICES if operation in session.get_service_model(s).operation_names), "")
@@ -174,14 +174,18 @@ def action(operation: str) -> str:
     return f"{service}:{operation}" if service else ""
 
 
-def _resource(bucket: str, key: str, queue: str, table: str) -> str:
-    if key:
+def _resource(call: str, bucket: str, key: str, queue: str, table: str) -> str:
+    # The resource of the call's service only: a caller may know a bucket while its queue call fails.
+    if not (bucket or key or queue or table):
+        return ""
+    service = action(call).partition(":")[0] if call else ""
+    if key and service in ("", "s3", "rekognition"):
         return f"s3://{bucket}/{key}"
-    if bucket:
+    if bucket and service in ("", "s3", "rekognition"):
         return f"bucket {bucket!r}"
-    if queue:
+    if queue and service in ("", "sqs"):
         return f"queue {queue.rsplit('/', 1)[-1]}"  # a name, or its URL
-    return f"table {table}" if table else ""
+    return f"table {table}" if table and service in ("", "dynamodb") else ""
 
 
 def permanent(exc: BaseException, bucket: str = "", key: str = "", *, queue: str = "",
@@ -205,7 +209,7 @@ def permanent(exc: BaseException, bucket: str = "", key: str = "", *, queue: str
     if not isinstance(exc, ClientError) or transient(exc):
         return None
     code, call = error_code(exc), exc.operation_name
-    resource = _resource(bucket, key, queue, table)
+    resource = _resource(call, bucket, key, queue, table)
     if code in DENIED:
         needed = action(call)
         what = f"the credentials lack {needed}" if needed else "access was denied"
@@ -214,9 +218,7 @@ def permanent(exc: BaseException, bucket: str = "", key: str = "", *, queue: str
     if code in CREDENTIALS:
         return Permanent(call, resource, code, CREDENTIALS[code], "credentials")
     if code in MISSING:
-        fix = MISSING[code].format(bucket=bucket, key=key, queue=resource.removeprefix("queue ") or "?",
-                                    table=table or "?")
-        return Permanent(call, resource, code, fix, "missing")
+        return Permanent(call, resource, code, MISSING[code], "missing")
     if code in IMAGE:
         return Permanent(call, resource, code, f"the image {IMAGE[code]}", "image")
     message = exc.response.get("Error", {}).get("Message") or "no message"

@@ -1,7 +1,7 @@
 """The dead-letter queue: what is in it, and sending it back to the queue it came from.
 
     python -m carcelery.commands.dlq              # one line per message: image, task, run, receives, queue
-    python -m carcelery.commands.dlq redrive      # send every message back to its queue, then delete it here
+    python -m carcelery.commands.dlq redrive      # SQS's redrive: every message back to the queue it came from
 
 SQS moves a task's message there once it was received CARCELERY_MAX_RECEIVES
 times without being done: its worker process died every time (an image that
@@ -16,8 +16,8 @@ import sys
 
 from botocore.exceptions import EndpointConnectionError
 
-from ..aws.errors import explain, queue_missing, unreachable
-from ..pipeline.dead_letters import messages, redrive
+from ..aws.errors import explain, unreachable
+from ..pipeline.dead_letters import RedriveFailed, messages, redrive
 from ..settings import DEAD_LETTER_QUEUE, settings
 
 
@@ -29,12 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args.action, name)
     except Exception as exc:  # noqa: BLE001 - known AWS errors become one clear line
-        if isinstance(exc, EndpointConnectionError):
-            reason = unreachable(exc)
-        elif queue_missing(exc):
-            reason = f"queue {name} does not exist; create the queues: python -m carcelery.aws.provision"
-        else:
-            reason = explain(exc)
+        reason = unreachable(exc) if isinstance(exc, EndpointConnectionError) else explain(exc, queue=name)
         if reason is None:
             raise
         print(f"error: {reason}", file=sys.stderr)
@@ -43,9 +38,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(action: str, name: str) -> int:
     if action == "redrive":
-        sent, left = redrive()
-        print(f"{name}: {sent} messages sent back to their queues"
-              + (f", {left} left (not carcelery tasks)" if left else ""))
+        try:
+            sent = redrive()
+        except RedriveFailed as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"{name}: {sent} messages sent back to their queues")
         return 0
     found = messages()
     for m in found:

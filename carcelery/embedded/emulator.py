@@ -7,7 +7,8 @@ folder of images, prints one ``ready`` line, and serves until stopped
     python -m carcelery.embedded.emulator [--from DIR]
 
 **Debts**: the patches below replace names of moto 5.2.5 and waitress 3.0.2,
-private ones among them. Each says which, and why: correctness, or speed with
+private ones among them, or add what moto lacks. Each says which, and why:
+correctness, a feature, or speed with
 what it saves, in CPU time per request, in two runs of ``python -m
 bench.emulator_patches`` (5,000 messages queued and 50 in flight, 2,000 items
 in the results table; with every patch a request takes 2 to 3.5 ms).
@@ -38,6 +39,8 @@ CONNECTIONS = 500
 
 # The library's own object of each name replaced here, by (owner, name).
 _REPLACED: dict[tuple[object, str], object] = {}
+# The names added here, that the library lacks, as (owner, name).
+_ADDED: set[tuple[object, str]] = set()
 
 
 def _replace(owner: object, name: str, new: object) -> object:
@@ -51,6 +54,18 @@ def _replace(owner: object, name: str, new: object) -> object:
     original = _REPLACED.setdefault((owner, name), getattr(owner, name))
     setattr(owner, name, new)
     return original
+
+
+def _add(owner: object, name: str, new: object) -> None:
+    """Give library class ``owner`` the name ``name``, which it lacks.
+
+    Raises:
+      RuntimeError: the library has that name now: its own may do the job (drop the patch).
+    """
+    if (owner, name) not in _ADDED and hasattr(owner, name):
+        raise RuntimeError(f"{owner.__module__}.{owner.__qualname__}.{name} exists now: drop the emulator's")
+    _ADDED.add((owner, name))
+    setattr(owner, name, new)
 
 
 def replaced(owner: object, name: str) -> object:
@@ -315,6 +330,68 @@ def _complete_after_continue(channel_class):
     return Channel
 
 
+def _sqs_message_move_tasks() -> None:
+    """Feature. Added: ``SQSResponse.start_message_move_task``, ``list_message_move_tasks``; replaces ``Queue.add_message``.
+
+    moto 5.2.5 answers SQS's StartMessageMoveTask and ListMessageMoveTasks
+    (the dead-letter queue's redrive, ``python -m carcelery.commands.dlq
+    redrive``) with "not implemented". Here a task moves at once, within its
+    request (the emulator serves one request at a time): each visible message
+    of the source queue is sent again, as a new message, to DestinationArn or
+    else to the queue it was first sent to, and deleted from the source; the
+    task is then listed COMPLETED, or FAILED with the messages of no known
+    queue left where they were. The queue a message was first sent to is
+    remembered as SQS remembers it, when it is first added to a queue
+    (``Queue.add_message``: moto's moves the same message object to the
+    dead-letter queue).
+    """
+    import uuid
+    from moto.sqs import models, responses
+    from moto.core.responses import ActionResult
+    from moto.sqs.exceptions import InvalidParameterValue
+
+    tasks: dict[str, list[dict]] = {}  # source queue ARN: its tasks, the latest first
+    add_message = replaced(models.Queue, "add_message")
+
+    def remembering_its_first_queue(self, message):
+        if not hasattr(message, "carcelery_first_queue"):
+            message.carcelery_first_queue = self.name
+        add_message(self, message)
+
+    def start_message_move_task(self):
+        backend, source_arn = self.sqs_backend, self._get_param("SourceArn")
+        destination_arn = self._get_param("DestinationArn")
+        source = backend.get_queue(source_arn.rsplit(":", 1)[-1])
+        if not backend.list_dead_letter_source_queues(source.name):
+            raise InvalidParameterValue(f"Source queue {source_arn} is not a dead-letter queue of any queue")
+        moved = left = 0
+        for message in [m for m in list.__iter__(source._messages) if m.visible and not m.delayed]:
+            target = destination_arn.rsplit(":", 1)[-1] if destination_arn else message.carcelery_first_queue
+            if target == source.name:
+                left += 1
+                continue
+            backend.send_message(target, message.body, message_attributes=message.message_attributes)
+            source._messages.remove(message)
+            moved += 1
+        task = {"TaskHandle": uuid.uuid4().hex, "Status": "FAILED" if left else "COMPLETED", "SourceArn": source_arn,
+                "ApproximateNumberOfMessagesMoved": moved, "ApproximateNumberOfMessagesToMove": moved + left,
+                "StartedTimestamp": int(time.time() * 1000)}
+        if destination_arn:
+            task["DestinationArn"] = destination_arn
+        if left:
+            task["FailureReason"] = f"{left} messages were sent to the dead-letter queue itself: give a DestinationArn"
+        tasks.setdefault(source_arn, []).insert(0, task)
+        return ActionResult({"TaskHandle": task["TaskHandle"]})
+
+    def list_message_move_tasks(self):
+        found = tasks.get(self._get_param("SourceArn"), [])
+        return ActionResult({"Results": found[:int(self._get_param("MaxResults") or 1)]})
+
+    _replace(models.Queue, "add_message", remembering_its_first_queue)
+    _add(responses.SQSResponse, "start_message_move_task", start_message_move_task)
+    _add(responses.SQSResponse, "list_message_move_tasks", list_message_move_tasks)
+
+
 # The patches for speed, by name (``python -m bench.emulator_patches`` leaves each out in turn).
 SPEED = {
     "sqs_clock": _sqs_clock,
@@ -338,6 +415,7 @@ def application(leave_out: Collection[str] = ()) -> Callable:
             dispatcher = patch(dispatcher)
         else:
             patch()
+    _sqs_message_move_tasks()
     return _one_request_at_a_time(dispatcher)(create_backend_app)
 
 

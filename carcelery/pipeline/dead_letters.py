@@ -3,6 +3,11 @@
 SQS moves a task's message there once it was received CARCELERY_MAX_RECEIVES
 times without being done (its worker process died every time, or it was never
 acknowledged). ``python -m carcelery.commands.dlq`` is the operator's command.
+
+Listing receives with long polling: a short poll (WaitTimeSeconds=0) asks a
+sample of SQS's servers and may answer empty while messages wait on others; a
+long poll asks them all. Sending back is SQS's own redrive, StartMessageMoveTask
+(every message to the queue it came from), followed with ListMessageMoveTasks.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import time
 
 from .. import aws
 from ..settings import DEAD_LETTER_QUEUE, settings
@@ -18,6 +24,10 @@ from ..settings import DEAD_LETTER_QUEUE, settings
 LOOK_SECONDS = 30
 # A listing stops after this many messages.
 MAX_LISTED = 10_000
+# Seconds a receive of the listing waits for messages (long polling: every server is asked).
+LONG_POLL = 1
+# Seconds between looks at a redrive task, and at most for it to end.
+LOOK_EVERY, REDRIVE_TIMEOUT = 1.0, 600.0
 
 
 def _json(text: str):
@@ -54,12 +64,22 @@ def _url() -> str:
     return aws.client("sqs").get_queue_url(QueueName=settings.queue_name(DEAD_LETTER_QUEUE))["QueueUrl"]
 
 
-def _received(url: str) -> list[dict]:
-    """The dead-letter queue's messages, received (hidden for LOOK_SECONDS), up to MAX_LISTED."""
+def _visible(url: str) -> int:
+    """SQS's approximate count of the queue's visible messages."""
+    attributes = aws.client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
+    return int(attributes["Attributes"]["ApproximateNumberOfMessages"])
+
+
+def _received(url: str, expected: int) -> list[dict]:
+    """The dead-letter queue's messages, received (hidden for LOOK_SECONDS), up to MAX_LISTED.
+
+    Receives until ``expected`` (the visible messages SQS counted) are in, or a long poll answers none.
+    """
     sqs, got = aws.client("sqs"), []
-    while len(got) < MAX_LISTED:
+    while len(got) < min(expected, MAX_LISTED):
         batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=LOOK_SECONDS,
-                                    AttributeNames=["ApproximateReceiveCount"], WaitTimeSeconds=0).get("Messages", [])
+                                    AttributeNames=["ApproximateReceiveCount"],
+                                    WaitTimeSeconds=LONG_POLL).get("Messages", [])
         if not batch:
             break
         got += batch
@@ -67,9 +87,12 @@ def _received(url: str) -> list[dict]:
 
 
 def messages() -> list[dict]:
-    """What is in the dead-letter queue (``describe`` of each), left there as it was (visible again)."""
+    """What is in the dead-letter queue (``describe`` of each), left there as it was (visible again).
+
+    Messages in flight (received by someone else, for LOOK_SECONDS if by another listing) are not listed.
+    """
     url, sqs = _url(), aws.client("sqs")
-    got = _received(url)
+    got = _received(url, _visible(url))
     for start in range(0, len(got), 10):
         sqs.change_message_visibility_batch(QueueUrl=url, Entries=[
             {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
@@ -77,17 +100,32 @@ def messages() -> list[dict]:
     return [describe(m) for m in got]
 
 
-def redrive() -> tuple[int, int]:
-    """Send every message of the dead-letter queue back to its queue; (sent back, left: not ours)."""
+class RedriveFailed(Exception):
+    """SQS's redrive task ended without moving every message (its FailureReason), or did not end in time."""
+
+
+def redrive() -> int:
+    """Send every message of the dead-letter queue back to the queue it came from (StartMessageMoveTask).
+
+    Raises:
+      RedriveFailed: the task failed, was cancelled, or ran longer than REDRIVE_TIMEOUT.
+
+    Returns:
+      How many messages were moved.
+    """
     url, sqs = _url(), aws.client("sqs")
-    sent = left = 0
-    for message in _received(url):
-        queue = describe(message)["queue"]
-        if queue is None:
-            left += 1
-            continue
-        target = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
-        sqs.send_message(QueueUrl=target, MessageBody=message["Body"])
-        sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-        sent += 1
-    return sent, left
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    handle = sqs.start_message_move_task(SourceArn=arn)["TaskHandle"]
+    deadline = time.monotonic() + REDRIVE_TIMEOUT
+    while True:
+        task = next(t for t in sqs.list_message_move_tasks(SourceArn=arn, MaxResults=10)["Results"]
+                    if t["TaskHandle"] == handle)
+        if task["Status"] == "COMPLETED":
+            return task["ApproximateNumberOfMessagesMoved"]
+        if task["Status"] in ("FAILED", "CANCELLED"):
+            raise RedriveFailed(f"the redrive of {arn} {task['Status'].lower()} after moving "
+                                f"{task['ApproximateNumberOfMessagesMoved']} messages: {task.get('FailureReason', '')}")
+        if time.monotonic() > deadline:
+            raise RedriveFailed(f"the redrive of {arn} is still {task['Status']} after {REDRIVE_TIMEOUT:.0f} s "
+                                f"(task {handle}); follow it: aws sqs list-message-move-tasks --source-arn {arn}")
+        time.sleep(LOOK_EVERY)
