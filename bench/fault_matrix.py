@@ -32,6 +32,7 @@ import re
 import socket
 import sys
 import tempfile
+import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,6 +42,7 @@ import boto3
 from carcelery.embedded import faults
 from carcelery.embedded.demo import ROOT, SEED_IMAGES, Stack
 from carcelery.settings import DETECT_QUEUE, TEXT_QUEUE, Settings
+from carcelery.transport.acks import ACK_DELAY
 
 FAULTS = ("transient", "throttle", "denied")
 # A transient fault twice: botocore's own retries (5 attempts) get through it.
@@ -179,6 +181,8 @@ class Matrix:
         try:
             done = self.stack.run("carcelery.dispatch", "--bucket", bucket, "--wait", "--timeout", str(WAIT),
                                   timeout=WAIT + 60)
+            # The workers delete the run's last messages after it ended (ACK_DELAY): under the fault still.
+            time.sleep(ACK_DELAY + 1)
         finally:
             hits = faults.hits(self.rules)
             faults.write_rules(self.rules, [])
