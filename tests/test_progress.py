@@ -52,6 +52,9 @@ def test_waiting_shows_the_parts_done(emulator, monkeypatch):
         def ready(self):
             return next(polls)
 
+        def failed(self):
+            return False
+
         def get(self, follow_parents):
             return {"run": "r"}
 
