@@ -152,8 +152,9 @@ def test_the_policies_are_exactly_what_provisioning_and_the_running_pipeline_cal
             assert stack.run("carcelery.aws.provision", "--events").returncode == 0
             stack.stop("worker_a")
             stack.start_worker("worker_a", "detect", 1)
-            recorder(emulator, "start-recording")
+            # The upload is the user's, not the role's: not recorded.
             aws.client("s3").put_object(Bucket=bucket, Key="new.jpg", Body=(seed_dir / "1.jpg").read_bytes())
+            recorder(emulator, "start-recording")
             deadline = time.monotonic() + 120
             while not any(r["image"] == "new.jpg" for r in results.read_records(stack.output_dir)):
                 assert time.monotonic() < deadline, "new.jpg's record did not come by its S3 event"
