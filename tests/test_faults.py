@@ -8,7 +8,6 @@ import sys
 import time
 import uuid
 
-import boto3
 import pytest
 
 from carcelery import aws

@@ -1,8 +1,6 @@
 """The whole pipeline: the real emulator, both real workers and the real dispatcher."""
 
-import json
 import re
-import sys
 import time
 import uuid
 
