@@ -1,7 +1,7 @@
 """The outputs' index: a bucket's records kept in segments on Instance B, so that a run rewrites what it touched.
 
     CARCELERY_OUTPUT_DIR/index/<bucket and prefix's digest>/
-      index.json             store epoch and version; per segment: its folder, first record's order, counts
+      index.json             store epoch, version, published; per segment: its folder, first record's order, counts
       <segment>/results.jsonl, output.txt   its records and lines (results.write), natural order
 
 A run that names its keys (a run of S3 events) reads the current records of
@@ -16,7 +16,14 @@ Which runs the index holds is a version: every run's terminator takes the next
 one from a counter in the ledger table (``claim``), shared by every Instance
 B host. An index one version behind takes the run's keys; any other rebuilds
 (another host wrote the runs between, or the store is new: its epoch
-changed). Terminators of one host take turns (a file lock).
+changed). A version counts within its epoch alone: a new store's counter
+starts again at 1, so an index rebuilt for a new epoch takes the run's version
+as it is. Terminators of one host take turns (a file lock).
+
+Which run's files ``latest`` shows is a version too, ``published`` (the
+index's, for this host's folder; the ledger item's, for CARCELERY_OUTPUT_URI):
+a run's files go there only if its version is greater, so a terminator that
+ends after a later run's never puts older files back.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from botocore.exceptions import ClientError
+
 from .. import aws
 from ..settings import settings
 from . import ledger, records, results
@@ -46,6 +55,7 @@ class Index:
     folder: Path
     epoch: str = ""
     version: int = 0
+    published: int = 0  # of this epoch: the version of the run whose files ``latest`` shows
     segments: list[dict] = field(default_factory=list)  # {"name", "first" (order), counts..., "failures"}
 
 
@@ -62,6 +72,26 @@ def claim(bucket: str, prefix: str) -> tuple[str, int]:
     return answer["Attributes"]["epoch"]["S"], int(answer["Attributes"]["version"]["N"])
 
 
+def publish(bucket: str, prefix: str, epoch: str, version: int) -> bool:
+    """Whether run ``version`` of ``epoch`` is newer than the one in the shared ``latest``; if so, it is now that one.
+
+    Raises:
+      botocore.exceptions.ClientError: the ledger table is missing or not writable.
+    """
+    try:
+        aws.client("dynamodb").update_item(
+            TableName=settings.ledger_table, Key={ledger.KEY: {"S": f"outputs:{bucket}/{prefix}"}},
+            UpdateExpression="SET published = :version",
+            # Another epoch is another store (the counter made again): its runs publish there, not in this one.
+            ConditionExpression="epoch = :epoch AND (attribute_not_exists(published) OR published < :version)",
+            ExpressionAttributeValues={":epoch": {"S": epoch}, ":version": {"N": str(version)}})
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+            raise
+        return False
+    return True
+
+
 def folder(root: Path, bucket: str, prefix: str) -> Path:
     return root / INDEX / hashlib.sha1(f"{bucket}/{prefix}".encode()).hexdigest()[:16]
 
@@ -74,10 +104,16 @@ def locked(where: Path) -> Iterator[Index]:
         fcntl.flock(lock, fcntl.LOCK_EX)
         path = where / "index.json"
         held = json.loads(path.read_text()) if path.exists() else {}
-        index = Index(where, held.get("epoch", ""), held.get("version", 0), held.get("segments", []))
+        index = Index(where, held.get("epoch", ""), held.get("version", 0), held.get("published", 0),
+                      held.get("segments", []))
         yield index
-        results.write_atomically(path, json.dumps(
-            {"epoch": index.epoch, "version": index.version, "segments": index.segments}))
+        save(index)
+
+
+def save(index: Index) -> None:
+    """Write ``index`` to its folder (``locked`` does at the end of its block)."""
+    results.write_atomically(index.folder / "index.json", json.dumps(
+        {"epoch": index.epoch, "version": index.version, "published": index.published, "segments": index.segments}))
 
 
 def _write(index: Index, chunk: list[tuple[str, dict]]) -> dict:
@@ -125,6 +161,14 @@ def update(index: Index, changes: dict[str, dict | None]) -> None:
         kept = sorted((order, r) for order, r in held.items() if r is not None)
         index.segments[at:at + 1] = _cut(index, kept, SEGMENT if len(kept) > 2 * SEGMENT else max(len(kept), 1))
         _drop(index, old)
+
+
+def holds(index: Index, epoch: str, version: int) -> None:
+    """Make ``index``'s version that of run ``version`` of ``epoch``, whose records it holds now."""
+    if index.epoch != epoch:  # another store: its versions start again, so neither the held one nor latest's counts
+        index.epoch, index.version, index.published = epoch, version, 0
+    else:  # a later run's rebuild may be in it already
+        index.version = max(index.version, version)
 
 
 def join(index: Index, into: Path) -> dict:

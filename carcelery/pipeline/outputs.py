@@ -45,17 +45,16 @@ def _link(path: Path, target: Path) -> None:
     os.replace(temporary, path)
 
 
-def _upload(folder: Path, uri: str, run_id: str) -> str:
-    """Upload ``folder``'s files to ``uri`` (s3://bucket/prefix), the run's and the latest; the run's URI."""
+def _upload(folder: Path, uri: str, where: str) -> str:
+    """Upload ``folder``'s files to ``where`` under ``uri`` (s3://bucket/prefix); their URI."""
     bucket, _, prefix = uri[len("s3://"):].partition("/")
     s3 = aws.client("s3")
     for name in FILES:
         kind, body = mimetypes.guess_type(name)[0] or "text/plain", (folder / name).read_bytes()
-        for where in (f"{RUNS}/{run_id}", LATEST):
-            # One PutObject each (the files are of bounded size): its ClientError as is, where upload_file's
-            # transfer manager would wrap it in an S3UploadFailedError.
-            s3.put_object(Bucket=bucket, Key=f"{prefix}{where}/{name}", Body=body, ContentType=kind)
-    return f"s3://{bucket}/{prefix}{RUNS}/{run_id}/"
+        # One PutObject each (the files are of bounded size): its ClientError as is, where upload_file's
+        # transfer manager would wrap it in an S3UploadFailedError.
+        s3.put_object(Bucket=bucket, Key=f"{prefix}{where}/{name}", Body=body, ContentType=kind)
+    return f"s3://{bucket}/{prefix}{where}/"
 
 
 def run_records(run: dict, folder: Path) -> Iterator[dict]:
@@ -66,11 +65,32 @@ def run_records(run: dict, folder: Path) -> Iterator[dict]:
     return (now[order] for order in sorted(now) if now[order] is not None)
 
 
-def _prune(runs: Path) -> None:
-    """Delete the folders of runs of events but the last KEEP_EVENT_RUNS (``latest`` is the last)."""
-    made = sorted((p for p in runs.iterdir() if (p / EVENT_RUN).exists()), key=lambda p: p.stat().st_mtime)
+def _prune(root: Path) -> None:
+    """Delete the folders of runs of events but the last KEEP_EVENT_RUNS, and never the one ``latest`` shows."""
+    shown = (root / LATEST).resolve()
+    made = sorted((p for p in (root / RUNS).iterdir() if (p / EVENT_RUN).exists()), key=lambda p: p.stat().st_mtime)
     for old in made[:-KEEP_EVENT_RUNS]:
+        if old.resolve() == shown:
+            continue
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _publish(held: index.Index, run: dict, root: Path, uri: str, epoch: str, version: int) -> None:
+    """Make ``latest`` show run ``run`` (``version`` of ``epoch``), here and at ``uri``, unless a later run's is there.
+
+    Outputs only move forward: a terminator that ends after a later run's (its
+    report took longer) leaves ``latest`` to that run, here and in S3.
+    """
+    if held.epoch != epoch or version <= held.published:
+        return
+    held.published = version
+    _link(root / LATEST, Path(RUNS) / run["id"])
+    for name in FILES:
+        if not (root / name).is_symlink():
+            _link(root / name, Path(LATEST) / name)
+    index.save(held)  # linked: so it stays, whatever the upload below meets
+    if uri and index.publish(run["bucket"], run.get("prefix", ""), epoch, version):  # no other host's later run
+        _upload(root / RUNS / run["id"], uri, LATEST)
 
 
 def write(run: dict, root: Path, uri: str = "") -> dict:
@@ -94,7 +114,8 @@ def write(run: dict, root: Path, uri: str = "") -> dict:
             yield record
 
     epoch, version = index.claim(bucket, prefix)
-    with index.locked(index.folder(root, bucket, prefix)) as held:
+    where = index.folder(root, bucket, prefix)
+    with index.locked(where) as held:
         if "keys" in run and (held.epoch, held.version) == (epoch, version - 1):
             changed = records.get(bucket, run["keys"])
             for record in changed.values():
@@ -106,7 +127,7 @@ def write(run: dict, root: Path, uri: str = "") -> dict:
         else:  # a later run's rebuild holds this one's records already: its calls, counted
             for _ in counted(records.with_runs(bucket, prefix)):
                 pass
-        held.epoch, held.version = epoch, max(held.version, version)
+        index.holds(held, epoch, version)
         counts = index.join(held, folder)
     # Imported here: the dispatcher imports the tasks for their names, and the
     # report's imaging libraries would add a seventh of a second to its start.
@@ -114,17 +135,16 @@ def write(run: dict, root: Path, uri: str = "") -> dict:
 
     page = report.write(folder, run["id"], run_records(run, folder), counts,
                         read=lambda r: images.read(r["bucket"], r["key"]))
-    _link(root / LATEST, Path(RUNS) / run["id"])
-    for name in FILES:
-        if not (root / name).is_symlink():
-            _link(root / name, Path(LATEST) / name)
+    output_uri = _upload(folder, uri, f"{RUNS}/{run['id']}") if uri else None
+    with index.locked(where) as held:  # of this host's terminators, one publishes at a time
+        _publish(held, run, root, uri, epoch, version)
     if "keys" in run:
         (folder / EVENT_RUN).touch()
-        _prune(root / RUNS)
+        _prune(root)
     return {
         "run": run["id"], "bucket": run["bucket"], "prefix": run.get("prefix", ""),
         "images": counts["images"], "cars": counts["cars"], "lines": counts["lines"],
         "failed": counts["failures"], "failed_count": counts["failed"], "calls": calls,
         "output_dir": str(folder.resolve()), "report": str(page.resolve()),
-        "output_uri": _upload(folder, uri, run["id"]) if uri else None,
+        "output_uri": output_uri,
     }

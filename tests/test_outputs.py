@@ -1,0 +1,105 @@
+"""The outputs a run leaves (output.txt, results.jsonl, report.html, ``latest``, the index) only move forward."""
+
+import json
+import threading
+import uuid
+
+import pytest
+
+from carcelery.pipeline import index, outputs, records, report, results
+from test_index import record
+
+
+class Store:
+    """The records table and the ledger's counter, in memory; another Store is another store (a new epoch)."""
+
+    def __init__(self):
+        self.epoch, self.version, self.records = uuid.uuid4().hex, 0, {}
+
+    def claim(self, bucket, prefix):
+        self.version += 1
+        return self.epoch, self.version
+
+    def with_runs(self, bucket, prefix=""):
+        return (("r", self.records[key]) for key in sorted(self.records, key=results.natural_key))
+
+    def get(self, bucket, keys):
+        return {records.order(key): self.records.get(key) for key in keys}
+
+
+@pytest.fixture
+def use(monkeypatch):
+    """``use(store)``: the terminators' store from now on; their reports are written without reading images."""
+    def written(folder, run_id, found, counts, read):
+        (folder / results.REPORT).write_text(run_id)
+        return folder / results.REPORT
+    monkeypatch.setattr(report, "write", written)
+
+    def using(store):
+        for module, name in ((index, "claim"), (records, "with_runs"), (records, "get")):
+            monkeypatch.setattr(module, name, getattr(store, name))
+        return store
+    return using
+
+
+def run(*keys):
+    """A run of S3 events (of ``keys``), or with none named a dispatch."""
+    return {"id": uuid.uuid4().hex[:12], "bucket": "b", **({"keys": list(keys)} if keys else {})}
+
+
+def lines(root):
+    return (root / results.OUTPUT).read_text().splitlines()
+
+
+def test_after_a_new_store_each_run_of_events_shows_its_change(tmp_path, use):
+    old = use(Store())
+    for n in range(1, 4):
+        old.records[f"{n}.jpg"] = record(f"{n}.jpg", f"OLD{n}")
+        outputs.write(run(), tmp_path)
+    assert lines(tmp_path) == ["1.jpg: OLD1", "2.jpg: OLD2", "3.jpg: OLD3"]
+    # The emulator started again with the same output folder: a new store, whose counter starts at 1 again.
+    new = use(Store())
+    new.records["A.jpg"] = record("A.jpg", "A")
+    outputs.write(run("A.jpg"), tmp_path)
+    assert lines(tmp_path) == ["A.jpg: A"]
+    new.records["B.jpg"] = record("B.jpg", "B")
+    outputs.write(run("B.jpg"), tmp_path)
+    assert lines(tmp_path) == ["A.jpg: A", "B.jpg: B"], "the run of B changed nothing"
+    del new.records["A.jpg"]
+    outputs.write(run("A.jpg"), tmp_path)
+    assert lines(tmp_path) == ["B.jpg: B"], "the removal of A changed nothing"
+    held = json.loads((index.folder(tmp_path, "b", "") / "index.json").read_text())
+    assert (held["epoch"], held["version"], held["published"]) == (new.epoch, 3, 3)
+
+
+def test_a_terminator_that_ends_after_a_later_runs_leaves_latest_to_it(tmp_path, use, monkeypatch):
+    store = use(Store())
+    store.records["1.jpg"] = record("1.jpg", "ONE")
+    outputs.write(run(), tmp_path)
+    # Only the newest event run's folder is kept besides latest's: latest's is never the one pruned.
+    monkeypatch.setattr(outputs, "KEEP_EVENT_RUNS", 1)
+    slow, late = run("5.jpg"), run("6.jpg")
+    in_report, go_on = threading.Event(), threading.Event()
+    written = report.write
+
+    def slowly(folder, run_id, found, counts, read):  # the slow run's report: a picture that takes long to read
+        if run_id == slow["id"]:
+            in_report.set()
+            assert go_on.wait(30)
+        return written(folder, run_id, found, counts, read)
+    monkeypatch.setattr(report, "write", slowly)
+
+    store.records["5.jpg"] = record("5.jpg", "FIVE")
+    first = threading.Thread(target=outputs.write, args=(slow, tmp_path))
+    first.start()
+    assert in_report.wait(30)
+    store.records["6.jpg"] = record("6.jpg", "SIX")
+    outputs.write(late, tmp_path)
+    assert lines(tmp_path) == ["1.jpg: ONE", "5.jpg: FIVE", "6.jpg: SIX"]
+    go_on.set()
+    first.join(30)
+    assert not first.is_alive()
+    assert lines(tmp_path) == ["1.jpg: ONE", "5.jpg: FIVE", "6.jpg: SIX"], "output.txt went back to the slow run's"
+    assert (tmp_path / outputs.LATEST).resolve() == (tmp_path / outputs.RUNS / late["id"]).resolve()
+    assert (tmp_path / results.REPORT).read_text() == late["id"]
+    assert (tmp_path / outputs.RUNS / slow["id"] / results.REPORT).read_text() == slow["id"], "its own files, kept"
