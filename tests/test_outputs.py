@@ -103,3 +103,51 @@ def test_a_terminator_that_ends_after_a_later_runs_leaves_latest_to_it(tmp_path,
     assert (tmp_path / outputs.LATEST).resolve() == (tmp_path / outputs.RUNS / late["id"]).resolve()
     assert (tmp_path / results.REPORT).read_text() == late["id"]
     assert (tmp_path / outputs.RUNS / slow["id"] / results.REPORT).read_text() == slow["id"], "its own files, kept"
+
+
+# Integration: the fault matrix's seam "two overlapping terminators", on real workers and S3 events.
+
+DELAY = 60  # s: the slow run's picture; the later run ends within it (its overlap is checked, not assumed)
+
+
+def test_two_overlapping_terminators_leave_the_later_runs_outputs_here_and_in_s3(emulator, bucket, faults, tmp_path):
+    from carcelery import aws
+    from carcelery.aws import provision
+    from test_events import wait_until
+    from test_pipeline import own_stack
+
+    provision.bucket(f"{bucket}-out")
+    s3 = aws.client("s3")
+    with own_stack(tmp_path, CARCELERY_RECOGNIZER="noop", CARCELERY_BUCKET=bucket, CARCELERY_EVENTS_WINDOW="0.3",
+                   CARCELERY_OUTPUT_URI=f"s3://{bucket}-out/carcelery/") as stack:
+        stack.start_worker("worker_a", "detect", 1)
+        assert stack.run("carcelery.aws.provision", "--events").returncode == 0
+        stack.start_worker("worker_b", "text", 2)  # two terminators at once
+        wait_until(lambda: "events: consuming" in stack.log("worker_a"), "worker_a consuming the events", 30)
+
+        def shown():
+            here = stack.output_dir / results.OUTPUT
+            return here.read_text() if here.exists() else ""
+
+        s3.put_object(Bucket=bucket, Key="1.jpg", Body=b"noop never reads it")
+        wait_until(lambda: shown() == "1.jpg: NOOP\n", "1.jpg's line")
+        # 5.jpg's run: its report's picture comes DELAY s late. 6.jpg is uploaded while it waits.
+        faults.set({"call": "s3:GetObject", "match": [bucket, "/5.jpg"], "fault": "delay", "seconds": DELAY,
+                    "times": 1})
+        s3.put_object(Bucket=bucket, Key="5.jpg", Body=b"noop never reads it")
+        wait_until(lambda: faults.hits() == [1], "5.jpg's run in its report")
+        (slow,) = [p.name for p in (stack.output_dir / outputs.RUNS).iterdir()
+                   if (p / results.OUTPUT).read_text() == "1.jpg: NOOP\n5.jpg: NOOP\n"]
+        s3.put_object(Bucket=bucket, Key="6.jpg", Body=b"noop never reads it")
+        both = "1.jpg: NOOP\n5.jpg: NOOP\n6.jpg: NOOP\n"
+        wait_until(lambda: shown() == both, "6.jpg's line", DELAY)
+        ended = f"run={slow} terminator -1:"
+        assert ended not in stack.log("worker_b"), "5.jpg's run ended before 6.jpg's: no overlap (raise DELAY)"
+
+        wait_until(lambda: ended in stack.log("worker_b"), "5.jpg's run's end", DELAY + 60)
+        assert shown() == both, "output.txt went back to the slow run's"
+        latest = s3.get_object(Bucket=f"{bucket}-out", Key="carcelery/latest/output.txt")["Body"].read()
+        assert latest.decode() == both, "the URI's latest/ went back to the slow run's"
+        kept = s3.get_object(Bucket=f"{bucket}-out", Key=f"carcelery/runs/{slow}/output.txt")["Body"].read()
+        assert kept == b"1.jpg: NOOP\n5.jpg: NOOP\n", "the slow run's own files, uploaded"
+        assert "Traceback" not in stack.log("worker_b")
