@@ -4,10 +4,17 @@ import json
 import threading
 import uuid
 
+import boto3
 import pytest
-
-from carcelery.pipeline import index, outputs, records, report, results
+from test_events import wait_until
 from test_index import record
+from test_pipeline import own_stack
+
+from carcelery import aws
+from carcelery.aws import provision
+from carcelery.embedded.demo import Stack
+from carcelery.pipeline import index, outputs, records, report, results
+from carcelery.settings import settings
 
 
 class Store:
@@ -48,7 +55,8 @@ def run(*keys):
 
 
 def lines(root):
-    return (root / results.OUTPUT).read_text().splitlines()
+    path = root / results.OUTPUT
+    return path.read_text().splitlines() if path.exists() else []
 
 
 def test_after_a_new_store_each_run_of_events_shows_its_change(tmp_path, use):
@@ -111,11 +119,6 @@ DELAY = 60  # s: the slow run's picture; the later run ends within it (its overl
 
 
 def test_two_overlapping_terminators_leave_the_later_runs_outputs_here_and_in_s3(emulator, bucket, faults, tmp_path):
-    from carcelery import aws
-    from carcelery.aws import provision
-    from test_events import wait_until
-    from test_pipeline import own_stack
-
     provision.bucket(f"{bucket}-out")
     s3 = aws.client("s3")
     with own_stack(tmp_path, CARCELERY_RECOGNIZER="noop", CARCELERY_BUCKET=bucket, CARCELERY_EVENTS_WINDOW="0.3",
@@ -151,3 +154,34 @@ def test_two_overlapping_terminators_leave_the_later_runs_outputs_here_and_in_s3
         kept = s3.get_object(Bucket=f"{bucket}-out", Key=f"carcelery/runs/{slow}/output.txt")["Body"].read()
         assert kept == b"1.jpg: NOOP\n5.jpg: NOOP\n", "the slow run's own files, uploaded"
         assert "Traceback" not in stack.log("worker_b")
+
+
+@pytest.mark.integration
+def test_after_the_emulator_starts_again_each_run_of_events_reaches_output_txt(tmp_path, port):
+    # The embedded default's store is new at every start of the emulator; the output folder stays.
+    stack = Stack(tmp_path, {"CARCELERY_EMULATOR_PORT": str(port), "CARCELERY_OUTPUT_DIR": str(tmp_path / "out"),
+                             "CARCELERY_RECOGNIZER": "noop", "CARCELERY_EVENTS_WINDOW": "0.3"})
+    s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name=settings.region,
+                      **settings.credentials)
+
+    def upload(key):
+        s3.put_object(Bucket=settings.bucket, Key=key, Body=b"noop never reads it")
+
+    def remove(key):
+        s3.delete_object(Bucket=settings.bucket, Key=key)
+
+    lives = [  # (what is done, the images output.txt shows then): the old store's three runs, then the new one's
+        [(upload, "1.jpg", ["1.jpg"]), (upload, "2.jpg", ["1.jpg", "2.jpg"]), (upload, "3.jpg", ["1.jpg", "2.jpg", "3.jpg"])],
+        [(upload, "A.jpg", ["A.jpg"]), (upload, "B.jpg", ["A.jpg", "B.jpg"]), (remove, "A.jpg", ["B.jpg"])],
+    ]
+    with stack:
+        for steps in lives:
+            stack.start_emulator()
+            assert stack.run("carcelery.aws.provision", "--events").returncode == 0
+            stack.start_worker("worker_a", "detect", 1)
+            stack.start_worker("worker_b", "text", 1)
+            for do, key, expected in steps:
+                do(key)
+                shown = [f"{k}: NOOP" for k in expected]
+                wait_until(lambda shown=shown: lines(stack.output_dir) == shown, f"{shown} after {do.__name__} {key}")
+            stack.stop()
