@@ -14,6 +14,7 @@ from carcelery import aws
 from carcelery.aws import provision
 from carcelery.embedded.demo import Stack
 from carcelery.pipeline import index, outputs, records, report, results
+from carcelery.recognizers import CAR, Label, TextLine
 from carcelery.settings import settings
 
 
@@ -35,18 +36,36 @@ class Store:
 
 
 @pytest.fixture
-def use(monkeypatch):
-    """``use(store)``: the terminators' store from now on; their reports are written without reading images."""
+def unread(monkeypatch):
+    """Reports written without reading images: report.html holds its run's id."""
     def written(folder, run_id, found, counts, read):
         (folder / results.REPORT).write_text(run_id)
         return folder / results.REPORT
     monkeypatch.setattr(report, "write", written)
 
+
+@pytest.fixture
+def use(monkeypatch, unread):
+    """``use(store)``: the terminators' store from now on."""
     def using(store):
         for module, name in ((index, "claim"), (records, "with_runs"), (records, "get")):
             monkeypatch.setattr(module, name, getattr(store, name))
         return store
     return using
+
+
+def slowed(monkeypatch, slow_run):
+    """(in its report, go on): run ``slow_run``'s report waits in the middle until ``go on`` is set."""
+    in_report, go_on = threading.Event(), threading.Event()
+    written = report.write
+
+    def slowly(folder, run_id, found, counts, read):  # a picture that takes long to read
+        if run_id == slow_run["id"]:
+            in_report.set()
+            assert go_on.wait(60)
+        return written(folder, run_id, found, counts, read)
+    monkeypatch.setattr(report, "write", slowly)
+    return in_report, go_on
 
 
 def run(*keys):
@@ -87,30 +106,53 @@ def test_a_terminator_that_ends_after_a_later_runs_leaves_latest_to_it(tmp_path,
     # Only the newest event run's folder is kept besides latest's: latest's is never the one pruned.
     monkeypatch.setattr(outputs, "KEEP_EVENT_RUNS", 1)
     slow, late = run("5.jpg"), run("6.jpg")
-    in_report, go_on = threading.Event(), threading.Event()
-    written = report.write
-
-    def slowly(folder, run_id, found, counts, read):  # the slow run's report: a picture that takes long to read
-        if run_id == slow["id"]:
-            in_report.set()
-            assert go_on.wait(30)
-        return written(folder, run_id, found, counts, read)
-    monkeypatch.setattr(report, "write", slowly)
+    in_report, go_on = slowed(monkeypatch, slow)
 
     store.records["5.jpg"] = record("5.jpg", "FIVE")
     first = threading.Thread(target=outputs.write, args=(slow, tmp_path))
     first.start()
-    assert in_report.wait(30)
+    assert in_report.wait(60)
     store.records["6.jpg"] = record("6.jpg", "SIX")
     outputs.write(late, tmp_path)
     assert lines(tmp_path) == ["1.jpg: ONE", "5.jpg: FIVE", "6.jpg: SIX"]
     go_on.set()
-    first.join(30)
+    first.join(60)
     assert not first.is_alive()
     assert lines(tmp_path) == ["1.jpg: ONE", "5.jpg: FIVE", "6.jpg: SIX"], "output.txt went back to the slow run's"
     assert (tmp_path / outputs.LATEST).resolve() == (tmp_path / outputs.RUNS / late["id"]).resolve()
     assert (tmp_path / results.REPORT).read_text() == late["id"]
     assert (tmp_path / outputs.RUNS / slow["id"] / results.REPORT).read_text() == slow["id"], "its own files, kept"
+
+
+def test_of_two_hosts_terminators_the_later_runs_files_stay_in_the_uris_latest(emulator, bucket, tmp_path,
+                                                                               unread, monkeypatch):
+    # Two Instance B hosts (two output folders), one store and one CARCELERY_OUTPUT_URI.
+    provision.bucket(f"{bucket}-out")
+    uri, one, two = f"s3://{bucket}-out/o/", tmp_path / "one", tmp_path / "two"
+
+    def stored(key):
+        made = results.detection(key, bucket=bucket, key=key, etag="e", labels=[Label(CAR, 99.0)], threshold=50)
+        records.put(results.with_text(made, [TextLine(key[0] * 3, 99.0)]), "r")
+
+    def latest():
+        return aws.client("s3").get_object(Bucket=f"{bucket}-out", Key="o/latest/output.txt")["Body"].read().decode()
+
+    stored("1.jpg")
+    outputs.write({**run(), "bucket": bucket}, one, uri)
+    slow, late = {**run("5.jpg"), "bucket": bucket}, {**run("6.jpg"), "bucket": bucket}
+    in_report, go_on = slowed(monkeypatch, slow)
+    stored("5.jpg")
+    first = threading.Thread(target=outputs.write, args=(slow, one, uri))
+    first.start()
+    assert in_report.wait(60)
+    stored("6.jpg")
+    outputs.write(late, two, uri)
+    assert latest() == "1.jpg: 111\n5.jpg: 555\n6.jpg: 666\n"
+    go_on.set()
+    first.join(60)
+    assert not first.is_alive()
+    assert latest() == "1.jpg: 111\n5.jpg: 555\n6.jpg: 666\n", "the URI's latest/ went back to the slow run's"
+    assert lines(one) == ["1.jpg: 111", "5.jpg: 555"], "host one's latest: the newest run it ended"
 
 
 # Integration: the fault matrix's seam "two overlapping terminators", on real workers and S3 events.

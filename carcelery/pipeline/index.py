@@ -39,8 +39,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from botocore.exceptions import ClientError
-
 from .. import aws
 from ..settings import settings
 from . import ledger, records, results
@@ -59,6 +57,11 @@ class Index:
     segments: list[dict] = field(default_factory=list)  # {"name", "first" (order), counts..., "failures"}
 
 
+def _counter(bucket: str, prefix: str) -> dict:
+    """The key of ``bucket``'s ``prefix``'s item in the ledger table: its epoch, version and published."""
+    return {ledger.KEY: {"S": f"outputs:{bucket}/{prefix}"}}
+
+
 def claim(bucket: str, prefix: str) -> tuple[str, int]:
     """(epoch, version) of a run of ``bucket``'s ``prefix``: the next version, from the ledger table's counter.
 
@@ -66,7 +69,7 @@ def claim(bucket: str, prefix: str) -> tuple[str, int]:
       botocore.exceptions.ClientError: the ledger table is missing or not writable.
     """
     answer = aws.client("dynamodb").update_item(
-        TableName=settings.ledger_table, Key={ledger.KEY: {"S": f"outputs:{bucket}/{prefix}"}},
+        TableName=settings.ledger_table, Key=_counter(bucket, prefix),
         UpdateExpression="SET epoch = if_not_exists(epoch, :epoch) ADD version :one",
         ExpressionAttributeValues={":epoch": {"S": uuid.uuid4().hex}, ":one": {"N": "1"}}, ReturnValues="ALL_NEW")
     return answer["Attributes"]["epoch"]["S"], int(answer["Attributes"]["version"]["N"])
@@ -78,16 +81,15 @@ def publish(bucket: str, prefix: str, epoch: str, version: int) -> bool:
     Raises:
       botocore.exceptions.ClientError: the ledger table is missing or not writable.
     """
+    dynamodb = aws.client("dynamodb")
     try:
-        aws.client("dynamodb").update_item(
-            TableName=settings.ledger_table, Key={ledger.KEY: {"S": f"outputs:{bucket}/{prefix}"}},
+        dynamodb.update_item(
+            TableName=settings.ledger_table, Key=_counter(bucket, prefix),
             UpdateExpression="SET published = :version",
             # Another epoch is another store (the counter made again): its runs publish there, not in this one.
             ConditionExpression="epoch = :epoch AND (attribute_not_exists(published) OR published < :version)",
             ExpressionAttributeValues={":epoch": {"S": epoch}, ":version": {"N": str(version)}})
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
-            raise
+    except dynamodb.exceptions.ConditionalCheckFailedException:
         return False
     return True
 
