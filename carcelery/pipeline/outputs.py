@@ -2,7 +2,7 @@
 
     CARCELERY_OUTPUT_DIR/
       runs/<run id>/output.txt, results.jsonl, report.html
-      latest -> runs/<run id>                  (the run that ended last)
+      latest -> runs/<run id>                  (the newest run that ended)
       output.txt, results.jsonl, report.html -> latest/...
 
       index/                                   the records in segments (``index``)
@@ -10,6 +10,8 @@
 With CARCELERY_OUTPUT_URI=s3://bucket/prefix the three files are also uploaded
 to ``<prefix>runs/<run id>/`` and ``<prefix>latest/``, where every host and
 user can read them (the folder is on whichever Instance B host ran the terminator).
+``latest`` and ``<prefix>latest/`` only move forward: a terminator that ends
+after a later run's leaves them to that run (``_publish``).
 
 The files are made through the index: a run of S3 events (one that names its
 keys) updates it with its own records, and its report shows its own images;
