@@ -77,22 +77,31 @@ def _prune(root: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _publish(held: index.Index, run: dict, root: Path, uri: str, epoch: str, version: int) -> None:
+def _publish(held: index.Index, run: dict, root: Path, uri: str, epoch: str, version: int) -> str | None:
     """Make ``latest`` show run ``run`` (``version`` of ``epoch``), here and at ``uri``, unless a later run's is there.
 
     Outputs only move forward: a terminator that ends after a later run's (its
-    report took longer) leaves ``latest`` to that run, here and in S3.
+    report took longer) leaves ``latest`` to that run, here and in S3; its own
+    files stay in its folder and are uploaded to ``uri``'s ``runs/<run id>/``.
+
+    Returns:
+      Where at ``uri`` the run's files are (None without ``uri``).
     """
-    if held.epoch != epoch or version <= held.published:
-        return
-    held.published = version
-    _link(root / LATEST, Path(RUNS) / run["id"])
-    for name in FILES:
-        if not (root / name).is_symlink():
-            _link(root / name, Path(LATEST) / name)
-    index.save(held)  # linked: so it stays, whatever the upload below meets
-    if uri and index.publish(run["bucket"], run.get("prefix", ""), epoch, version):  # no other host's later run
-        _upload(root / RUNS / run["id"], uri, LATEST)
+    folder = root / RUNS / run["id"]
+    newest = held.epoch == epoch and version > held.published
+    if newest:
+        held.published = version
+        _link(root / LATEST, Path(RUNS) / run["id"])
+        for name in FILES:
+            if not (root / name).is_symlink():
+                _link(root / name, Path(LATEST) / name)
+        index.save(held)  # linked: so it stays, whatever the uploads below meet
+    if not uri:
+        return None
+    uploaded = _upload(folder, uri, f"{RUNS}/{run['id']}")
+    if newest and index.publish(run["bucket"], run.get("prefix", ""), epoch, version):  # no other host's later run
+        _upload(folder, uri, LATEST)
+    return uploaded
 
 
 def write(run: dict, root: Path, uri: str = "") -> dict:
@@ -137,9 +146,8 @@ def write(run: dict, root: Path, uri: str = "") -> dict:
 
     page = report.write(folder, run["id"], run_records(run, folder), counts,
                         read=lambda r: images.read(r["bucket"], r["key"]))
-    output_uri = _upload(folder, uri, f"{RUNS}/{run['id']}") if uri else None
     with index.locked(where) as held:  # of this host's terminators, one publishes at a time
-        _publish(held, run, root, uri, epoch, version)
+        output_uri = _publish(held, run, root, uri, epoch, version)
     if "keys" in run:
         (folder / EVENT_RUN).touch()
         _prune(root)
