@@ -3,6 +3,7 @@
 import json
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 import pytest
@@ -109,15 +110,16 @@ def test_a_terminator_that_ends_after_a_later_runs_leaves_latest_to_it(tmp_path,
     in_report, go_on = slowed(monkeypatch, slow)
 
     store.records["5.jpg"] = record("5.jpg", "FIVE")
-    first = threading.Thread(target=outputs.write, args=(slow, tmp_path))
-    first.start()
-    assert in_report.wait(60)
-    store.records["6.jpg"] = record("6.jpg", "SIX")
-    outputs.write(late, tmp_path)
-    assert lines(tmp_path) == ["1.jpg: ONE", "5.jpg: FIVE", "6.jpg: SIX"]
-    go_on.set()
-    first.join(60)
-    assert not first.is_alive()
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(outputs.write, slow, tmp_path)
+        try:
+            assert in_report.wait(60)
+            store.records["6.jpg"] = record("6.jpg", "SIX")
+            outputs.write(late, tmp_path)
+            assert lines(tmp_path) == ["1.jpg: ONE", "5.jpg: FIVE", "6.jpg: SIX"]
+        finally:
+            go_on.set()
+        first.result(60)
     assert lines(tmp_path) == ["1.jpg: ONE", "5.jpg: FIVE", "6.jpg: SIX"], "output.txt went back to the slow run's"
     assert (tmp_path / outputs.LATEST).resolve() == (tmp_path / outputs.RUNS / late["id"]).resolve()
     assert (tmp_path / results.REPORT).read_text() == late["id"]
@@ -142,15 +144,16 @@ def test_of_two_hosts_terminators_the_later_runs_files_stay_in_the_uris_latest(e
     slow, late = {**run("5.jpg"), "bucket": bucket}, {**run("6.jpg"), "bucket": bucket}
     in_report, go_on = slowed(monkeypatch, slow)
     stored("5.jpg")
-    first = threading.Thread(target=outputs.write, args=(slow, one, uri))
-    first.start()
-    assert in_report.wait(60)
-    stored("6.jpg")
-    outputs.write(late, two, uri)
-    assert latest() == "1.jpg: 111\n5.jpg: 555\n6.jpg: 666\n"
-    go_on.set()
-    first.join(60)
-    assert not first.is_alive()
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(outputs.write, slow, one, uri)
+        try:
+            assert in_report.wait(60)
+            stored("6.jpg")
+            outputs.write(late, two, uri)
+            assert latest() == "1.jpg: 111\n5.jpg: 555\n6.jpg: 666\n"
+        finally:
+            go_on.set()
+        first.result(60)
     assert latest() == "1.jpg: 111\n5.jpg: 555\n6.jpg: 666\n", "the URI's latest/ went back to the slow run's"
     assert lines(one) == ["1.jpg: 111", "5.jpg: 555"], "host one's latest: the newest run it ended"
 
