@@ -4,8 +4,10 @@ One stack (its own bucket and queues, ``provision --events``, both workers,
 no beat, no dispatch) takes every case in turn: the cases share its start-up.
 """
 
+import contextlib
 import json
 import re
+import socket
 import time
 from types import SimpleNamespace
 
@@ -218,7 +220,7 @@ def test_uploads_and_removals_reach_output_txt_by_events(emulator, bucket, seed_
         sqs, s3 = aws.client("sqs"), aws.client("s3")
         queue = sqs.get_queue_url(QueueName=prefix + EVENTS_QUEUE)["QueueUrl"]
         attributes = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])["Attributes"]
-        assert attributes["SqsManagedSseEnabled"] == "true" and int(attributes["MaximumMessageSize"]) == 262144
+        assert int(attributes["MaximumMessageSize"]) == 262144  # encryption: test_provision_encrypts_the_events_queue
         assert EVENTS_DEAD_LETTER_QUEUE in json.loads(attributes["RedrivePolicy"])["deadLetterTargetArn"]
         assert json.loads(attributes["Policy"])["Statement"][0]["Condition"]["ArnEquals"] == {
             "aws:SourceArn": f"arn:aws:s3:::{bucket}"}
@@ -260,6 +262,17 @@ def test_uploads_and_removals_reach_output_txt_by_events(emulator, bucket, seed_
         s3.put_object(Bucket=bucket, Key="3.jpg", Body=(seed_dir / "3.jpg").read_bytes())
         wait_until(lambda: lines(stack) == ["1.jpg: NOOP", "3.jpg: NOOP"], "3.jpg's line")
 
+        # A re-upload's creation (the same bytes: nothing to send), then the removal before it, delivered late:
+        # 1.jpg is in the bucket, its record stays.
+        etag = s3.head_object(Bucket=bucket, Key="1.jpg")["ETag"].strip('"')
+        for event in (s3_event("ObjectCreated:Put", bucket, "1.jpg", etag, sequencer="9" * 18),
+                      s3_event("ObjectRemoved:Delete", bucket, "1.jpg", sequencer="8" * 18)):
+            since = len(stack.log("worker_a").encode())
+            sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(event))
+            wait_until(lambda: "events: 1 in, runs -: 0 images sent, 0 removed, 1 dropped" in stack.log("worker_a", since),
+                       f"{event['Records'][0]['eventName']} of 1.jpg dropped")
+        assert {r["key"] for r in records.read(bucket)} == {"1.jpg", "3.jpg"}
+
         # The beat's scan as the backfill: it removes the record of an image removed while events were off.
         ghost = results.with_text(results.detection("ghost.jpg", bucket=bucket, key="ghost.jpg", etag="x",
                                                     labels=[Label(CAR, 100.0)], threshold=90), [TextLine("BOO", 99.0)])
@@ -275,6 +288,84 @@ def test_uploads_and_removals_reach_output_txt_by_events(emulator, bucket, seed_
         detected = [line.split("image=")[1].split()[0] for line in log.splitlines() if "stage=detect" in line]
         assert sorted(detected) == ["1.jpg", "3.jpg", "my"], "each image recognized once, none gone, no duplicate"
         assert "Traceback" not in log, log[-3000:]
+
+
+@contextlib.contextmanager
+def events_stack(tmp_path, bucket):
+    """Both workers on queues of their own, S3 events of ``bucket`` on; ``stack.events``, ``stack.dead_letters``: URLs."""
+    with own_stack(tmp_path, CARCELERY_RECOGNIZER="noop", CARCELERY_BUCKET=bucket,
+                   CARCELERY_EVENTS_WINDOW="0.3") as stack:
+        done = stack.run("carcelery.aws.provision", "--events")
+        assert done.returncode == 0, done.stderr
+        stack.start_worker("worker_a", "detect", 1)
+        stack.start_worker("worker_b", "text", 1)
+        sqs, prefix = aws.client("sqs"), stack.env["CARCELERY_QUEUE_PREFIX"]
+        stack.events = sqs.get_queue_url(QueueName=prefix + EVENTS_QUEUE)["QueueUrl"]
+        stack.dead_letters = sqs.get_queue_url(QueueName=prefix + EVENTS_DEAD_LETTER_QUEUE)["QueueUrl"]
+        wait_until(lambda: "events: consuming" in stack.log("worker_a"), "worker_a consuming the events", 30)
+        yield stack
+
+
+def test_an_event_met_by_a_transient_fault_reaches_output_txt_once_the_fault_clears(bucket, seed_dir, tmp_path,
+                                                                                    faults):
+    with events_stack(tmp_path, bucket) as stack:
+        faults.set({"call": "s3:HeadObject", "match": [bucket, "late.jpg"], "fault": "transient", "times": None})
+        aws.client("s3").put_object(Bucket=bucket, Key="late.jpg", Body=(seed_dir / "1.jpg").read_bytes())
+        # botocore's own retries, then Celery's (RETRY): the task is retried, its events held in SQS.
+        wait_until(lambda: re.search(r"apply_events\[[^]]+\] retry: Retry in", stack.log("worker_a")),
+                   "apply_events retried by Celery")
+        assert faults.hits()[0] >= 5 and lines(stack) == []
+        faults.set()
+        cleared = time.monotonic()
+        wait_until(lambda: lines(stack) == ["late.jpg: NOOP"], "late.jpg's line after the fault cleared", 120)
+        print(f"fault cleared to late.jpg's line: {time.monotonic() - cleared:.1f} s")
+        log = stack.log("worker_a")
+        assert "Traceback" not in log and "events: 1 to" not in log, log[-3000:]
+        got = aws.client("sqs").receive_message(QueueUrl=stack.dead_letters, WaitTimeSeconds=1).get("Messages", [])
+        assert got == [], "nothing set aside"
+
+
+def test_bad_messages_go_to_the_dead_letters_once_and_instance_a_goes_on(bucket, seed_dir, tmp_path):
+    s3, sqs = aws.client("s3"), aws.client("sqs")
+    # Uploaded before S3 events are on: only the good record of the mixed message below announces it.
+    s3.put_object(Bucket=bucket, Key="early.jpg", Body=(seed_dir / "2.jpg").read_bytes())
+    with events_stack(tmp_path, bucket) as stack:
+        def one(path, value):
+            return json.dumps({"Records": [record_with(path, value)]})
+
+        good = s3_event("ObjectCreated:Put", bucket, "early.jpg", sequencer="1" * 18)["Records"][0]
+        bad = {one("eventName", 5): "record 0: eventName is 5, not a non-empty string",
+               one("s3.object.key", None): "record 0: s3.object.key is None, not a non-empty string",
+               one("s3.object.key", 7): "record 0: s3.object.key is 7, not a non-empty string",
+               one("s3.object.size", "3"): "record 0: s3.object.size is '3', not a whole number of bytes",
+               one("s3.object.size", 0).replace('"size": 0', '"size": 1e400'):
+                   "record 0: s3.object.size is inf, not a whole number of bytes",
+               "[" * 100_000 + "]" * 100_000: "JSON nested too deep to read (S3's events are 5 levels deep)",
+               "not json": "not JSON: 'not json'",
+               "[1, 2]": "not a JSON object: [1, 2]",
+               json.dumps({"Records": [good, 5]}): "record 1: the record is 5, not an object"}
+        for body in [*bad, json.dumps(TEST_EVENT)]:
+            sqs.send_message(QueueUrl=stack.events, MessageBody=body)
+        got = {}
+
+        def dead_lettered():
+            for m in sqs.receive_message(QueueUrl=stack.dead_letters, MessageAttributeNames=["All"],
+                                         MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", []):
+                assert m["Body"] not in got, "a message dead-lettered twice"
+                got[m["Body"]] = m["MessageAttributes"]["reason"]["StringValue"]
+            return len(got) >= len(bad)
+
+        wait_until(dead_lettered, "every bad message in the dead-letter queue")
+        assert got == bad
+        # The mixed message's good record applied; then the next upload, on the same worker.
+        wait_until(lambda: lines(stack) == ["early.jpg: NOOP"], "early.jpg's line, from the mixed message")
+        s3.put_object(Bucket=bucket, Key="next.jpg", Body=(seed_dir / "3.jpg").read_bytes())
+        wait_until(lambda: lines(stack) == ["early.jpg: NOOP", "next.jpg: NOOP"], "next.jpg's line")
+        ping = stack.run("celery", "-A", "carcelery", "inspect", "ping", "-d", f"worker_a@{socket.gethostname()}",
+                         "--timeout", "10")
+        assert ping.returncode == 0 and "worker_a@" in ping.stdout, ping.stdout + ping.stderr
+        assert stack.procs["worker_a"].poll() is None and "Unrecoverable error" not in stack.log("worker_a")
+        assert not sqs.receive_message(QueueUrl=stack.dead_letters, WaitTimeSeconds=1).get("Messages"), "once each"
 
 
 @pytest.mark.integration
@@ -339,6 +430,13 @@ def bootstep(monkeypatch, sent_aside, fails=False):
     step.timer = SimpleNamespace(call_after=lambda seconds, send: SimpleNamespace(cancel=lambda: None))
     step.app = SimpleNamespace(signature=lambda name, args: SimpleNamespace(delay=lambda: applied.append(args[0])))
     return step, applied
+
+
+def test_a_body_nested_too_deep_for_kombu_reaches_the_consumer_as_text():
+    from carcelery.transport import Channel
+
+    # kombu reads every SQS body as JSON first, for Celery's envelope: not one, it hands the text over.
+    assert object.__new__(Channel)._prepare_json_payload("[" * 100_000 + "]" * 100_000) == {}
 
 
 def test_a_message_with_a_bad_record_goes_to_the_dead_letters_once_and_its_good_records_are_applied(monkeypatch):
