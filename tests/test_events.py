@@ -483,6 +483,26 @@ def test_a_removal_older_than_a_reupload_keeps_the_image(monkeypatch):
         assert stream.sort(batch) == ([], [], 1), f"{name}: the image is in the bucket, as dispatched"
 
 
+def test_a_retried_batch_names_its_removals_again(monkeypatch):
+    """apply_events retried after its removals were marked and before its run was sent: the run names them."""
+    from carcelery.pipeline import stream
+
+    monkeypatch.setattr(stream.ledger, "entries", lambda images: {"b/1.jpg": {"etag": "", "sequencer": events.sequence("02")},
+                                                                  "b/2.jpg": {"etag": "e", "sequencer": events.sequence("02")}})
+    monkeypatch.setattr(stream, "_current", lambda e: None)
+    batch = [events.parse(json.dumps(s3_event(name, "b", key, "e", "02"))).events[0]
+             for name, key in (("ObjectRemoved:Delete", "1.jpg"), ("ObjectCreated:Put", "2.jpg"))]
+    send, removed, dropped = stream.sort(batch)
+    assert [i.key for i in removed] == ["1.jpg"] and send == [] and dropped == 1, "2.jpg: delivered before"
+
+    calls = []
+    monkeypatch.setattr(stream, "remove", lambda images: calls.append(("remove", [i.key for i in images])))
+    monkeypatch.setattr("carcelery.dispatch.dispatch", lambda bucket, prefix, **kw: calls.append(("run", kw["keys"]))
+                        or {"id": "r"})
+    stream.apply(batch[:1])
+    assert calls == [("remove", ["1.jpg"]), ("run", ["1.jpg"])]
+
+
 def test_provision_encrypts_the_events_queue_and_its_dead_letters(monkeypatch):
     made = {}
 

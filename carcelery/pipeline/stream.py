@@ -6,7 +6,9 @@ object, what is left to do:
 
 - of one key's events, the one with the greatest ``sequencer`` counts (S3's
   order); one not newer than what the ledger holds for the key (the same
-  event delivered twice, or an older one after a newer) is dropped;
+  event delivered twice, or an older one after a newer) is dropped, but for
+  the removal the ledger marked from that very event, which is applied again
+  (a retried batch sends the run that names its key);
 - a key that is not an image (``images.is_image_key``) or outside
   CARCELERY_KEY_PREFIX is left alone;
 - what is done with the rest is what the bucket holds now (HeadObject), not
@@ -60,7 +62,10 @@ def sort(batch: list[dict]) -> tuple[list[S3Image], list[S3Image], int]:
     send, removed = [], []
     for event in wanted:
         before = known.get(f"{event['bucket']}/{event['key']}", {"etag": "", "sequencer": ""})
-        if event["sequencer"] <= before["sequencer"]:
+        # The removal the ledger marked from this very event: applied again, its key in the run, for the
+        # run may not have been sent (apply_events retried after a failure in dispatching).
+        again = event["sequencer"] == before["sequencer"] and not before["etag"]
+        if event["sequencer"] <= before["sequencer"] and not again:
             continue  # delivered before, or older than what the ledger holds
         image = _current(event)
         if image is None:
