@@ -279,7 +279,7 @@ def apply_events(self, batch: list[dict]) -> dict:
     try:
         done = stream.apply(batch)
     except Exception as exc:  # noqa: BLE001 - sorted by _given_up: transient, permanent, or a bug
-        reason = _given_up(self, exc, f"events: {len(batch)}", settings.bucket)
+        reason = _given_up(self, exc, f"events={len(batch)}", settings.bucket)
         logger.error("events: %d to %s: %s", len(batch), settings.queue_name(EVENTS_DEAD_LETTER_QUEUE), reason)
         s3events.set_aside(json.dumps(events.notification(batch)), reason)
         return {"runs": [], "images": 0, "removed": 0, "dropped": len(batch), "error": reason}
