@@ -14,7 +14,8 @@ A task never raises for a bad image, a permanent AWS error or a bug: it
 stores a record with ``error`` set, at once, so the chord still completes and
 the failure is written down. Transient errors (``aws.errors.transient``) are
 retried by Celery (``RETRY``: exponential backoff, full jitter), MAX_RETRIES
-times; then the image fails too.
+times; then the image fails too. ``apply_events`` is retried the same way; a
+batch it cannot apply goes to the events' dead-letter queue with the reason.
 """
 
 from __future__ import annotations
