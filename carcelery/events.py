@@ -131,7 +131,7 @@ class S3Events(bootsteps.ConsumerStep):
             found, rejected = events.parse(body)
         except events.NotAnEvent as exc:
             found, rejected = [], [exc]
-        except Exception as exc:  # noqa: BLE001 - a bug in reading it: the message is kept, the worker goes on
+        except Exception as exc:  # a bug in reading it: the message is kept, the worker goes on
             logger.exception("events: could not read a message")
             found, rejected = [], [events.NotAnEvent(f"{type(exc).__name__}: {exc} (a programming error in carcelery)")]
         if rejected and not self.dead_letter(message, events.why(rejected)):
