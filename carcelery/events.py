@@ -11,8 +11,10 @@ not), as raw data (``application/data``). Each message is read
 (``pipeline.events.parse``) in the worker's event loop, without a request:
 
 - S3's ``s3:TestEvent``: acknowledged, nothing else;
-- a body that is not an S3 event: sent to the events' dead-letter queue with
-  the reason (message attribute ``reason``) and acknowledged, once: no loop;
+- a body that is not an S3 event, or holds a record that is not one: sent as it
+  came to the events' dead-letter queue with the reason (message attribute
+  ``reason``), once: no loop; its good records are applied. A worker never
+  stops for what a message holds, whatever its content;
 - object events: held, unacknowledged, until the run they join is sent:
   CARCELERY_EVENTS_WINDOW seconds after its first event, or at once when it
   holds CARCELERY_EVENTS_BATCH events. Sending it is one task,
@@ -56,6 +58,18 @@ def queue_url(name: str = EVENTS_QUEUE) -> str | None:
         if queue_missing(exc):
             return None
         raise
+
+
+def set_aside(body: str, reason: str) -> None:
+    """Send ``body`` to the events' dead-letter queue, ``reason`` in its message attribute ``reason``.
+
+    Raises:
+      botocore.exceptions.ClientError: SQS refused it.
+    """
+    from . import aws
+
+    aws.client("sqs").send_message(QueueUrl=queue_url(EVENTS_DEAD_LETTER_QUEUE), MessageBody=body,
+                                   MessageAttributes={"reason": {"DataType": "String", "StringValue": reason}})
 
 
 @beat_init.connect
@@ -114,12 +128,16 @@ class S3Events(bootsteps.ConsumerStep):
 
     def on_message(self, body, message) -> None:
         try:
-            found = events.parse(body)
+            found, rejected = events.parse(body)
         except events.NotAnEvent as exc:
-            self.dead_letter(message, str(exc))
+            found, rejected = [], [exc]
+        except Exception as exc:  # a bug in reading it: the message is kept, the worker goes on
+            logger.exception("events: could not read a message")
+            found, rejected = [], [events.NotAnEvent(f"{type(exc).__name__}: {exc} (a programming error in carcelery)")]
+        if rejected and not self.dead_letter(message, events.why(rejected)):
             return
         if not found:
-            message.ack()  # S3's test event
+            message.ack()  # S3's test event, or nothing but what went to the dead-letter queue
             return
         self.held.append((found, message))
         if sum(len(e) for e, _ in self.held) >= settings.events_batch:
@@ -128,26 +146,24 @@ class S3Events(bootsteps.ConsumerStep):
             self.flushing = self.timer.call_after(settings.events_window, self.send)
 
     def on_decode_error(self, message, exc) -> None:
-        self.dead_letter(message, f"{type(exc).__name__}: {exc}")
+        if self.dead_letter(message, f"{type(exc).__name__}: {exc}"):
+            message.ack()
 
-    def dead_letter(self, message, reason: str) -> None:
-        """Send ``message``'s body as it came to the events' dead-letter queue with ``reason``; acknowledge it.
+    def dead_letter(self, message, reason: str) -> bool:
+        """Send ``message``'s body as it came to the events' dead-letter queue with ``reason``; whether it went.
 
-        If that fails, the message goes back to its queue, whose redrive policy moves it to the same
+        If it did not, the message goes back to its queue, whose redrive policy moves it to the same
         dead-letter queue (without the reason) after CARCELERY_MAX_RECEIVES receives: never a loop.
         """
         body = message.delivery_info.get("sqs_message", {}).get("Body") or str(message.body)
         logger.error("events: not an S3 event, to %s: %s", settings.queue_name(EVENTS_DEAD_LETTER_QUEUE), reason)
-        from . import aws
-
         try:
-            aws.client("sqs").send_message(QueueUrl=queue_url(EVENTS_DEAD_LETTER_QUEUE), MessageBody=body,
-                                           MessageAttributes={"reason": {"DataType": "String", "StringValue": reason}})
+            set_aside(body, reason)
         except Exception:  # noqa: BLE001 - back to its queue: after CARCELERY_MAX_RECEIVES, SQS's redrive moves it
             logger.exception("events: could not send it to %s", settings.queue_name(EVENTS_DEAD_LETTER_QUEUE))
             message.reject(requeue=True)
-            return
-        message.ack()
+            return False
+        return True
 
     def send(self) -> None:
         """Send the held events as one ``apply_events`` task, then acknowledge them (requeue them if it fails)."""

@@ -14,12 +14,14 @@ A task never raises for a bad image, a permanent AWS error or a bug: it
 stores a record with ``error`` set, at once, so the chord still completes and
 the failure is written down. Transient errors (``aws.errors.transient``) are
 retried by Celery (``RETRY``: exponential backoff, full jitter), MAX_RETRIES
-times; then the image fails too.
+times; then the image fails too. ``apply_events`` is retried the same way; a
+batch it cannot apply goes to the events' dead-letter queue with the reason.
 """
 
 from __future__ import annotations
 
 import gc
+import json
 import os
 import signal
 import time
@@ -32,13 +34,13 @@ from celery.utils.log import get_task_logger
 
 from . import aws, recognizers
 from . import events as s3events
-from .pipeline import costs, outputs, records, results, runs, images, stream
+from .pipeline import costs, events, outputs, records, results, runs, images, stream
 from .pipeline.printable import printable
 from .aws import errors
 from .app import app
 from .dispatch import dispatch
 from .replacing import Replaceable
-from .settings import TEXT_QUEUE, settings
+from .settings import EVENTS_DEAD_LETTER_QUEUE, TEXT_QUEUE, settings
 
 logger = get_task_logger(__name__)
 
@@ -95,6 +97,24 @@ def _image(ref: dict) -> recognizers.Image:
 _cpu_time = time.thread_time if settings.pool == "threads" else time.process_time
 
 
+def _given_up(task, exc: Exception, what: str, bucket: str = "", key: str = "") -> str:
+    """Why ``exc`` ends the work ``what`` of ``task`` for good, in one line: the tasks' one error policy.
+
+    Raises:
+      aws.errors.Transient: ``exc`` is transient and the task has retries left; Celery retries it (``RETRY``).
+    """
+    if errors.transient(exc):
+        if task.request.retries < task.max_retries:
+            logger.warning("%s transient error, retrying: %r", what, exc)
+            raise errors.Transient(f"{what}: {exc!r}") from exc
+        return f"{type(exc).__name__}: {exc} (gave up after {task.max_retries} retries)"
+    if (permanent := errors.permanent(exc, bucket, key)) is not None:
+        return str(permanent)
+    # A bug: the same work would fail the same way again. Its traceback, once, in the log.
+    logger.exception("%s failed with a programming error", what)
+    return f"{type(exc).__name__}: {exc} (a programming error in carcelery, not retried)"
+
+
 def _attempt(task, ref: dict, stage: str, work) -> dict:
     """``work()``'s record, or at once a failure record naming the reason.
 
@@ -111,18 +131,8 @@ def _attempt(task, ref: dict, stage: str, work) -> dict:
         record = work()
     except recognizers.ImageError as exc:
         reason = str(exc)
-    except Exception as exc:  # noqa: BLE001 - sorted below: transient, permanent, or a bug
-        if errors.transient(exc):
-            if task.request.retries < task.max_retries:
-                logger.warning("image=%s stage=%s transient error, retrying: %r", printable(ref["key"]), stage, exc)
-                raise errors.Transient(f"image={printable(ref['key'])} stage={stage}: {exc!r}") from exc
-            reason = f"{type(exc).__name__}: {exc} (gave up after {task.max_retries} retries)"
-        elif (permanent := errors.permanent(exc, ref["bucket"], ref["key"])) is not None:
-            reason = str(permanent)
-        else:
-            # A bug: the same image would fail the same way again. Its traceback, once, in the log.
-            logger.exception("image=%s stage=%s failed with a programming error", printable(ref["key"]), stage)
-            reason = f"{type(exc).__name__}: {exc} (a programming error in carcelery, not retried)"
+    except Exception as exc:  # noqa: BLE001 - sorted by _given_up: transient, permanent, or a bug
+        reason = _given_up(task, exc, f"image={printable(ref['key'])} stage={stage}", ref["bucket"], ref["key"])
     else:
         elapsed, cpu = time.perf_counter() - started, _cpu_time() - cpu
         if stage == "detect":
@@ -260,18 +270,20 @@ def scan_bucket() -> dict:
     return {key: run[key] for key in ("id", "images", "skipped")}
 
 
-@app.task(bind=True, name="carcelery.tasks.apply_events", max_retries=MAX_RETRIES)
+@app.task(bind=True, name="carcelery.tasks.apply_events", **RETRY)
 def apply_events(self, batch: list[dict]) -> dict:
-    """Instance A: a batch of S3 events (``carcelery.pipeline.events``) applied: removals, and one run of what is new."""
+    """Instance A: a batch of S3 events (``carcelery.pipeline.events``) applied: removals, and one run of what is new.
+
+    A transient error is retried as the image tasks' are (``RETRY``); a batch that cannot be applied
+    goes to the events' dead-letter queue, in S3's form, with the reason: never lost.
+    """
     try:
         done = stream.apply(batch)
-    except Exception as exc:  # noqa: BLE001 - sorted below into permanent and transient
-        reason = errors.explain(exc, settings.bucket)
-        if reason is not None:
-            # The events are lost for now; the beat's next scan (the backfill) finds their images.
-            logger.error("events: %d dropped: %s", len(batch), reason)
-            return {"runs": [], "images": 0, "removed": 0, "dropped": len(batch), "error": reason}
-        raise self.retry(exc=exc, countdown=_backoff(self.request.retries))
+    except Exception as exc:  # noqa: BLE001 - sorted by _given_up: transient, permanent, or a bug
+        reason = _given_up(self, exc, f"events={len(batch)}", settings.bucket)
+        logger.error("events: %d to %s: %s", len(batch), settings.queue_name(EVENTS_DEAD_LETTER_QUEUE), reason)
+        s3events.set_aside(json.dumps(events.notification(batch)), reason)
+        return {"runs": [], "images": 0, "removed": 0, "dropped": len(batch), "error": reason}
     logger.info("events: %d in, runs %s: %d images sent, %d removed, %d dropped (duplicates, older, not images)",
                 len(batch), ",".join(done["runs"]) or "-", done["images"], done["removed"], done["dropped"])
     return done

@@ -76,6 +76,8 @@ DEBTS = [
          (f"{SQS}:Channel._get_async",)),
     Debt(f"{SQS}:Channel._on_messages_ready", CHANNEL, "correctness", "self, queue, qname, messages",
          (f"{SQS}:Channel._get_async",)),
+    Debt(f"{SQS}:Channel._prepare_json_payload", CHANNEL, "correctness", "self, text",
+         (f"{SQS}:Channel._message_to_python",)),
     Debt(f"{SQS}:Channel._get_message_estimate", CHANNEL, "speed", "self, max_if_unlimited",
          (f"{SQS}:Channel._get_bulk", f"{SQS}:Channel._get_bulk_async")),
     Debt(f"{SQS}:Channel.basic_ack", CHANNEL, "speed", "self, delivery_tag, multiple", ("kombu.message:Message.ack",)),

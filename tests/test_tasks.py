@@ -1,5 +1,6 @@
 """The tasks' error handling: bad images and permanent errors become records, transient ones are retried."""
 
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -7,6 +8,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 from carcelery import tasks
 from carcelery.aws import errors
+from carcelery.pipeline import events
 from carcelery.recognizers import ImageError, Label
 
 REF = {"bucket": "b", "key": "k.jpg", "etag": "e"}
@@ -90,3 +92,47 @@ def test_the_tasks_retry_with_celerys_options(monkeypatch):
     assert result.successful() and result.result["car"] is False and "error" not in result.result
     assert calls == ["k.jpg"] * 3 and len(stored) == 1
     assert tasks.detect_car.autoretry_for == (errors.Transient,) and tasks.detect_car.retry_backoff_max == 60
+
+
+EVENTS = [{"kind": "created", "name": "ObjectCreated:Put", "bucket": "b", "key": "new.jpg", "etag": "e", "size": 3,
+           "sequencer": "0055AED6DCD90281E5".ljust(40, "0")}]
+
+
+def events_applied(monkeypatch, *outcomes):
+    """``apply_events`` run in-process (apply) on EVENTS, ``stream.apply`` raising or returning ``outcomes`` in turn."""
+    calls, aside = [], []
+
+    def apply(batch):
+        calls.append(batch)
+        outcome = outcomes[min(len(calls), len(outcomes)) - 1]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    monkeypatch.setattr(tasks.stream, "apply", apply)
+    monkeypatch.setattr(tasks.s3events, "set_aside", lambda body, reason: aside.append((json.loads(body), reason)))
+    return tasks.apply_events.apply((EVENTS,)), calls, aside
+
+
+TRANSIENT = ClientError({"Error": {"Code": "InternalError"}, "ResponseMetadata": {"HTTPStatusCode": 500}}, "HeadObject")
+
+
+def test_apply_events_retries_a_transient_error_with_the_image_tasks_options(monkeypatch):
+    done = {"runs": ["r"], "images": 1, "removed": 0, "dropped": 0}
+    result, calls, aside = events_applied(monkeypatch, TRANSIENT, TRANSIENT, done)
+    assert result.successful() and result.result == done and calls == [EVENTS] * 3 and not aside
+    assert {option: getattr(tasks.apply_events, option) for option in tasks.RETRY} == tasks.RETRY
+
+
+def test_events_that_cannot_be_applied_go_to_the_dead_letters_in_s3s_form_with_why(monkeypatch):
+    result, calls, aside = events_applied(monkeypatch, TRANSIENT)
+    assert len(calls) == tasks.MAX_RETRIES + 1
+    [(body, reason)] = aside
+    assert events.parse(json.dumps(body)).events == EVENTS
+    assert reason.startswith("ClientError: ") and reason.endswith(f"(gave up after {tasks.MAX_RETRIES} retries)")
+    assert result.successful() and result.result["dropped"] == 1 and result.result["error"] == reason
+
+    denied = ClientError({"Error": {"Code": "AccessDenied"}, "ResponseMetadata": {"HTTPStatusCode": 403}}, "HeadObject")
+    result, calls, aside = events_applied(monkeypatch, denied)
+    assert len(calls) == 1 and aside[0][1].startswith("HeadObject on bucket")
+    assert "the credentials lack s3:GetObject" in aside[0][1]

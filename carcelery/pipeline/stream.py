@@ -6,14 +6,19 @@ object, what is left to do:
 
 - of one key's events, the one with the greatest ``sequencer`` counts (S3's
   order); one not newer than what the ledger holds for the key (the same
-  event delivered twice, or an older one after a newer) is dropped, and so is
-  a creation with the ETag already dispatched;
+  event delivered twice, or an older one after a newer) is dropped, but for
+  the removal the ledger marked from that very event, which is applied again
+  (a retried batch sends the run that names its key);
 - a key that is not an image (``images.is_image_key``) or outside
   CARCELERY_KEY_PREFIX is left alone;
-- a created image still in the bucket is sent in the run (``dispatch``, with
-  its chord and ``-1`` terminator); one already gone is taken as removed;
-- a removed image's record is deleted and the ledger marks it removed: its
-  line leaves the outputs when the run's terminator writes them.
+- what is done with the rest is what the bucket holds now (HeadObject), not
+  what the event says: S3 delivers a key's events in any order, and the ledger
+  has no sequencer for what a scan dispatched. An image in the bucket whose
+  ETag the ledger does not hold is sent in the run (``dispatch``, with its
+  chord and ``-1`` terminator); one whose ETag it holds is dropped (a removal
+  that came after the re-upload's creation among them); an image no longer
+  in the bucket is removed: its record is deleted and the ledger marks it
+  removed, and its line leaves the outputs when the run's terminator writes them.
 
 A batch that leaves only removals sends the terminator alone.
 
@@ -36,7 +41,7 @@ from .images import S3Image, is_image_key, list_images
 
 
 def _current(event: dict) -> S3Image | None:
-    """The object of a creation event as it is now in the bucket; None if it is gone."""
+    """The object of an event's key as it is now in the bucket; None if it is gone."""
     try:
         head = aws.client("s3").head_object(Bucket=event["bucket"], Key=event["key"])
     except ClientError as exc:
@@ -57,9 +62,12 @@ def sort(batch: list[dict]) -> tuple[list[S3Image], list[S3Image], int]:
     send, removed = [], []
     for event in wanted:
         before = known.get(f"{event['bucket']}/{event['key']}", {"etag": "", "sequencer": ""})
-        if event["sequencer"] <= before["sequencer"]:
+        # The removal the ledger marked from this very event: applied again, its key in the run, for the
+        # run may not have been sent (apply_events retried after a failure in dispatching).
+        again = event["sequencer"] == before["sequencer"] and not before["etag"]
+        if event["sequencer"] <= before["sequencer"] and not again:
             continue  # delivered before, or older than what the ledger holds
-        image = _current(event) if event["kind"] == events.CREATED else None
+        image = _current(event)
         if image is None:
             removed.append(S3Image(event["bucket"], event["key"], "", 0, event["sequencer"]))
         elif image.etag != before["etag"]:

@@ -9,7 +9,8 @@ queue). Here a failed receive is sorted as every AWS error is
 received again after the polling interval; one no retry can fix (access
 denied, expired credentials) raises from the event loop, as kombu's own
 errors do, so the worker stops with one line naming the call, the queue, the
-missing permission and the fix.
+missing permission and the fix. A body of any content is received: one nested
+too deep for kombu's JSON reading is handed over as text, as any non-JSON body.
 """
 
 from __future__ import annotations
@@ -71,6 +72,15 @@ class Receiving:
             logger.warning("ReceiveMessage on queue %s failed (SQS 5xx): receiving again", qname)
             return 0
         return super()._on_messages_ready(queue, qname, messages)
+
+    # Debt: overrides kombu's private `Channel._prepare_json_payload` (5.7.0): it reads every body as JSON,
+    # catching JSONDecodeError and TypeError only; a body nested too deep (RecursionError) stopped the
+    # worker. Such a body is no Celery message: {} as for any other, and its consumer is handed the text.
+    def _prepare_json_payload(self, text):
+        try:
+            return super()._prepare_json_payload(text)
+        except RecursionError:
+            return {}
 
     # Debt: overrides kombu's private `Channel._loop1` (5.7.0): it schedules the next receive.
     def _loop1(self, queue, messages_fetched=None):
