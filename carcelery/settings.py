@@ -44,9 +44,9 @@ read here is in it).
 | CARCELERY_MODEL_THREADS   | 1                           | threads per model (0: the libraries' defaults); parallelism comes from worker processes |
 | CARCELERY_MONITORING      | on                          | ``on``: task events and remote control over SNS (Flower, ``celery inspect``); ``off``: neither, for raw throughput |
 | CARCELERY_TASK_SENT_EVENTS| off                         | ``on``: the dispatcher sends task-sent events too (one SNS publish per task) |
-| CARCELERY_FLOWER_PORT     | 5555                        | port of Flower (``python -m carcelery.commands.flower``) on 127.0.0.1 |
-| CARCELERY_FLOWER_USER     | (unset)                     | with CARCELERY_FLOWER_PASSWORD: Flower asks for this user (HTTP basic auth) |
-| CARCELERY_FLOWER_PASSWORD | (unset)                     | that user's password                           |
+| CARCELERY_FLOWER_PORT     | 5555                        | port of Flower (``celery -A carcelery flower``, settings in flowerconfig.py) on 127.0.0.1 |
+| CARCELERY_FLOWER_USER     | (unset)                     | the user Flower asks for (HTTP basic auth); required, without ``:`` |
+| CARCELERY_FLOWER_PASSWORD | (unset)                     | that user's password, any characters; required: without it Flower does not start |
 | CARCELERY_NOOP_EXIT_ON    | (unset)                     | tests only: the ``noop`` recognizer's process exits at once (``os._exit``) when it meets this image name, a worker-killing poison |
 | CARCELERY_EMULATOR_FAULTS | (unset)                     | tests only: a file of AWS faults (errors, delays) the emulator injects into its answers (``carcelery.embedded.faults``) |
 """
