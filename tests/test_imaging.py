@@ -9,9 +9,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from carcelery.recognizers import Image, ImageError
-from carcelery.recognizers import imaging
-from carcelery.recognizers.imaging import MAX_DECODE_BYTES, MAX_PIXELS, MAX_SIDE, TooLarge, decode, decode_bytes
+from carcelery.recognizers import Image, ImageError, imaging
+from carcelery.recognizers.imaging import (
+    MAX_DECODE_BYTES,
+    MAX_PIXELS,
+    MAX_SIDE,
+    TooLarge,
+    decode,
+    decode_bytes,
+)
 
 
 def png(width: int, height: int, color_type: int = 6) -> bytes:
