@@ -7,6 +7,7 @@ only, and does not start without a password.
 
 import base64
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ import psutil
 import pytest
 from conftest import free_port
 
+from carcelery import aws
 from carcelery.embedded.demo import ROOT
 
 USER, PASSWORD = "me", "Tr0ub4dor,3"
@@ -27,8 +29,8 @@ USER, PASSWORD = "me", "Tr0ub4dor,3"
 PIECES = [("me", "Tr0ub4dor"), ("3", None)]
 
 
-def status(port: int, path: str, credential: tuple[str, str | None] | None) -> int:
-    """The HTTP status of Flower's ``path``, asked with ``credential`` (user, password; None: the user alone)."""
+def answer(port: int, path: str, credential: tuple[str, str | None] | None) -> tuple[int, bytes]:
+    """The HTTP status and body of Flower's ``path``, asked with ``credential`` (user, password; None: the user alone)."""
     headers = {}
     if credential is not None:
         user, password = credential
@@ -37,9 +39,13 @@ def status(port: int, path: str, credential: tuple[str, str | None] | None) -> i
     request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status
+            return response.status, response.read()
     except urllib.error.HTTPError as exc:
-        return exc.code
+        return exc.code, exc.read()
+
+
+def status(port: int, path: str, credential: tuple[str, str | None] | None) -> int:
+    return answer(port, path, credential)[0]
 
 
 @contextlib.contextmanager
@@ -78,9 +84,14 @@ def test_flower_wants_the_whole_password_and_serves_its_broker_page_on_loopback(
     # PYTHONPATH: elsewhere, this checkout's carcelery, not the one installed.
     env.update({"CARCELERY_QUEUE_PREFIX": "fp-", "CARCELERY_FLOWER_PORT": str(port), "CARCELERY_FLOWER_USER": USER,
                 "CARCELERY_FLOWER_PASSWORD": PASSWORD, "PYTHONPATH": str(ROOT)})
+    aws.client("sqs").create_queue(QueueName="fp-text")
     with flower(args, ROOT if in_checkout else tmp_path, env, tmp_path / "flower.log") as proc:
         assert status(port, "/api/workers", (USER, PASSWORD)) == 200
-        assert status(port, "/broker", (USER, PASSWORD)) == 200  # the Broker page over SQS
+        # The Broker page and the queues' lengths over SQS (stock Flower: "'sqs' broker is not supported").
+        assert status(port, "/broker", (USER, PASSWORD)) == 200
+        code, body = answer(port, "/api/queues/length", (USER, PASSWORD))
+        assert code == 200 and {"name": "text", "sqs_queue": "fp-text", "approximate": True}.items() <= \
+            next(q for q in json.loads(body)["active_queues"] if q["name"] == "text").items()
         for credential in [*PIECES, None, (USER, "")]:
             assert status(port, "/api/workers", credential) == 401, credential
         listening = {c.laddr.ip for c in psutil.Process(proc.pid).net_connections("tcp")
