@@ -540,7 +540,7 @@ def application(leave_out: Collection[str] = ()) -> Callable:
     _s3_event_sequencer()
     if not _QUEUE_POLICY:
         _cloudformation_s3_events()
-    return _refusing_web_pages(_one_request_at_a_time(dispatcher)(create_backend_app))
+    return _one_request_at_a_time(dispatcher)(create_backend_app)
 
 
 def server(app: Callable, host: str, port: int):
@@ -570,8 +570,8 @@ def main(argv: list[str] | None = None) -> int:
     if settings.target != "emulator":
         parser.error("CARCELERY_TARGET is 'aws': the emulator is for the embedded default only")
 
-    # No CORS headers: no web page in a browser may read the emulator's answers (``application``
-    # refuses pages' requests themselves).
+    # No CORS headers: no web page in a browser may read the emulator's answers (and
+    # ``_refusing_web_pages`` refuses pages' requests themselves).
     os.environ["MOTO_DISABLE_GLOBAL_CORS"] = "true"
     from ..aws import provision
     from ..pipeline import images
@@ -581,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
         if settings.emulator_faults:  # a test hook: see carcelery.embedded.faults
             from .faults import Injector
             app = Injector(app, Path(settings.emulator_faults), log=lambda line: print(line, flush=True))
-        running = server(app, settings.emulator_host, settings.emulator_port)
+        running = server(_refusing_web_pages(app), settings.emulator_host, settings.emulator_port)
     except OSError as exc:
         print(f"error: cannot listen on {settings.endpoint_url} ({exc}); stop what uses it "
               f"or set CARCELERY_EMULATOR_PORT", file=sys.stderr)
