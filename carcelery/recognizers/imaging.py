@@ -67,9 +67,9 @@ def decode_bytes(pic: PIL.Image.Image) -> int:
     return pic.width * pic.height * per_pixel
 
 
-def _too_large(name: str, width: int, height: int) -> ImageError:
+def _too_large(name: str, width: int, height: int) -> TooLarge:
     return TooLarge(f"{name} is {width}x{height} pixels, over the local backend's limit of {MAX_PIXELS:,}; "
-                      f"downscale it (e.g. to {MAX_SIDE} px on its long side)")
+                    f"downscale it (e.g. to {MAX_SIDE} px on its long side)")
 
 
 def _declared_size(data: bytes) -> tuple[int, int] | None:
