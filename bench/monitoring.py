@@ -42,7 +42,8 @@ def run_one(workdir: Path, name: str, env: dict[str, str], images: int, concurre
     from carcelery.embedded.demo import SEED_IMAGES, Stack
 
     prefix = f"b{uuid.uuid4().hex[:8]}-"
-    env = {**env, "CARCELERY_QUEUE_PREFIX": prefix, "CARCELERY_FLOWER_PORT": str(free_port())}
+    env = {**env, "CARCELERY_QUEUE_PREFIX": prefix, "CARCELERY_FLOWER_PORT": str(free_port()),
+           "CARCELERY_FLOWER_USER": "bench", "CARCELERY_FLOWER_PASSWORD": uuid.uuid4().hex}
     with Stack(workdir / prefix, env) as stack:
         stack.start_worker("worker_a", "detect", concurrency)
         stack.start_worker("worker_b", "text", concurrency)

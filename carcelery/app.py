@@ -4,6 +4,10 @@ Adds one worker option, ``--stop-on-terminator``: the assignment's Instance B
 stopped when it read ``-1``; with this option a worker shuts down (warm) after
 the run's terminator task. Off by default, so a worker serves run after run.
 
+Points Flower (``celery -A carcelery flower``) at the project's
+``flowerconfig.py`` from any folder (``FLOWER_CONF``, unless set): password and
+loopback do not depend on the working directory (carcelery/commands/flower.py).
+
 Adds one consumer step, ``carcelery.events.S3Events``: Instance A's worker
 consumes S3's event notifications once ``provision --events`` has made their queue.
 """
@@ -12,6 +16,10 @@ import os
 
 from celery import Celery, bootsteps
 from click import Option
+
+from .commands.flower import CONFIG as FLOWER_CONFIG
+
+os.environ.setdefault("FLOWER_CONF", str(FLOWER_CONFIG))
 
 app = Celery("carcelery")
 app.config_from_object("celeryconfig")

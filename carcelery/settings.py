@@ -30,6 +30,7 @@ read here is in it).
 | CARCELERY_TEXT_REGION     | vehicles                    | where a car image's text is read: ``vehicles`` (its cars' and plates' boxes; the whole image if it has none) or ``image`` (all of it, signs and watermarks too) |
 | CARCELERY_OUTPUT_DIR      | output                      | where Instance B writes the outputs: ``runs/<run id>/``, ``latest`` (a link to the last run's folder), and output.txt, results.jsonl, report.html (links into ``latest``) |
 | CARCELERY_OUTPUT_URI      | (none)                      | ``s3://bucket/prefix``: also upload each run's outputs there (``<prefix>runs/<run id>/`` and ``<prefix>latest/``) |
+| CARCELERY_MAX_IMAGE_BYTES | 52428800 (50 MiB)           | largest image object a worker reads (detect, text, the report's pictures); a larger one fails at its first stage, unread (``images.ObjectTooLarge``) (1 or more) |
 | CARCELERY_RUN_DEADLINE    | 1800                        | seconds a run may go without a part done before it ends with what it has, the images missing listed as failed; longer than a redelivered task can take (CARCELERY_VISIBILITY_TIMEOUT x CARCELERY_MAX_RECEIVES) |
 | CARCELERY_MODEL_DIR       | ~/.cache/carcelery/models   | where setup puts the local detector model      |
 | CARCELERY_VISIBILITY_TIMEOUT | 300                      | seconds a received task stays hidden (0-43200, SQS's limits); longer than the longest task, so a task is redelivered only when its worker died |
@@ -44,9 +45,9 @@ read here is in it).
 | CARCELERY_MODEL_THREADS   | 1                           | threads per model (0: the libraries' defaults); parallelism comes from worker processes |
 | CARCELERY_MONITORING      | on                          | ``on``: task events and remote control over SNS (Flower, ``celery inspect``); ``off``: neither, for raw throughput |
 | CARCELERY_TASK_SENT_EVENTS| off                         | ``on``: the dispatcher sends task-sent events too (one SNS publish per task) |
-| CARCELERY_FLOWER_PORT     | 5555                        | port of Flower (``python -m carcelery.commands.flower``) on 127.0.0.1 |
-| CARCELERY_FLOWER_USER     | (unset)                     | with CARCELERY_FLOWER_PASSWORD: Flower asks for this user (HTTP basic auth) |
-| CARCELERY_FLOWER_PASSWORD | (unset)                     | that user's password                           |
+| CARCELERY_FLOWER_PORT     | 5555                        | port of Flower (``celery -A carcelery flower``, settings in flowerconfig.py) on 127.0.0.1 |
+| CARCELERY_FLOWER_USER     | (unset)                     | the user Flower asks for (HTTP basic auth); required, without ``:`` |
+| CARCELERY_FLOWER_PASSWORD | (unset)                     | that user's password, any characters; required: without it Flower does not start |
 | CARCELERY_NOOP_EXIT_ON    | (unset)                     | tests only: the ``noop`` recognizer's process exits at once (``os._exit``) when it meets this image name, a worker-killing poison |
 | CARCELERY_EMULATOR_FAULTS | (unset)                     | tests only: a file of AWS faults (errors, delays) the emulator injects into its answers (``carcelery.embedded.faults``) |
 """
@@ -162,6 +163,7 @@ class Settings:
     text_region: str = "vehicles"
     output_dir: Path = Path("output")
     output_uri: str = ""
+    max_image_bytes: int = 50 * 1024 * 1024
     run_deadline: float = 1800.0
     model_dir: Path = Path("~/.cache/carcelery/models").expanduser()
     model_threads: int = 1
@@ -214,6 +216,7 @@ class Settings:
             text_region=_choice(env, "CARCELERY_TEXT_REGION", cls.text_region, TEXT_REGIONS),
             output_dir=Path(env.get("CARCELERY_OUTPUT_DIR") or cls.output_dir),
             output_uri=_s3_uri(env, "CARCELERY_OUTPUT_URI"),
+            max_image_bytes=_ranged(env, "CARCELERY_MAX_IMAGE_BYTES", cls.max_image_bytes, 1),
             run_deadline=_number(env, "CARCELERY_RUN_DEADLINE", cls.run_deadline, float),
             model_dir=Path(env["CARCELERY_MODEL_DIR"]).expanduser() if env.get("CARCELERY_MODEL_DIR") else cls.model_dir,
             model_threads=_number(env, "CARCELERY_MODEL_THREADS", cls.model_threads),

@@ -86,3 +86,18 @@ def test_scale_out_benchmark_reads_the_text_tasks_a_worker_finished():
            "transient error, retrying\n")
     [(stamp, image)] = text_done(log)
     assert image == "11.jpg" and stamp % 60 == pytest.approx(32.43)
+
+
+@pytest.mark.integration
+def test_memory_benchmark_measures_each_stage_and_the_bounds_refuse(tmp_path):
+    figures = tmp_path / "memory.json"
+    done = subprocess.run([sys.executable, "-m", "bench.memory", "--quick", "--json", str(figures)],
+                          check=False, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    cases = json.loads(figures.read_text())["cases"]
+    assert [(c["stage"], c["input"].split(" ")[0]) for c in cases] == [
+        ("detect, text", "object"), ("report picture", "object"), ("detect, text", "PNG"), ("report picture", "PNG")]
+    # Refused before anything large is held: the over-limit object unread, the 1 GB decode not made.
+    assert all(c["outcome"].startswith(("ObjectTooLarge", "TooLarge")) for c in cases), cases
+    assert all(0 < c["peak_mb"] and c["added_mb"] < 100 for c in cases), cases
+    assert "peak" in done.stdout

@@ -1,6 +1,9 @@
-"""The emulator: no update lost under concurrent requests, DynamoDB answers as moto itself gives them, empty uploads, SQS counts."""
+"""The emulator: no update lost under concurrent requests, DynamoDB answers as moto itself gives them, empty uploads, SQS counts,
+no web page's request served."""
 
 import time
+import urllib.error
+import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -121,3 +124,46 @@ def test_sqs_counts_messages_delayed_by_their_own_delay(emulator):
     assert sorted(m["Body"] for m in received) == ["1 s later", "now"]
     assert counts() == [0, 1, 2]
     sqs.delete_queue(QueueUrl=url)
+
+
+def _form_upload(bucket: str, key: str, headers: dict[str, str]) -> int:
+    """The status of an HTML form's upload (multipart POST) of ``key`` into ``bucket``, as a web page makes it."""
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"key\"\r\n\r\n{key}\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{key}\"\r\n"
+            f"Content-Type: image/jpeg\r\n\r\nnot a car\r\n--{boundary}--\r\n").encode()
+    request = urllib.request.Request(f"{settings.endpoint_url}/{bucket}", data=body, method="POST", headers={
+        "Content-Type": f"multipart/form-data; boundary={boundary}", **headers})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def _stored(bucket: str, key: str) -> bool:
+    return aws.client("s3").list_objects_v2(Bucket=bucket, Prefix=key).get("KeyCount", 0) > 0
+
+
+@pytest.mark.parametrize("headers", [
+    {"Origin": "http://evil.example"},  # a form's POST, or fetch(..., {mode: "no-cors"})
+    {"Origin": "null"},  # a sandboxed frame's, a file:// page's
+    {"Origin": f"http://127.0.0.1:{settings.emulator_port}", "Sec-Fetch-Site": "same-origin"},  # DNS rebinding
+    {"Sec-Fetch-Site": "cross-site"},  # a browser that sends no Origin
+])
+def test_a_web_pages_upload_is_refused(bucket, headers):
+    assert _form_upload(bucket, "evil.jpg", headers) == 403
+    assert not _stored(bucket, "evil.jpg")
+
+
+def test_the_same_upload_without_a_browsers_headers_is_stored(bucket):
+    # What the refusal stands between: the emulator checks no credentials.
+    assert _form_upload(bucket, "plain.jpg", {"Sec-Fetch-Site": "none"}) in (200, 204)
+    assert _stored(bucket, "plain.jpg")
+
+
+def test_a_web_pages_simple_get_is_refused(bucket):
+    # An <img src> of the emulator's: a GET with no Origin, its answer hidden from the page, still made.
+    request = urllib.request.Request(f"{settings.endpoint_url}/{bucket}", headers={"Sec-Fetch-Site": "cross-site"})
+    with pytest.raises(urllib.error.HTTPError, match="403"):
+        urllib.request.urlopen(request, timeout=30)

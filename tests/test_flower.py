@@ -1,34 +1,48 @@
-"""The Flower launcher's command line: loopback only, basic auth only when both are set; its broker class for SQS."""
+"""Flower's credentials (one, whole; none refused), its configuration file; its broker class for SQS.
+
+Flower itself, started both ways, with a password holding a comma: tests/test_flower_process.py."""
 
 import asyncio
 import json
+import os
 
 import pytest
 from botocore.exceptions import ClientError
+from hypothesis import given
+from hypothesis import strategies as st
 
 from carcelery.commands import flower_broker
 from carcelery.commands.depth import Depth
-from carcelery.commands.flower import command
+from carcelery.commands.flower import CONFIG, NoCredentials, basic_auth
 from carcelery.commands.flower_broker import SQS, Broker
 from carcelery.settings import Settings
 
 
-def test_flower_listens_on_loopback_on_the_configured_port():
-    argv, _ = command(Settings.from_env({"CARCELERY_FLOWER_PORT": "5601"}), ["--max_tasks=500"])
-    assert argv[1:] == ["-m", "celery", "-A", "carcelery", "flower", "--address=127.0.0.1", "--port=5601",
-                        "--max_tasks=500"]
+def test_the_password_is_one_credential_whatever_it_holds():
+    config = Settings.from_env({"CARCELERY_FLOWER_USER": "me", "CARCELERY_FLOWER_PASSWORD": "Tr0ub4dor,3"})
+    assert basic_auth(config) == ["me:Tr0ub4dor,3"]
 
 
-def test_basic_auth_goes_through_the_environment_not_the_command_line():
-    config = Settings.from_env({"CARCELERY_FLOWER_USER": "ann", "CARCELERY_FLOWER_PASSWORD": "s3cret"})
-    argv, env = command(config, [])
-    assert env["FLOWER_BASIC_AUTH"] == "ann:s3cret"
-    assert not any("s3cret" in arg for arg in argv)
+@given(user=st.text(min_size=1).filter(lambda u: ":" not in u), password=st.text(min_size=1))
+def test_any_user_and_password_give_exactly_their_credential(user, password):
+    config = Settings(flower_user=user, flower_password=password)
+    assert basic_auth(config) == [f"{user}:{password}"]
 
 
-def test_no_basic_auth_without_a_password():
-    _, env = command(Settings.from_env({"CARCELERY_FLOWER_USER": "ann"}), [])
-    assert "FLOWER_BASIC_AUTH" not in env
+@pytest.mark.parametrize("env, named", [
+    ({"CARCELERY_FLOWER_USER": "ann"}, "CARCELERY_FLOWER_PASSWORD"),
+    ({"CARCELERY_FLOWER_USER": "ann", "CARCELERY_FLOWER_PASSWORD": ""}, "CARCELERY_FLOWER_PASSWORD"),
+    ({}, "CARCELERY_FLOWER_PASSWORD"),
+    ({"CARCELERY_FLOWER_PASSWORD": "s3cret"}, "CARCELERY_FLOWER_USER"),
+    ({"CARCELERY_FLOWER_USER": "a:b", "CARCELERY_FLOWER_PASSWORD": "s3cret"}, "CARCELERY_FLOWER_USER"),
+])
+def test_no_flower_without_a_user_and_a_password(env, named):
+    with pytest.raises(NoCredentials, match=named):
+        basic_auth(Settings.from_env(env))
+
+
+def test_the_app_points_flower_at_the_projects_flowerconfig():
+    assert os.environ["FLOWER_CONF"] == str(CONFIG) and CONFIG.name == "flowerconfig.py" and CONFIG.is_file()
 
 
 def test_flowers_factory_gives_the_sqs_class_for_this_apps_broker_and_flowers_own_for_others():

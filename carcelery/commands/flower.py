@@ -1,53 +1,62 @@
-"""Flower, Celery's web monitor, for this pipeline, on 127.0.0.1 only.
+"""Flower, Celery's web monitor, for this pipeline: password required, on 127.0.0.1 unless told.
 
-    python -m carcelery.commands.flower [FLOWER OPTION...]
+    celery -A carcelery flower [FLOWER OPTION...]
+    python -m carcelery.commands.flower [FLOWER OPTION...]      # the same, in this process
 
-Runs ``celery -A carcelery flower`` in this process (its PID stays Flower's),
-on ``CARCELERY_FLOWER_PORT``, with its Broker page over SQS
-(``carcelery.commands.flower_broker``: plain ``celery -A carcelery flower`` has
-every page of Flower but that one). With ``CARCELERY_FLOWER_USER`` and
-``CARCELERY_FLOWER_PASSWORD`` set, Flower asks for them (HTTP basic auth); they
-reach Flower through its environment, not its command line, which ``ps`` shows.
+Both run the same Flower: Flower reads its settings from ``flowerconfig.py``
+(its own convention), and the project's, beside ``celeryconfig.py``, sets
+them from the pipeline's settings: ``address`` 127.0.0.1, ``port``
+CARCELERY_FLOWER_PORT, ``basic_auth`` from CARCELERY_FLOWER_USER and
+CARCELERY_FLOWER_PASSWORD, and the Broker page over SQS
+(``carcelery.commands.flower_broker``). Options on the command line win
+(``--address=0.0.0.0`` exposes it). The app points Flower at that file
+(``FLOWER_CONF``) unless ``FLOWER_CONF`` or ``--conf`` name another, so Flower
+started from any folder gets it.
 
-Flower's own settings (FLOWER_PORT, FLOWER_BASIC_AUTH) could be set directly, but
-the pipeline's settings are CARCELERY_*, checked and listed in one table
-(settings.py), and loopback only is not left to a setting.
+The password reaches Flower as a list of one credential, in the file's
+Python: Flower splits its command line's and environment's ``--basic_auth``
+at commas, so a password holding one would be cut into two credentials.
+Without a user or password Flower does not start (``NoCredentials``): with
+none Flower asks for nothing, and anyone who reaches its port controls the workers.
 """
 
 from __future__ import annotations
 
-import os
 import sys
+from pathlib import Path
 
-from celery.__main__ import main as celery_main
+from ..settings import Settings
 
-from . import flower_broker
-from ..settings import Settings, settings
+# Installed beside the package, as celeryconfig.py (pyproject.toml's py-modules).
+CONFIG = Path(__file__).resolve().parents[2] / "flowerconfig.py"
+ADDRESS = "127.0.0.1"
 
 
-def command(config: Settings, extra: list[str]) -> tuple[list[str], dict[str, str]]:
-    """Flower's command line and environment for ``config``.
+class NoCredentials(ValueError):
+    """Flower's user or password is missing or unusable; the message names the variable and the fix."""
 
-    Parameters:
-      config: the settings (port, user, password).
-      extra: more Flower options, appended.
-    Returns:
-      The argv (``python -m celery ...``) and the environment to run it with.
+
+def basic_auth(config: Settings) -> list[str]:
+    """Flower's ``basic_auth`` option for ``config``: one ``user:password`` credential, whole.
+
+    Raises:
+      NoCredentials: no password or user, or a user holding ``:`` (basic auth's separator).
     """
-    argv = [sys.executable, "-m", "celery", "-A", "carcelery", "flower",
-            "--address=127.0.0.1", f"--port={config.flower_port}", *extra]
-    env = dict(os.environ)
-    if config.flower_user and config.flower_password:
-        env["FLOWER_BASIC_AUTH"] = f"{config.flower_user}:{config.flower_password}"
-    return argv, env
+    fix = "set CARCELERY_FLOWER_USER and CARCELERY_FLOWER_PASSWORD (e.g. CARCELERY_FLOWER_PASSWORD=$(openssl rand -hex 16))"
+    if not config.flower_password:
+        raise NoCredentials(f"CARCELERY_FLOWER_PASSWORD is not set or empty: Flower would let anyone who reaches "
+                            f"its port control the workers; {fix}")
+    if not config.flower_user or ":" in config.flower_user:
+        raise NoCredentials(f"CARCELERY_FLOWER_USER is {'empty' if not config.flower_user else 'holding a colon'}: "
+                            f"Flower's HTTP basic auth needs a user name without ':'; {fix}")
+    return [f"{config.flower_user}:{config.flower_password}"]
 
 
 def main(argv: list[str] | None = None) -> None:
-    args, env = command(settings, sys.argv[1:] if argv is None else argv)
-    os.environ.update(env)
-    flower_broker.install()
-    # Celery's command line, here: Flower runs in this process, with the broker class installed.
-    sys.argv = ["celery", *args[3:]]
+    from celery.__main__ import main as celery_main
+
+    # Celery's command line, in this process (its PID stays Flower's); flowerconfig.py does the rest.
+    sys.argv = ["celery", "-A", "carcelery", "flower", *(sys.argv[1:] if argv is None else argv)]
     celery_main()
 
 

@@ -498,6 +498,32 @@ SPEED = {
 }
 
 
+def _refusing_web_pages(app: Callable) -> Callable:
+    """``app``, refusing (403) every request a web page in a browser makes.
+
+    The emulator has no credentials to check: any request that reaches it is
+    served. Its clients (boto3, kombu's pycurl) send no ``Origin`` and no
+    ``Sec-Fetch-Site``; a browser sends ``Origin`` with every POST and
+    cross-origin fetch, ``Sec-Fetch-Site`` with every request. Withholding CORS
+    headers is not enough: a page's "simple" requests (a form's POST, an
+    image's GET, ``fetch`` in ``no-cors`` mode) are made anyway, only their
+    answers hidden, so a page could upload into the bucket or send to a queue.
+    ``Sec-Fetch-Site: none`` is an address typed in the browser: allowed.
+    """
+
+    def refusing(environ, start_response):
+        origin, site = environ.get("HTTP_ORIGIN"), environ.get("HTTP_SEC_FETCH_SITE", "none")
+        if origin is None and site == "none":
+            return app(environ, start_response)
+        body = (f"the emulator answers no web page (Origin: {origin}, Sec-Fetch-Site: {site}); "
+                f"it serves the pipeline's processes on this machine\n").encode()
+        start_response("403 Forbidden", [("Content-Type", "text/plain; charset=utf-8"),
+                                         ("Content-Length", str(len(body)))])
+        return [body]
+
+    return refusing
+
+
 def application(leave_out: Collection[str] = ()) -> Callable:
     """moto's WSGI application for every service, patched as above but for the speed patches named in ``leave_out``."""
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
@@ -544,7 +570,8 @@ def main(argv: list[str] | None = None) -> int:
     if settings.target != "emulator":
         parser.error("CARCELERY_TARGET is 'aws': the emulator is for the embedded default only")
 
-    # No CORS headers: no web page in a browser may call the emulator.
+    # No CORS headers: no web page in a browser may read the emulator's answers (and
+    # ``_refusing_web_pages`` refuses pages' requests themselves).
     os.environ["MOTO_DISABLE_GLOBAL_CORS"] = "true"
     from ..aws import provision
     from ..pipeline import images
@@ -554,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
         if settings.emulator_faults:  # a test hook: see carcelery.embedded.faults
             from .faults import Injector
             app = Injector(app, Path(settings.emulator_faults), log=lambda line: print(line, flush=True))
-        running = server(app, settings.emulator_host, settings.emulator_port)
+        running = server(_refusing_web_pages(app), settings.emulator_host, settings.emulator_port)
     except OSError as exc:
         print(f"error: cannot listen on {settings.endpoint_url} ({exc}); stop what uses it "
               f"or set CARCELERY_EMULATOR_PORT", file=sys.stderr)

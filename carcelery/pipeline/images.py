@@ -5,6 +5,10 @@ The listing passes over what is not an image, and counts it by reason
 (a key ending in ``/``, as the S3 console makes) or a key without an image
 extension (``notes.txt``, ``README``). An empty or damaged object under an
 image's name is dispatched, and fails with a message naming it.
+
+``read`` reads at most CARCELERY_MAX_IMAGE_BYTES of an object: a larger one
+fails its image (``ObjectTooLarge``) from GetObject's Content-Length, its
+body left unread, whichever stage reads it (detect, text, the report).
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from pathlib import Path
 from typing import Iterator, Mapping
 
 from .. import aws
+from ..recognizers.base import ImageError
+from ..settings import settings
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 # Why the listing passes over an object.
@@ -66,8 +72,32 @@ def list_images(bucket: str, prefix: str = "", skipped: Counter | None = None) -
                 skipped[reason] += 1
 
 
-def read(bucket: str, key: str) -> bytes:
-    return aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+class ObjectTooLarge(ImageError):
+    """An image object larger than a worker reads (CARCELERY_MAX_IMAGE_BYTES); the message names it and the fix."""
+
+
+def _too_large(key: str, size: str, limit: int) -> ObjectTooLarge:
+    return ObjectTooLarge(f"{key} is {size} bytes, over CARCELERY_MAX_IMAGE_BYTES ({limit:,}): not read; "
+                          f"downscale it (e.g. to 2000 px on its long side, as JPEG) or raise the limit")
+
+
+def read(bucket: str, key: str, limit: int | None = None) -> bytes:
+    """The object's bytes, if it holds at most ``limit`` (default CARCELERY_MAX_IMAGE_BYTES).
+
+    Raises:
+      ObjectTooLarge: it holds more; its body is not read (the connection is dropped).
+      botocore.exceptions.ClientError: S3 refused (missing, denied; see ``explain``).
+    """
+    limit = settings.max_image_bytes if limit is None else limit
+    answer = aws.client("s3").get_object(Bucket=bucket, Key=key)
+    body = answer["Body"]
+    with body:
+        if answer["ContentLength"] > limit:
+            raise _too_large(key, f"{answer['ContentLength']:,}", limit)
+        data = body.read(limit + 1)  # never more, whatever the header said
+    if len(data) > limit:
+        raise _too_large(key, f"over {limit:,}", limit)
+    return data
 
 
 def upload_folder(folder: Path, bucket: str, prefix: str = "") -> list[str]:

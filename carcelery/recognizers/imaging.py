@@ -19,6 +19,11 @@ from .base import Image, ImageError
 # 1.2 GB of pixels. JPEGs are decoded at a reduced scale first (draft), so only
 # very large non-JPEG images reach this limit.
 MAX_PIXELS = 64_000_000
+# Nor more memory than this: what decoding an image allocates (``decode_bytes``), its
+# peak a little over it. A 7999x7999 RGBA PNG (0.3 MB as a file, 64 Mpx, under MAX_PIXELS)
+# would take 1 GB. Allows an RGB PNG of 33 Mpx, a transparent one of 13, a grey one of 53, and a JPEG
+# of any size JPEG allows (decoded reduced, to 2 to 4 Mpx).
+MAX_DECODE_BYTES = 256 * 1024 * 1024
 # Neither model gains from more pixels than this: the detector sees 300x300,
 # and PP-OCR limits its input's long side to 2000.
 MAX_SIDE = 2000
@@ -30,16 +35,41 @@ def on_white(pic: PIL.Image.Image) -> PIL.Image.Image:
     The colour hidden under a transparent pixel is arbitrary and misleads OCR
     (the seed's 7.jpg reads "LP 610 LBS" on black).
     """
-    if pic.mode in ("RGBA", "LA", "PA") or "transparency" in pic.info:
+    if _transparent(pic):
         rgba = pic.convert("RGBA")
         pic = PIL.Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         pic.alpha_composite(rgba)
     return pic.convert("RGB")
 
 
-def _too_large(name: str, width: int, height: int) -> ImageError:
-    return ImageError(f"{name} is {width}x{height} pixels, over the local backend's limit of {MAX_PIXELS:,}; "
-                      f"downscale it (e.g. to {MAX_SIDE} px on its long side)")
+class TooLarge(ImageError):
+    """The image would take more pixels (MAX_PIXELS) or memory (MAX_DECODE_BYTES) to decode than allowed."""
+
+
+def _stored_bytes(mode: str) -> int:
+    # Bytes per pixel as Pillow holds an image: 1 for 1, L, P; 2 for the 16-bit modes; 4 for the others (RGB too).
+    if mode in ("1", "L", "P"):
+        return 1
+    return 2 if mode.startswith("I;16") else 4
+
+
+def _transparent(pic: PIL.Image.Image) -> bool:
+    return pic.mode in ("RGBA", "LA", "PA") or "transparency" in pic.info
+
+
+def decode_bytes(pic: PIL.Image.Image) -> int:
+    """What decoding ``pic`` (opened, not loaded) to RGB allocates, in bytes.
+
+    Its pixels in their mode, the RGB copy, and for a transparent image
+    ``on_white``'s three RGBA images (the image as RGBA, the white, the two composed).
+    """
+    per_pixel = _stored_bytes(pic.mode) + 4 + (12 if _transparent(pic) else 0)
+    return pic.width * pic.height * per_pixel
+
+
+def _too_large(name: str, width: int, height: int) -> TooLarge:
+    return TooLarge(f"{name} is {width}x{height} pixels, over the local backend's limit of {MAX_PIXELS:,}; "
+                    f"downscale it (e.g. to {MAX_SIDE} px on its long side)")
 
 
 def _declared_size(data: bytes) -> tuple[int, int] | None:
@@ -74,6 +104,10 @@ def decode(image: Image, side: int = MAX_SIDE) -> PIL.Image.Image:
         width, height = pic.size
         if width * height > MAX_PIXELS:
             raise _too_large(image.name, width, height)
+        if (cost := decode_bytes(pic)) > MAX_DECODE_BYTES:
+            raise TooLarge(f"{image.name} is {width}x{height} pixels of {pic.mode}: decoding it would take "
+                           f"{cost / 2**20:,.0f} MiB, over the limit of {MAX_DECODE_BYTES / 2**20:,.0f} MiB; "
+                           f"downscale it (e.g. to {MAX_SIDE} px on its long side) or save it as JPEG")
         pic = on_white(pic)
     except ImageError:
         raise
