@@ -32,7 +32,7 @@ read here is in it).
 | CARCELERY_OUTPUT_URI      | (none)                      | ``s3://bucket/prefix``: also upload each run's outputs there (``<prefix>runs/<run id>/`` and ``<prefix>latest/``) |
 | CARCELERY_RUN_DEADLINE    | 1800                        | seconds a run may go without a part done before it ends with what it has, the images missing listed as failed; longer than a redelivered task can take (CARCELERY_VISIBILITY_TIMEOUT x CARCELERY_MAX_RECEIVES) |
 | CARCELERY_MODEL_DIR       | ~/.cache/carcelery/models   | where setup puts the local detector model      |
-| CARCELERY_VISIBILITY_TIMEOUT | 300                      | seconds a received task stays hidden (0-43200, SQS's limits); longer than the longest task, so a task is redelivered only when its worker died |
+| CARCELERY_VISIBILITY_TIMEOUT | 300                      | seconds a received task stays hidden (0-43200, SQS's limits); a worker hides the messages it holds for this long again every third of it, so a task of any length runs once, and the task of a worker that died is delivered again within this many seconds |
 | CARCELERY_MAX_RECEIVES    | 5                           | receives after which SQS moves a message to the dead-letter queue (1-1000) |
 | CARCELERY_RECOGNITION_QUOTA | (none)                    | calls per second per recognition API (DetectLabels, DetectText) for the whole deployment: Rekognition's quota, per account and region; split evenly between the workers (docs/aws.md, "Rekognition: pool, rate limit, cost") |
 | CARCELERY_WORKERS         | 1                           | ``celery worker`` instances per queue (Instance A's, Instance B's) sharing the quota (1 or more) |
