@@ -1,4 +1,4 @@
-"""A task longer than the visibility timeout runs once: its worker keeps its message hidden while it holds it."""
+"""Long tasks: one longer than the visibility timeout runs once; one over the time limit fails its image."""
 
 import signal
 import time
@@ -57,3 +57,18 @@ def test_a_worker_stopped_warm_keeps_the_message_of_its_running_task_hidden_to_i
         log = stack.log(holder)
         assert log.index("Warm shutdown") < log.index("image=3.jpg stage=detect"), "stopped while its task ran"
         assert received(stack, holder) + received(stack, other) == 1, stack.log(other)[-3000:]
+
+
+def test_an_image_task_over_the_time_limit_fails_its_image_with_why_and_the_run_goes_on(emulator, bucket, seed_dir,
+                                                                                        tmp_path):
+    prefix = f"t{uuid.uuid4().hex[:8]}-"
+    with Stack(tmp_path, {"CARCELERY_QUEUE_PREFIX": prefix, "CARCELERY_RECOGNIZER": "latency",
+                          "CARCELERY_POOL": "prefork", "CARCELERY_LATENCY": "6", "CARCELERY_LATENCY_JITTER": "0",
+                          "CARCELERY_TASK_TIME_LIMIT": "2"}) as stack:
+        stack.start_worker("worker_a", "detect", 1)
+        stack.start_worker("worker_b", "text", 1)
+        aws.client("s3").put_object(Bucket=bucket, Key="3.jpg", Body=(seed_dir / "3.jpg").read_bytes())
+        done = stack.run("carcelery.dispatch", "--bucket", bucket, "--wait", "--timeout", "300")
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert ("failed: 3.jpg at detect: ran longer than 2 s (CARCELERY_TASK_TIME_LIMIT)" in done.stdout), done.stdout
+        assert stack.procs["worker_a"].poll() is None, "the worker goes on"
