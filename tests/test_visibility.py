@@ -4,8 +4,42 @@ import signal
 import time
 import uuid
 
+import kombu
+from botocore.exceptions import ClientError
+
 from carcelery import aws
+from carcelery.app import app
 from carcelery.embedded.demo import Stack
+from carcelery.transport import visibility
+
+
+def test_extension_comes_every_third_of_the_visibility_timeout_at_least_a_second_apart():
+    assert visibility.every(300) == 100 and visibility.every(3) == 1 and visibility.every(0) == 1
+
+
+def test_the_messages_held_are_extended_and_those_acknowledged_or_gone_passed_over(emulator, caplog, monkeypatch):
+    connection = app.connection_for_write()
+    connection.transport_options["queue_name_prefix"] = f"t{uuid.uuid4().hex[:8]}-"
+    try:
+        chan = connection.default_channel
+        queue = kombu.Queue("held", channel=chan)
+        queue.declare()
+        for n in range(4):
+            kombu.Producer(chan).publish({"n": n}, routing_key="held")
+        got = [queue.get(no_ack=False) for _ in range(4)]
+        got[0].ack()
+        url = got[1].delivery_info["sqs_queue"]
+        # Deleted behind the worker's back (another consumer's delete after a redelivery): its handle is stale.
+        aws.client("sqs").delete_message(QueueUrl=url, ReceiptHandle=got[1].delivery_info["sqs_message"]["ReceiptHandle"])
+        assert chan.extend_held() == 2
+
+        def refused(**_):
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "ChangeMessageVisibilityBatch")
+        monkeypatch.setattr(chan.sqs(queue="held"), "change_message_visibility_batch", refused)
+        assert chan.extend_held() == 0
+        assert "could not keep 3 messages of queue" in caplog.text and "sqs:ChangeMessageVisibility" in caplog.text
+    finally:
+        connection.release()
 
 
 def test_a_task_longer_than_the_visibility_timeout_runs_once(emulator, bucket, seed_dir, tmp_path):
