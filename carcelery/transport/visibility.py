@@ -53,7 +53,8 @@ class HeldVisible:
     def basic_consume(self, queue, no_ack, callback, consumer_tag, *args, **kwargs):
         """kombu's ``basic_consume``; in a worker (a channel with an event loop), the first
         acknowledged consumer starts the thread that extends the held messages' visibility."""
-        if self.hub is not None and not no_ack and not getattr(self, "_extending", None):
+        # A visibility timeout of 0 hides nothing: nothing to extend.
+        if self.hub is not None and not no_ack and self.visibility_timeout and not getattr(self, "_extending", None):
             self._extending = threading.Thread(target=_extend_while_open,
                                                args=(weakref.ref(self), every(self.visibility_timeout)),
                                                name="carcelery-visibility", daemon=True)
