@@ -14,6 +14,8 @@ A thread, not the event loop's timer: in a warm shutdown (``systemctl stop``,
 the drain at scale-in) the event loop has stopped while the tasks run to
 their end, and their messages must stay hidden until then. It stops with the
 channel, before the messages not started are made visible again.
+A message requeued (``acks``: made visible at once) in the moment an extension
+is under way may stay hidden one visibility timeout more: later, not lost.
 """
 
 from __future__ import annotations
