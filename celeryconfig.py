@@ -80,8 +80,11 @@ worker_pool = settings.pool
 worker_concurrency = settings.concurrency
 
 # Rekognition's quota, split between the workers (settings.rate_limit);
-# unset, tasks run as fast as they come.
-task_annotations = {name: {"rate_limit": settings.rate_limit}
+# unset, tasks run as fast as they come. An image task longer than
+# CARCELERY_TASK_TIME_LIMIT fails its image (carcelery.tasks._attempt records why);
+# one stuck where that exception cannot reach is killed 30 s later (prefork only).
+task_annotations = {name: {"rate_limit": settings.rate_limit, "soft_time_limit": settings.task_time_limit,
+                           "time_limit": settings.task_time_limit + 30}
                     for name in ("carcelery.tasks.detect_car", "carcelery.tasks.recognize_text")}
 
 beat_schedule = {

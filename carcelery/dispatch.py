@@ -164,7 +164,8 @@ def wait(run: dict, timeout: float, stream: TextIO) -> dict:
       runs.RunFailed: the run ended without its files (its terminator not sent, or not done); the message says why.
 
     Returns:
-      The terminator's summary.
+      The terminator's summary, its failures (``failed``, ``failed_count``) the run's own images'
+      (``runs.own_failures``): not those of another run under the same prefix.
     """
     result, group = run["result"], run["result"].parent
     done = Progress("done", total=run["images"], stream=stream) if group else None
@@ -181,8 +182,10 @@ def wait(run: dict, timeout: float, stream: TextIO) -> dict:
     if result.failed():
         raise runs.RunFailed(str(result.result))
     # Not its parents: they are the run's images, and reading each one's result
-    # back would be one request per image; their failures are in the summary.
-    return result.get(follow_parents=False)
+    # back would be one request per image; their failures are in the records.
+    summary = result.get(follow_parents=False)
+    summary["failed_count"], summary["failed"] = runs.own_failures(run)
+    return summary
 
 
 def main(argv: list[str] | None = None) -> int:

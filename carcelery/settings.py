@@ -33,7 +33,8 @@ read here is in it).
 | CARCELERY_MAX_IMAGE_BYTES | 52428800 (50 MiB)           | largest image object a worker reads (detect, text, the report's pictures); a larger one fails at its first stage, unread (``images.ObjectTooLarge``) (1 or more) |
 | CARCELERY_RUN_DEADLINE    | 1800                        | seconds a run may go without a part done before it ends with what it has, the images missing listed as failed; longer than a redelivered task can take (CARCELERY_VISIBILITY_TIMEOUT x CARCELERY_MAX_RECEIVES) |
 | CARCELERY_MODEL_DIR       | ~/.cache/carcelery/models   | where setup puts the local detector model      |
-| CARCELERY_VISIBILITY_TIMEOUT | 300                      | seconds a received task stays hidden (0-43200, SQS's limits); longer than the longest task, so a task is redelivered only when its worker died |
+| CARCELERY_VISIBILITY_TIMEOUT | 300                      | seconds a received task stays hidden (0-43200, SQS's limits); a worker hides the messages it holds for this long again every third of it, so a task of any length runs once, and the task of a worker that died is delivered again within this many seconds |
+| CARCELERY_TASK_TIME_LIMIT | 600                         | seconds an image task (detect_car, recognize_text) may run: then its image fails, recorded with why (Celery's ``soft_time_limit``; 30 s later a task stuck beyond reach is killed, ``time_limit``); prefork pool only, Celery's threads pool has no time limits |
 | CARCELERY_MAX_RECEIVES    | 5                           | receives after which SQS moves a message to the dead-letter queue (1-1000) |
 | CARCELERY_RECOGNITION_QUOTA | (none)                    | calls per second per recognition API (DetectLabels, DetectText) for the whole deployment: Rekognition's quota, per account and region; split evenly between the workers (docs/aws.md, "Rekognition: pool, rate limit, cost") |
 | CARCELERY_WORKERS         | 1                           | ``celery worker`` instances per queue (Instance A's, Instance B's) sharing the quota (1 or more) |
@@ -168,6 +169,7 @@ class Settings:
     model_dir: Path = Path("~/.cache/carcelery/models").expanduser()
     model_threads: int = 1
     visibility_timeout: int = 300
+    task_time_limit: float = 600.0
     max_receives: int = 5
     recognition_quota: float | None = None
     workers: int = 1
@@ -222,6 +224,7 @@ class Settings:
             model_threads=_number(env, "CARCELERY_MODEL_THREADS", cls.model_threads),
             # SQS's limits: VisibilityTimeout 0-43200 s, maxReceiveCount 1-1000.
             visibility_timeout=_ranged(env, "CARCELERY_VISIBILITY_TIMEOUT", cls.visibility_timeout, 0, 43200),
+            task_time_limit=_ranged(env, "CARCELERY_TASK_TIME_LIMIT", cls.task_time_limit, 1, kind=float),
             max_receives=_ranged(env, "CARCELERY_MAX_RECEIVES", cls.max_receives, 1, 1000),
             recognition_quota=_number(env, "CARCELERY_RECOGNITION_QUOTA", None, float),
             workers=_ranged(env, "CARCELERY_WORKERS", cls.workers, 1),

@@ -27,7 +27,7 @@ import signal
 import time
 
 from celery.concurrency import get_implementation
-from celery.exceptions import Ignore
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from celery.concurrency.thread import TaskPool as ThreadPool
 from celery.signals import worker_init, worker_process_init
 from celery.utils.log import get_task_logger
@@ -131,6 +131,9 @@ def _attempt(task, ref: dict, stage: str, work) -> dict:
         record = work()
     except recognizers.ImageError as exc:
         reason = str(exc)
+    except SoftTimeLimitExceeded:
+        reason = (f"ran longer than {settings.task_time_limit:g} s (CARCELERY_TASK_TIME_LIMIT); "
+                  f"raise it if this image's {stage} is expected to take longer")
     except Exception as exc:  # noqa: BLE001 - sorted by _given_up: transient, permanent, or a bug
         reason = _given_up(task, exc, f"image={printable(ref['key'])} stage={stage}", ref["bucket"], ref["key"])
     else:

@@ -100,6 +100,10 @@ DEBTS = [
     Debt(f"{SQS}:Channel.canonical_queue_name", CHANNEL, "uses", "self, queue_name", ()),
     Debt(f"{SQS}:Channel._queue_cache", CHANNEL, "uses", None, ()),
     Debt(f"{SQS}:Channel._noack_queues", CHANNEL, "uses", None, (f"{SQS}:Channel.basic_consume",)),
+    Debt(f"{SQS}:Channel.basic_consume", CHANNEL, "correctness", "self, queue, no_ack, callback, consumer_tag, *args, **kwargs",
+         (("kombu.entity:Queue.consume", "self.channel.basic_consume("),)),
+    Debt(f"{VIRTUAL}:QoS._delivered", CHANNEL, "uses", None, (f"{VIRTUAL}:QoS.get", f"{VIRTUAL}:QoS._flush")),
+    Debt(f"{VIRTUAL}:QoS._dirty", CHANNEL, "uses", None, (f"{VIRTUAL}:QoS._flush", f"{VIRTUAL}:QoS.can_consume")),
     Debt("kombu.transport.SQS.SNS:SNS._get_or_create_topic", CHANNEL, "uses", "self, exchange_name", ()),
     Debt("kombu.transport.SQS.SNS:SNS.get_client", CHANNEL, "uses", "self, exchange_name", ()),
     # Celery's DynamoDB result backend (carcelery.backend).

@@ -40,7 +40,7 @@ import time
 from botocore.exceptions import ClientError
 
 from .. import aws
-from . import dead_letters, records
+from . import dead_letters, records, results
 from ..app import app
 from ..aws import errors
 from ..settings import TEXT_QUEUE, settings
@@ -149,6 +149,23 @@ def fail_missing(run: dict, sized: bool = True) -> int:
                 reason += "; the dispatcher stopped before it had sent every image: this one may never have been sent"
         failed += records.fail(record, run["id"], reason)
     return failed
+
+
+def own_failures(run: dict) -> tuple[int, list[dict]]:
+    """How many of run ``run``'s own images failed, and the first ``results.MAX_FAILURES`` of them
+    (``image``, ``stage``, ``reason``).
+
+    The run's files hold every image of its bucket and prefix, those of another run
+    under it too (one over a narrower prefix, still going: its images pending);
+    a run's failures are those of the images whose record it wrote.
+    """
+    count, first = 0, []
+    for run_id, record in records.with_runs(run["bucket"], run.get("prefix", "")):
+        if run_id == run["id"] and "error" in record:
+            count += 1
+            if len(first) < results.MAX_FAILURES:
+                first.append({"image": record["image"], **record["error"]})
+    return count, first
 
 
 def _dead_letters() -> list[dict]:

@@ -12,6 +12,8 @@ Its Channel is kombu's SQS Channel with one mixin per concern:
   SendMessageBatch request (the dispatcher's many tasks);
 - ``acks``: a worker deletes its done messages in batches gathered over
   ACK_DELAY seconds; a requeued message is made visible again, not copied;
+- ``visibility``: a worker keeps the messages it holds (prefetched, running)
+  hidden while it holds them, however long a task runs;
 - ``receiving``: a worker receives when half its prefetch is free, not one
   message per task done, and schedules no receive after close.
 
@@ -28,11 +30,12 @@ from .batching import BatchedSends, batched_sends
 from .broadcast import Broadcast
 from .leases import TransientQueues
 from .receiving import Receiving
+from .visibility import HeldVisible
 
 __all__ = ["Channel", "Transport", "batched_sends"]
 
 
-class Channel(Broadcast, TransientQueues, GatheredAcks, BatchedSends, Receiving, SQS.Channel):
+class Channel(Broadcast, TransientQueues, GatheredAcks, HeldVisible, BatchedSends, Receiving, SQS.Channel):
     """kombu's SQS channel with this package's mixins (see the package); no two override one name."""
 
 

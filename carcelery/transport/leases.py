@@ -5,7 +5,10 @@ mailbox, a caller's reply queue) when its connection ends. SQS keeps a queue
 until it is deleted, and SNS goes on delivering every event to it, so each
 queue left behind slows every later event. Here each such queue carries a
 lease: a tag holding the time until which its owner is known to be alive,
-renewed while the owner declares or polls it. The owner deletes its queues and
+renewed while the owner declares or polls it. That time is on SQS's clock (the
+Date of its answers), not the host's: owner and sweeper are different hosts,
+and a host whose clock is off by more than a lease would otherwise sweep live
+queues, or keep dead ones. The owner deletes its queues and
 their SNS subscriptions when it exits; what a crashed owner left behind (its
 lease ran out) is swept by the next process that makes a transient queue.
 
@@ -16,6 +19,7 @@ queue when it is declared and renews it when it is polled.
 from __future__ import annotations
 
 import atexit
+import email.utils
 import logging
 import os
 import threading
@@ -39,6 +43,18 @@ def _pages(client, method: str, key: str, **params) -> Iterable:
         yield from page.get(key, [])
 
 
+def answered_at(response: dict) -> float | None:
+    """When AWS answered ``response`` (a boto3 call's), by its own clock: the HTTP Date header, to the second.
+
+    None if the answer has no Date header.
+    """
+    date = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    try:
+        return email.utils.parsedate_to_datetime(date).timestamp() if date else None
+    except (TypeError, ValueError):
+        return None
+
+
 class Leases:
     """The transient queues of one process under one queue-name prefix.
 
@@ -46,13 +62,15 @@ class Leases:
       sqs, sns: boto3 clients of the account and region of the queues.
       prefix: queues and SNS topics whose names start with it are this pipeline's.
       ttl: seconds a lease lasts; it is renewed once a third of it has passed.
-      clock: the time in seconds since the epoch (tests pass their own).
+      clock: this host's time in seconds since the epoch (tests pass their own). Leases are
+        written and read on SQS's clock: this one plus ``offset``, SQS's answers' Date less it.
     """
 
     def __init__(self, sqs, sns, prefix: str, ttl: float, clock: Callable[[], float] = time.time):
         self.sqs, self.sns, self.prefix, self.ttl, self.clock = sqs, sns, prefix, ttl, clock
         self.owned: dict[str, float] = {}  # queue URL -> when its lease was last written
         self.owner = os.getpid()
+        self.offset: float | None = None  # SQS's clock less this host's, from the last answer with a Date
         self.closed = False  # released: the process is exiting, no queue may be made any more
 
     def claim(self, url: str) -> bool:
@@ -65,7 +83,7 @@ class Leases:
         """
         now = self.clock()
         try:
-            self.sqs.tag_queue(QueueUrl=url, Tags={LEASE_TAG: str(int(now + self.ttl))})
+            self._dated(self.sqs.tag_queue(QueueUrl=url, Tags={LEASE_TAG: str(int(self._sqs_clock(url) + self.ttl))}))
         except ClientError as exc:
             if not queue_missing(exc):
                 raise
@@ -104,9 +122,14 @@ class Leases:
         Returns:
           The URLs of the queues deleted.
         """
-        now, keep = self.clock(), set(keep)
-        expired = [url for url in _pages(self.sqs, "list_queues", "QueueUrls", QueueNamePrefix=self.prefix)
-                   if url not in self.owned and url.rsplit("/", 1)[-1] not in keep and self._lease(url) < now]
+        keep = set(keep)
+        found = [url for url in _pages(self.sqs, "list_queues", "QueueUrls", QueueNamePrefix=self.prefix)
+                 if url not in self.owned and url.rsplit("/", 1)[-1] not in keep]
+        expired = []
+        for url in found:
+            lease = self._lease(url)  # its answer's Date first, then the comparison on SQS's clock
+            if lease < self._sqs_clock(url):
+                expired.append(url)
         deleted = {arn for url in expired if (arn := self._delete(url))}
         self._unsubscribe(lambda endpoint: endpoint in deleted or not self._exists(endpoint))
         return expired
@@ -114,12 +137,29 @@ class Leases:
     def _lease(self, url: str) -> float:
         """The end of the queue's lease; infinite for a queue without one (not transient)."""
         try:
-            tags = self.sqs.list_queue_tags(QueueUrl=url).get("Tags", {})
+            tags = self._dated(self.sqs.list_queue_tags(QueueUrl=url)).get("Tags", {})
         except ClientError as exc:
             if queue_missing(exc):
                 return float("inf")
             raise
         return float(tags[LEASE_TAG]) if LEASE_TAG in tags else float("inf")
+
+    def _sqs_clock(self, url: str) -> float:
+        """The time now on SQS's clock; asked of queue ``url`` if no answer of SQS's had a Date yet."""
+        if self.offset is None:
+            try:
+                self._dated(self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"]))
+            except ClientError as exc:
+                if not queue_missing(exc):
+                    raise
+        return self.clock() + (self.offset or 0.0)
+
+    def _dated(self, response: dict) -> dict:
+        """``response``, its Date read into ``offset``: SQS's clock less this host's."""
+        answered = answered_at(response)
+        if answered is not None:
+            self.offset = answered - self.clock()
+        return response
 
     def _delete(self, url: str) -> str | None:
         """Delete queue ``url``; returns its ARN, or None if it was gone already."""
