@@ -13,7 +13,9 @@ Its Channel is kombu's SQS Channel with one mixin per concern:
 - ``acks``: a worker deletes its done messages in batches gathered over
   ACK_DELAY seconds; a requeued message is made visible again, not copied;
 - ``receiving``: a worker receives when half its prefetch is free, not one
-  message per task done, and schedules no receive after close.
+  message per task done, and schedules no receive after close;
+- ``dead_letters``: a message that cannot run (an envelope kombu cannot read,
+  a reject without requeue) goes to the dead-letter queue at once, with its reason.
 
 The Transport declares fanout when ``supports_fanout`` is set, so that workers
 start remote control.
@@ -26,13 +28,14 @@ from kombu.transport import SQS
 from .acks import GatheredAcks
 from .batching import BatchedSends, batched_sends
 from .broadcast import Broadcast
+from .dead_letters import DeadLetters
 from .leases import TransientQueues
 from .receiving import Receiving
 
 __all__ = ["Channel", "Transport", "batched_sends"]
 
 
-class Channel(Broadcast, TransientQueues, GatheredAcks, BatchedSends, Receiving, SQS.Channel):
+class Channel(Broadcast, TransientQueues, GatheredAcks, BatchedSends, Receiving, DeadLetters, SQS.Channel):
     """kombu's SQS channel with this package's mixins (see the package); no two override one name."""
 
 
