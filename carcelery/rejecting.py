@@ -48,8 +48,7 @@ class Consumer(CeleryConsumer):
         def on_task_received(message: Message) -> None:
             try:
                 problem = self._unrunnable(message)
-                if problem is not None:
-                    logger.error("task message rejected: %s", printable(problem))
+                if problem is not None:  # logged as it is dead-lettered
                     return self._reject(message, Unrunnable.ARGUMENTS, problem)
                 return handle(message)
             except self.connection_errors:
