@@ -108,7 +108,13 @@ class GatheredAcks:
         if not requeue:
             # Rejected for good: a message that cannot run, to the dead-letter queue at once
             # (kombu's left it to come back until the redrive policy moved it).
-            self._dead_letter_rejected(info, queue)
+            try:
+                sent = self._dead_letter_rejected(info, queue)
+            except Exception:
+                self.qos.reject(delivery_tag, requeue=False)  # released, as kombu's is when its delete fails
+                raise
+            if not sent:  # kombu's reject: deleted, unless the queue's redrive policy is to move it
+                return super().basic_reject(delivery_tag, requeue)
             self.qos.reject(delivery_tag, requeue=False)
             return None
         self.sqs(queue=queue).change_message_visibility(QueueUrl=url, ReceiptHandle=handle, VisibilityTimeout=0)

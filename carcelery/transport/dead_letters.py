@@ -20,9 +20,11 @@ Two ways in:
   wrong shape: ``carcelery.rejecting``), whose reason it leaves in the
   message's ``delivery_info`` (``mark``).
 
-A message SQS will not take back (one near SQS's size limit, with the
-attributes added) is left where it is: the redrive policy moves it after
-CARCELERY_MAX_RECEIVES receives, without its reason.
+A message the dead-letter queue does not take (one near SQS's size limit,
+with the attributes added; the dead-letter queue missing) is rejected as
+kombu rejects (deleted, unless its queue's redrive policy moves it after
+CARCELERY_MAX_RECEIVES receives), or, an envelope kombu cannot read, left in
+its queue for the redrive policy; both logged.
 """
 
 from __future__ import annotations
@@ -31,9 +33,11 @@ import base64
 import binascii
 import enum
 
+from botocore.exceptions import ClientError
 from kombu.log import get_logger
 
 from ..arguments import json_kind
+from ..aws import errors
 from ..pipeline.printable import printable
 from ..settings import DEAD_LETTER_QUEUE
 
@@ -106,16 +110,26 @@ class DeadLetters:
         self._dead_letter(queue_url, qname, message, problem, Unrunnable.ENVELOPE)
         return True
 
-    def _dead_letter_rejected(self, info: dict, queue: str | None) -> None:
-        """Dead-letter the SQS message of ``info`` (a delivery_info) of ``queue``, rejected without requeue."""
-        self._dead_letter(info["sqs_queue"], queue, info["sqs_message"], info.get(REASON) or "rejected by the worker",
-                          Unrunnable(info.get(KIND, Unrunnable.REJECTED)))
+    def _dead_letter_rejected(self, info: dict, queue: str | None) -> bool:
+        """Dead-letter the SQS message of ``info`` (a delivery_info) of ``queue``, rejected without requeue.
 
-    def _dead_letter(self, queue_url: str, qname: str | None, message: dict, reason: str, kind: Unrunnable) -> None:
+        Returns:
+          Whether it was sent to the dead-letter queue (False: SQS did not take it).
+        """
+        return self._dead_letter(info["sqs_queue"], queue, info["sqs_message"],
+                                 info.get(REASON) or "rejected by the worker", Unrunnable(info.get(KIND, "rejected")))
+
+    def _dead_letter(self, queue_url: str, qname: str | None, message: dict, reason: str, kind: Unrunnable) -> bool:
         """Send ``message`` of ``queue_url`` to the dead-letter queue with ``kind`` and ``reason``, then delete it.
 
         Sent before deleted: a worker that dies between the two leaves a copy in
         each, never none.
+
+        Raises:
+          Exception: the delete failed other than with an SQS error answer (as kombu's reject raises).
+
+        Returns:
+          Whether it was sent (False: left in its queue, logged).
         """
         reason, name = reason[:MAX_REASON], queue_url.rsplit("/", 1)[-1]
         sqs = self.sqs(queue=qname)
@@ -125,15 +139,20 @@ class DeadLetters:
                                  "reason": {"DataType": "String", "StringValue": reason},
                                  "kind": {"DataType": "String", "StringValue": kind.value},
                                  "queue": {"DataType": "String", "StringValue": name}})
-        except Exception as exc:  # noqa: BLE001 - left for the redrive policy; the worker goes on
+        except Exception as exc:  # noqa: BLE001 - not dead-lettered (the caller says what then); the worker goes on
             logger.error("queue %s: message %s cannot run (%s) and could not be sent to the dead-letter queue "
-                         "(%s): SQS moves it there after CARCELERY_MAX_RECEIVES receives", name,
-                         message.get("MessageId"), printable(reason), exc)
-            return
-        sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+                         "(%s)", name, message.get("MessageId"), printable(reason), exc)
+            return False
+        try:
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+        except ClientError as exc:  # as kombu's reject: logged; it comes back and goes again
+            logger.warning("Could not delete rejected message %s of queue %s after sending it to the dead-letter "
+                           "queue (%s): it will be received again", message.get("MessageId"), name,
+                           errors.error_code(exc))
         logger.error("queue %s: message %s sent to the dead-letter queue (%s): %s "
                      "(python -m carcelery.commands.dlq lists it)", name, message.get("MessageId"), kind.value,
                      printable(reason))
+        return True
 
 
 def mark(delivery_info: dict, kind: Unrunnable, reason: str) -> None:

@@ -75,8 +75,9 @@ class Receiving:
         received = messages.get("Messages") or []
         # `queue` is the queue's URL here, `qname` its name (kombu's names).
         readable = [m for m in received if not self._unreadable(queue, qname, m)]
-        super()._on_messages_ready(queue, qname, {**messages, "Messages": readable})
-        return len(received)  # messages came: the next receive at once
+        dead = len(received) - len(readable)
+        # How many were taken (kombu's answer: 0 for messages released) and dead-lettered: the next receive at once.
+        return super()._on_messages_ready(queue, qname, {**messages, "Messages": readable}) + dead
 
     # Debt: overrides kombu's private `Channel._loop1` (5.7.0): it schedules the next receive.
     def _loop1(self, queue, messages_fetched=None):
