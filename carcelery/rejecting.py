@@ -53,7 +53,7 @@ class Consumer(CeleryConsumer):
                 return handle(message)
             except self.connection_errors:
                 raise  # the connection's: Celery reconnects
-            except Exception as exc:  # noqa: BLE001 - the message's, not the worker's
+            except Exception as exc:
                 logger.exception("task message of headers %r could not be read", message.headers)
                 self._reject(message, Unrunnable.UNREADABLE, f"the worker could not read it: "
                                                              f"{type(exc).__name__}: {exc}")

@@ -17,9 +17,9 @@ from unittest.mock import Mock
 
 import kombu
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
-
 from celery.worker import state as worker_state
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from carcelery import arguments, tasks  # noqa: F401 - tasks: the app knows them (strategies)
 from carcelery.app import app

@@ -7,11 +7,12 @@ import uuid
 import boto3
 import pytest
 from botocore.stub import Stubber
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
+from test_bad_messages import JSON
 
 from carcelery import aws
 from carcelery.pipeline import dead_letters
-from test_bad_messages import JSON
 
 URL = "https://sqs.us-east-1.amazonaws.com/1/carcelery-dead-letter"
 ARN = "arn:aws:sqs:us-east-1:1:carcelery-dead-letter"

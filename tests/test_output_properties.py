@@ -1,6 +1,7 @@
 """Properties of output.txt's lines and of the records' order, for any keys and any text (hypothesis)."""
 
-from hypothesis import example, given, settings, strategies as st
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from carcelery.pipeline import records, results
 from carcelery.pipeline.printable import printable, unprintable

@@ -5,9 +5,10 @@ import json
 import time
 import uuid
 
-from carcelery import aws
 from test_monitoring import inspect_ping
 from test_pipeline import dispatch, output, own_stack
+
+from carcelery import aws
 
 
 def envelope(task, args, kwargs=None, marker="", content_type="application/json", **headers):

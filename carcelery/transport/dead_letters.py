@@ -32,6 +32,8 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+from collections.abc import Callable
+from typing import Any
 
 from botocore.exceptions import ClientError
 from kombu.log import get_logger
@@ -100,6 +102,12 @@ def envelope_problem(payload: dict) -> str | None:
 
 class DeadLetters:
     """Channel mixin: a message that cannot run goes to the dead-letter queue with its reason (see the module)."""
+
+    # kombu's SQS Channel's, which the class this is mixed into has (declared for the type checker).
+    sqs: Callable[..., Any]
+    _new_queue: Callable[..., str]
+    _decode_python_message_body: Callable[[str], bytes]
+    _prepare_json_payload: Callable[[str], dict]
 
     def _unreadable(self, queue_url: str, qname: str, message: dict) -> bool:
         """Whether SQS ``message`` of queue ``qname`` is no envelope kombu can read; if so it is dead-lettered."""
