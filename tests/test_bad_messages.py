@@ -61,7 +61,7 @@ class Worker:
         self.sqs, self.pool = SQS(), []
         channel = Channel.__new__(Channel)  # kombu's own __init__ connects to SQS
         channel.sqs = lambda queue=None: self.sqs
-        channel._new_queue = lambda name, **_: DEAD if name == "dead-letter" else URL
+        channel._new_queue = lambda name, **_: f"https://sqs.example/1/q-{name}"
         # No restore of unacknowledged messages at exit: those handed to the (absent) pool.
         channel._qos, channel.hub, channel.do_restore = None, None, False
         channel.connection = SimpleNamespace(_callbacks={"q-text": self._consume}, _noack_queues=set(),
@@ -229,3 +229,13 @@ def test_each_check_has_its_tasks_signature(name):
 
     assert parameters(arguments.CHECKS[name]) == parameters(app.tasks[name].run), \
         f"{name}'s arguments changed: change carcelery.arguments.{name.rpartition('.')[2]} with them"
+
+
+def test_an_unreadable_envelope_on_the_events_queue_goes_to_the_events_dead_letter_queue():
+    worker = Worker()
+    events = worker.channel.canonical_queue_name("events")
+    worker.channel.connection._callbacks[events] = worker._consume
+    worker.channel._on_messages_ready("https://sqs.example/1/q-events", events, {"Messages": [
+        {"Body": '{"properties": []}', "ReceiptHandle": "r1", "MessageId": "m1"}]})
+    (sent,) = worker.sqs.sent
+    assert sent["QueueUrl"] == "https://sqs.example/1/q-events-dead-letter"

@@ -5,7 +5,8 @@ CARCELERY_MAX_RECEIVES receives: right for one whose worker died (the next
 try may do), wrong for one whose content is bad: kombu raised on it in the
 event loop and the worker died (``{"properties": 5}``), or Celery rejected
 it and SQS delivered it again, four more times. Here such a message is sent
-to the dead-letter queue with three message attributes, ``kind``
+to the dead-letter queue (the events queue's: to the events' dead-letter
+queue) with three message attributes, ``kind``
 (``Unrunnable``), ``reason`` (why it cannot run, in words) and ``queue``
 (the queue it came from), its body as it came, and deleted from its queue;
 the worker goes on.
@@ -41,7 +42,7 @@ from kombu.log import get_logger
 from ..arguments import json_kind
 from ..aws import errors
 from ..pipeline.printable import printable
-from ..settings import DEAD_LETTER_QUEUE
+from ..settings import DEAD_LETTER_QUEUE, EVENTS_DEAD_LETTER_QUEUE, EVENTS_QUEUE
 
 logger = get_logger(__name__)
 
@@ -108,6 +109,7 @@ class DeadLetters:
     _new_queue: Callable[..., str]
     _decode_python_message_body: Callable[[str], bytes]
     _prepare_json_payload: Callable[[str], dict]
+    canonical_queue_name: Callable[[str], str]
 
     def _unreadable(self, queue_url: str, qname: str, message: dict) -> bool:
         """Whether SQS ``message`` of queue ``qname`` is no envelope kombu can read; if so it is dead-lettered."""
@@ -142,7 +144,9 @@ class DeadLetters:
         reason, name = reason[:MAX_REASON], queue_url.rsplit("/", 1)[-1]
         sqs = self.sqs(queue=qname)
         try:
-            sqs.send_message(QueueUrl=self._new_queue(DEAD_LETTER_QUEUE), MessageBody=message["Body"],
+            # The events queue's (S3's notifications, carcelery.events) have a dead-letter queue of their own.
+            dead = EVENTS_DEAD_LETTER_QUEUE if qname == self.canonical_queue_name(EVENTS_QUEUE) else DEAD_LETTER_QUEUE
+            sqs.send_message(QueueUrl=self._new_queue(dead), MessageBody=message["Body"],
                              MessageAttributes={
                                  "reason": {"DataType": "String", "StringValue": reason},
                                  "kind": {"DataType": "String", "StringValue": kind.value},
