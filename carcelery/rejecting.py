@@ -68,17 +68,18 @@ class Consumer(CeleryConsumer):
         JSON, not decodable) is left to Celery's handler, which says why.
         """
         headers = message.headers
-        if not isinstance(headers, dict) or "task" not in headers:
+        if not isinstance(headers, dict) or message.content_type != "application/json":
             return None
-        if not isinstance(headers["task"], str):
+        if "task" in headers and not isinstance(headers["task"], str):
             return f"the headers.task is {arguments.json_kind(headers['task'])}, not a task's name"
-        if headers["task"] not in self.strategies or message.content_type != "application/json":
-            return None
         try:
             body = message.decode()
         except Exception:  # noqa: BLE001 - Celery's handler decodes it again and says why
             return None
-        return arguments.problem(headers, body)
+        if "task" not in headers and isinstance(body, dict) and isinstance(body.get("task"), str):
+            # Celery's protocol 1: the task's name, id, arguments and options in the body, as headers are in 2.
+            headers, body = body, [body.get("args", []), body.get("kwargs", {}), None]
+        return arguments.problem(headers, body) if headers.get("task") in self.strategies else None
 
     # Debt: overrides Celery's `Consumer.on_unknown_message` (5.7.0), to give the reject a reason.
     def on_unknown_message(self, body, message):

@@ -125,9 +125,15 @@ def message(task="carcelery.tasks.detect_car", args=None, kwargs=None, encoded=T
 
 
 @pytest.mark.parametrize("task", sorted(GOOD))
-def test_a_good_task_message_is_handed_to_the_pool(task):
+@pytest.mark.parametrize("protocol", [1, 2])
+def test_a_good_task_message_is_handed_to_the_pool(task, protocol):
     worker = Worker()
-    worker.receive(message(task))
+    if protocol == 1:
+        args, kwargs = GOOD[task]
+        worker.receive(message(headers={}, body=base64.b64encode(json.dumps(
+            {"task": task, "id": "i1", "args": args, "kwargs": kwargs}).encode()).decode()))
+    else:
+        worker.receive(message(task))
     kind, request = worker.outcome()
     assert kind == "pool" and request.name == task
 
@@ -146,6 +152,10 @@ def test_a_good_task_message_is_handed_to_the_pool(task):
     (message(headers__task=["x"]), Unrunnable.ARGUMENTS, "headers.task is an array"),
     (message(headers__eta=5), Unrunnable.ARGUMENTS, "headers.eta is a number"),
     (message(args=[{"bucket": "b"}]), Unrunnable.ARGUMENTS, "detect_car: ref has no key"),
+    # Celery's protocol 1: all in the body.
+    (message(headers={}, body=base64.b64encode(json.dumps({"task": "carcelery.tasks.detect_car", "id": "i1",
+                                                           "args": [5]}).encode()).decode()),
+     Unrunnable.ARGUMENTS, "detect_car: ref is a number"),
     (message("carcelery.tasks.terminate", args=[{**RUN, "id": "../x"}]), Unrunnable.ARGUMENTS, "12 hex digits"),
     (message("carcelery.tasks.watch_run", args=[RUN, "g"]), Unrunnable.ARGUMENTS, "missing a required argument"),
     (message("carcelery.tasks.recognize_text", args=[{**RECORD, "labels": [{"name": "Car"}]}]),
