@@ -52,6 +52,9 @@ accept_content = ["json"]
 result_accept_content = ["json"]
 
 imports = ["carcelery.tasks"]
+# A task message a worker cannot run is rejected with its reason, to the dead-letter queue
+# (carcelery/rejecting.py); the worker goes on.
+worker_consumer = "carcelery.rejecting:Consumer"
 # Instance B is the bare worker: ``celery -A carcelery worker`` consumes the
 # default queue, text. Every task of the pipeline is routed by name below, so the
 # default queue receives no task by accident; Instance A's worker is

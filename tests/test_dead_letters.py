@@ -1,11 +1,15 @@
 """The dead-letter queue: listed with long polls until SQS's count is in; sent back by SQS's own redrive."""
 
+import base64
 import json
 import uuid
 
 import boto3
 import pytest
 from botocore.stub import Stubber
+from hypothesis import given
+from hypothesis import strategies as st
+from test_bad_messages import JSON
 
 from carcelery import aws
 from carcelery.pipeline import dead_letters
@@ -32,7 +36,8 @@ def message(n):
 def receive(stub, *numbers):
     stub.add_response("receive_message", {"Messages": [message(n) for n in numbers]} if numbers else {}, {
         "QueueUrl": URL, "MaxNumberOfMessages": 10, "VisibilityTimeout": dead_letters.LOOK_SECONDS,
-        "AttributeNames": ["ApproximateReceiveCount"], "WaitTimeSeconds": dead_letters.LONG_POLL})
+        "AttributeNames": ["ApproximateReceiveCount"], "MessageAttributeNames": ["All"],
+        "WaitTimeSeconds": dead_letters.LONG_POLL})
 
 
 def made_visible(stub, *numbers):
@@ -107,3 +112,13 @@ def test_the_emulator_moves_dead_letters_back_to_the_queue_they_came_from(emulat
     sqs.start_message_move_task(SourceArn=dead_arn)
     task = sqs.list_message_move_tasks(SourceArn=dead_arn)["Results"][0]
     assert task["Status"] == "FAILED" and "give a DestinationArn" in task["FailureReason"]
+
+
+@given(body=st.text(max_size=30) | JSON.map(json.dumps) | JSON.map(lambda v: base64.b64encode(json.dumps(
+    {"body": base64.b64encode(json.dumps(v).encode()).decode(), "headers": v, "properties": {
+        "body_encoding": "base64", "delivery_info": v}}).encode()).decode()))
+def test_any_dead_letter_is_described_in_text_fields(body):
+    found = dead_letters.describe({"Body": body, "MessageAttributes": {
+        "kind": {"StringValue": "envelope", "DataType": "String"}}})
+    assert all(v is None or isinstance(v, str) for k, v in found.items() if k != "receives")
+    assert found["kind"] == "envelope"

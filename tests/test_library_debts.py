@@ -48,6 +48,7 @@ QUEUE, SQS_BACKEND, MOTO_SQS = "moto.sqs.models:Queue", "moto.sqs.models:SQSBack
 DISPATCHER = "moto.moto_server.werkzeug_app:DomainDispatcherApplication"
 FLOWER_BROKER, OURS_FLOWER = "flower.utils.broker", "carcelery.commands.flower_broker"
 SQS_RESPONSE = "moto.sqs.responses:SQSResponse"
+CONSUMER, REJECTING = "celery.worker.consumer.consumer:Consumer", "carcelery.rejecting:Consumer"
 
 DEBTS = [
     # kombu's SQS transport (carcelery.transport).
@@ -106,6 +107,18 @@ DEBTS = [
     Debt(f"{VIRTUAL}:QoS._dirty", CHANNEL, "uses", None, (f"{VIRTUAL}:QoS._flush", f"{VIRTUAL}:QoS.can_consume")),
     Debt("kombu.transport.SQS.SNS:SNS._get_or_create_topic", CHANNEL, "uses", "self, exchange_name", ()),
     Debt("kombu.transport.SQS.SNS:SNS.get_client", CHANNEL, "uses", "self, exchange_name", ()),
+    # Celery's worker consumer (carcelery.rejecting): every reject says why; what it cannot read is rejected.
+    Debt(f"{CONSUMER}.create_task_handler", REJECTING, "correctness", "self, promise",
+         ("celery.worker.loops:asynloop", "celery.worker.loops:synloop")),
+    Debt(f"{CONSUMER}.on_unknown_message", REJECTING, "correctness", "self, body, message",
+         (f"{CONSUMER}.create_task_handler",)),
+    Debt(f"{CONSUMER}.on_unknown_task", REJECTING, "correctness", "self, body, message, exc",
+         (f"{CONSUMER}.create_task_handler",)),
+    Debt(f"{CONSUMER}.on_invalid_task", REJECTING, "correctness", "self, body, message, exc",
+         (f"{CONSUMER}.create_task_handler",)),
+    Debt(f"{CONSUMER}.on_decode_error", REJECTING, "correctness", "self, message, exc",
+         (f"{CONSUMER}.create_task_handler", "celery.worker.consumer.tasks:Tasks.start")),
+    Debt(f"{CONSUMER}.strategies", REJECTING, "uses", None, (f"{CONSUMER}.update_strategies",)),
     # Celery's DynamoDB result backend (carcelery.backend).
     Debt(f"{DYNAMO}:DynamoDBBackend._get_client", BACKEND, "correctness", "self, access_key_id, secret_access_key",
          (f"{DYNAMO}:DynamoDBBackend.client",)),

@@ -1,12 +1,16 @@
 """The dead-letter queue: what is in it, and sending it back to the queue it came from.
 
-    python -m carcelery.commands.dlq              # one line per message: image, task, run, receives, queue
+    python -m carcelery.commands.dlq              # one line per message: image, task, run, receives, queue, why
     python -m carcelery.commands.dlq redrive      # SQS's redrive: every message back to the queue it came from
 
 SQS moves a task's message there once it was received CARCELERY_MAX_RECEIVES
 times without being done: its worker process died every time (an image that
 crashes a model, memory), or it was never acknowledged. Fix the cause (or
 not: a message that kills its worker again comes back here), then redrive.
+A message a worker cannot run (not a task, an unknown task, not JSON,
+arguments of the wrong shape) is sent there at once, and listed with its
+kind and reason; redrive leaves it there (it was sent, not moved, so SQS
+knows no queue to move it back to).
 """
 
 from __future__ import annotations
@@ -48,8 +52,9 @@ def _run(action: str, name: str) -> int:
         return 0
     found = messages()
     for m in found:
+        cannot = f"\tcannot run ({m['kind']}): {printable(m['reason'] or '')}" if m["kind"] else ""
         print(f"{printable(m['image'] or '?')}\tbucket={m['bucket']}\ttask={m['task']}\trun={m['run']}\t"
-              f"receives={m['receives']}\tqueue={m['queue']}")
+              f"receives={m['receives']}\tqueue={m['queue']}{cannot}")
     print(f"{name}: {len(found)} messages" + (" (python -m carcelery.commands.dlq redrive sends them back)" if found else ""))
     return 0
 

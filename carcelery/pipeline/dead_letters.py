@@ -2,7 +2,9 @@
 
 SQS moves a task's message there once it was received CARCELERY_MAX_RECEIVES
 times without being done (its worker process died every time, or it was never
-acknowledged). ``python -m carcelery.commands.dlq`` is the operator's command.
+acknowledged); a worker sends there at once a message it cannot run, with its
+kind and reason (``carcelery.transport.dead_letters``).
+``python -m carcelery.commands.dlq`` is the operator's command.
 
 Listing receives with long polling: a short poll (WaitTimeSeconds=0) asks a
 sample of SQS's servers and may answer empty while messages wait on others; a
@@ -39,25 +41,29 @@ def _json(text: str):
 
 
 def describe(message: dict) -> dict:
-    """What a dead-lettered Celery message is: ``image``, ``bucket``, ``task``, ``id``, ``run``, ``receives``, ``queue``.
+    """What a dead-lettered Celery message is: ``image``, ``bucket``, ``task``, ``id``, ``run``, ``receives``,
+    ``queue``; and for one a worker could not run, ``kind`` and ``reason`` (its message attributes).
 
-    Fields it does not carry (not a task of ours) are None.
+    Fields it does not carry (not a task of ours, of any shape) are None.
     """
-    found = {"image": None, "bucket": None, "task": None, "id": None, "run": None, "queue": None,
-             "receives": int(message.get("Attributes", {}).get("ApproximateReceiveCount", 0))}
+    said = {name: value.get("StringValue") for name, value in message.get("MessageAttributes", {}).items()}
+    found = {"image": None, "bucket": None, "task": None, "id": None, "run": None, "queue": said.get("queue"),
+             "receives": int(message.get("Attributes", {}).get("ApproximateReceiveCount", 0)),
+             "kind": said.get("kind"), "reason": said.get("reason")}
     try:
         envelope = _json(message["Body"])
         headers, properties = envelope.get("headers", {}), envelope.get("properties", {})
         body = envelope["body"]
         args, kwargs, _ = _json(body) if properties.get("body_encoding") == "base64" else json.loads(body)
-    except (KeyError, TypeError, ValueError):
-        return found
-    ref = args[0] if args and isinstance(args[0], dict) else {}
-    routing_key = properties.get("delivery_info", {}).get("routing_key")
-    found.update(image=ref.get("key"), bucket=ref.get("bucket"), task=headers.get("task"), id=headers.get("id"),
-                 run=ref.get("run") or kwargs.get("run"),
-                 queue=settings.queue_name(routing_key) if routing_key else None)
-    return found
+        ref = args[0] if args and isinstance(args[0], dict) else {}
+        routing_key = properties.get("delivery_info", {}).get("routing_key")
+        found.update(image=ref.get("key"), bucket=ref.get("bucket"), task=headers.get("task"), id=headers.get("id"),
+                     run=ref.get("run") or kwargs.get("run"),
+                     queue=settings.queue_name(routing_key) if isinstance(routing_key, str) else found["queue"])
+    except (AttributeError, KeyError, TypeError, ValueError):
+        pass  # a message that cannot run: its kind and reason say what it is
+    # Any JSON may be there: text only.
+    return {k: v if k == "receives" or isinstance(v, str) else None for k, v in found.items()}
 
 
 def _url() -> str:
@@ -78,7 +84,7 @@ def _received(url: str, expected: int) -> list[dict]:
     sqs, got = aws.client("sqs"), []
     while len(got) < min(expected, MAX_LISTED):
         batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=LOOK_SECONDS,
-                                    AttributeNames=["ApproximateReceiveCount"],
+                                    AttributeNames=["ApproximateReceiveCount"], MessageAttributeNames=["All"],
                                     WaitTimeSeconds=LONG_POLL).get("Messages", [])
         if not batch:
             break

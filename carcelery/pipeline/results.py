@@ -59,8 +59,13 @@ def with_text(record: dict, lines: list[TextLine]) -> dict:
 
 
 def natural_key(name: str) -> list:
-    """Sorts "2.jpg" before "10.jpg"."""
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+    """Sorts "2.jpg" before "10.jpg"; the order ``records.order`` gives the records table.
+
+    Its numbers are runs of decimal digits (``\\d``; "²" is not one); each text
+    part ends with "\\x01", as in ``records.order``, so that a key holding
+    "\\x00" sorts as it does there.
+    """
+    return [int(part) if index % 2 else part.lower() + "\x01" for index, part in enumerate(re.split(r"(\d+)", name))]
 
 
 def output_line(record: dict) -> str | None:

@@ -15,7 +15,9 @@ Its Channel is kombu's SQS Channel with one mixin per concern:
 - ``visibility``: a worker keeps the messages it holds (prefetched, running)
   hidden while it holds them, however long a task runs;
 - ``receiving``: a worker receives when half its prefetch is free, not one
-  message per task done, and schedules no receive after close.
+  message per task done, and schedules no receive after close;
+- ``dead_letters``: a message that cannot run (an envelope kombu cannot read,
+  a reject without requeue) goes to the dead-letter queue at once, with its reason.
 
 The Transport declares fanout when ``supports_fanout`` is set, so that workers
 start remote control.
@@ -28,6 +30,7 @@ from kombu.transport import SQS
 from .acks import GatheredAcks
 from .batching import BatchedSends, batched_sends
 from .broadcast import Broadcast
+from .dead_letters import DeadLetters
 from .leases import TransientQueues
 from .receiving import Receiving
 from .visibility import HeldVisible
@@ -35,7 +38,8 @@ from .visibility import HeldVisible
 __all__ = ["Channel", "Transport", "batched_sends"]
 
 
-class Channel(Broadcast, TransientQueues, GatheredAcks, HeldVisible, BatchedSends, Receiving, SQS.Channel):
+class Channel(Broadcast, TransientQueues, GatheredAcks, HeldVisible, BatchedSends, Receiving, DeadLetters,
+              SQS.Channel):
     """kombu's SQS channel with this package's mixins (see the package); no two override one name."""
 
 

@@ -1,4 +1,4 @@
-"""Acknowledgements that save SQS requests, and rejects that keep a message's receive count.
+"""Acknowledgements that save SQS requests, rejects that keep a message's receive count or dead-letter it.
 
 In a worker (a channel with an event loop), the messages of done tasks are
 deleted with one DeleteMessageBatch for those acknowledged within ACK_DELAY
@@ -94,6 +94,9 @@ class GatheredAcks:
         again, it is the same message, received once more: its receive count
         grows, and the queue's redrive policy moves it to the dead-letter queue.
 
+        Rejected without requeue (a message that cannot run), it goes to the
+        dead-letter queue with its reason (``transport.dead_letters``).
+
         Parameters: kombu's ``Channel.basic_reject``.
         """
         try:
@@ -103,7 +106,17 @@ class GatheredAcks:
         except KeyError:
             return super().basic_reject(delivery_tag, requeue)
         if not requeue:
-            return super().basic_reject(delivery_tag, requeue)
+            # Rejected for good: a message that cannot run, to the dead-letter queue at once
+            # (kombu's left it to come back until the redrive policy moved it).
+            try:
+                sent = self._dead_letter_rejected(info, queue)
+            except Exception:
+                self.qos.reject(delivery_tag, requeue=False)  # released, as kombu's is when its delete fails
+                raise
+            if not sent:  # kombu's reject: deleted, unless the queue's redrive policy is to move it
+                return super().basic_reject(delivery_tag, requeue)
+            self.qos.reject(delivery_tag, requeue=False)
+            return None
         self.sqs(queue=queue).change_message_visibility(QueueUrl=url, ReceiptHandle=handle, VisibilityTimeout=0)
         self.qos.reject(delivery_tag, requeue=False)  # released here; SQS delivers it again
 

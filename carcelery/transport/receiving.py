@@ -1,4 +1,4 @@
-"""Receiving in a worker: fewer, fuller ReceiveMessage requests, a quiet stop, and failed receives survived.
+"""Receiving in a worker: fewer, fuller ReceiveMessage requests, a quiet stop, failed receives and bad envelopes survived.
 
 kombu's asynchronous receive (``Channel._get_bulk_async``) answers an SQS 5xx
 with ``[]``, which its ``_on_messages_ready`` cannot read (the worker died with
@@ -9,8 +9,9 @@ queue). Here a failed receive is sorted as every AWS error is
 received again after the polling interval; one no retry can fix (access
 denied, expired credentials) raises from the event loop, as kombu's own
 errors do, so the worker stops with one line naming the call, the queue, the
-missing permission and the fix. A body of any content is received: one nested
-too deep for kombu's JSON reading is handed over as text, as any non-JSON body.
+missing permission and the fix. A message whose envelope kombu cannot read
+goes to the dead-letter queue (``dead_letters``) before kombu reads it; a body
+nested too deep for kombu's JSON reading is handed over as text, as any non-JSON body.
 """
 
 from __future__ import annotations
@@ -66,12 +67,18 @@ class Receiving:
         self.hub.call_soon(_raise, failure or exc)
 
     # Debt: overrides kombu's private `Channel._on_messages_ready` (5.7.0): its asynchronous
-    # client's answer to a 5xx is [] (no messages), which kombu's reads as a dict.
+    # client's answer to a 5xx is [] (no messages), which kombu's reads as a dict; and a message
+    # whose envelope kombu cannot read raised there, out of the event loop: the worker died.
     def _on_messages_ready(self, queue, qname, messages):
         if isinstance(messages, list):
             logger.warning("ReceiveMessage on queue %s failed (SQS 5xx): receiving again", qname)
             return 0
-        return super()._on_messages_ready(queue, qname, messages)
+        received = messages.get("Messages") or []
+        # `queue` is the queue's URL here, `qname` its name (kombu's names).
+        readable = [m for m in received if not self._unreadable(queue, qname, m)]
+        dead = len(received) - len(readable)
+        # How many were taken (kombu's answer: 0 for messages released) and dead-lettered: the next receive at once.
+        return super()._on_messages_ready(queue, qname, {**messages, "Messages": readable}) + dead
 
     # Debt: overrides kombu's private `Channel._prepare_json_payload` (5.7.0): it reads every body as JSON,
     # catching JSONDecodeError and TypeError only; a body nested too deep (RecursionError) stopped the
