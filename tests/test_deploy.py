@@ -118,6 +118,12 @@ def test_deploy_passes_checkov():
     assert all(c["check_result"].get("suppress_comment") for c in skipped), skipped
 
 
+@pytest.mark.integration
+def test_iam_policies_pass_parliament():
+    lint = iac_tool("parliament", "--files", "deploy/iam-policy.json,deploy/iam-provision-policy.json")
+    assert lint.returncode == 0 and not lint.stdout and not lint.stderr, lint.stdout + lint.stderr
+
+
 @pytest.mark.parametrize("output", [None, "s3://outputs/carcelery/"])
 def test_template_role_has_the_policy_of_deploy_iam_policy_json(output):
     """None: OutputUri left empty, the outputs go to the bucket the stack makes."""
