@@ -52,9 +52,9 @@ def preload(count: int) -> None:
         etags = list(pool.map(lambda k: s3.put_object(Bucket=BUCKET, Key=k, Body=body)["ETag"].strip('"'), keys))
     made = [results.with_text(results.detection(k, bucket=BUCKET, key=k, etag=e, labels=[Label(CAR, 100.0)],
                                                 threshold=90.0), [TextLine("NOOP", 100.0)])
-            for k, e in zip(keys, etags)]
+            for k, e in zip(keys, etags, strict=True)]
     records.put_many(made, "preload")
-    ledger.record([S3Image(BUCKET, k, e, len(body)) for k, e in zip(keys, etags)], "preload")
+    ledger.record([S3Image(BUCKET, k, e, len(body)) for k, e in zip(keys, etags, strict=True)], "preload")
 
 
 def lines_of(stack) -> set[str]:

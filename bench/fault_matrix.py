@@ -227,7 +227,7 @@ def documented(text: str | None = None) -> dict[tuple[str, str], str]:
     cells = {}
     for row in block[2:]:
         parts = [cell.strip() for cell in row.strip().strip("|").split("|")]
-        for kind, cell in zip(kinds, parts[2:]):
+        for kind, cell in zip(kinds, parts[2:], strict=True):
             cells[parts[0].strip("`"), kind] = cell
     return cells
 

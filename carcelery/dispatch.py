@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     except EndpointConnectionError as exc:
         print(f"error: {errors.unreachable(exc)}", file=sys.stderr)
         return 2
-    except Exception as exc:  # noqa: BLE001 - known AWS errors become one clear line
+    except Exception as exc:  # known AWS errors become one clear line
         reason = errors.explain(exc, args.bucket)
         if reason is None:
             raise
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     except runs.RunFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 4
-    except Exception as exc:  # noqa: BLE001 - known AWS errors become one clear line
+    except Exception as exc:  # known AWS errors become one clear line
         reason = errors.explain(exc, table=settings.results_table)
         if reason is None:
             raise

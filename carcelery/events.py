@@ -102,7 +102,7 @@ class S3Events(bootsteps.ConsumerStep):
         """Consume the events queue if it exists now (``provision --events`` ran since the worker started)."""
         try:
             made = queue_url()
-        except Exception:  # noqa: BLE001 - SQS unreachable for now: the next look tries again
+        except Exception:  # SQS unreachable for now: the next look tries again
             logger.exception("events: could not look for %s", settings.queue_name(EVENTS_QUEUE))
             return
         if made is None:
@@ -143,7 +143,7 @@ class S3Events(bootsteps.ConsumerStep):
         try:
             aws.client("sqs").send_message(QueueUrl=queue_url(EVENTS_DEAD_LETTER_QUEUE), MessageBody=body,
                                            MessageAttributes={"reason": {"DataType": "String", "StringValue": reason}})
-        except Exception:  # noqa: BLE001 - back to its queue: after CARCELERY_MAX_RECEIVES, SQS's redrive moves it
+        except Exception:  # back to its queue: after CARCELERY_MAX_RECEIVES, SQS's redrive moves it
             logger.exception("events: could not send it to %s", settings.queue_name(EVENTS_DEAD_LETTER_QUEUE))
             message.reject(requeue=True)
             return
@@ -157,7 +157,7 @@ class S3Events(bootsteps.ConsumerStep):
             return
         try:
             self.app.signature("carcelery.tasks.apply_events", args=([e for found, _ in held for e in found],)).delay()
-        except Exception:  # noqa: BLE001 - SQS delivers them again after their visibility timeout
+        except Exception:  # SQS delivers them again after their visibility timeout
             logger.exception("events: could not send a run of %d messages; they come again", len(held))
             for _, message in held:
                 message.reject(requeue=True)

@@ -163,7 +163,7 @@ class Settings:
     output_dir: Path = Path("output")
     output_uri: str = ""
     run_deadline: float = 1800.0
-    model_dir: Path = Path("~/.cache/carcelery/models").expanduser()
+    model_dir: Path = Path("~/.cache/carcelery/models").expanduser()  # noqa: RUF009 - a Path is immutable: one for all is right
     model_threads: int = 1
     visibility_timeout: int = 300
     max_receives: int = 5

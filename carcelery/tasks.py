@@ -111,7 +111,7 @@ def _attempt(task, ref: dict, stage: str, work) -> dict:
         record = work()
     except recognizers.ImageError as exc:
         reason = str(exc)
-    except Exception as exc:  # noqa: BLE001 - sorted below: transient, permanent, or a bug
+    except Exception as exc:  # sorted below: transient, permanent, or a bug
         if errors.transient(exc):
             if task.request.retries < task.max_retries:
                 logger.warning("image=%s stage=%s transient error, retrying: %r", printable(ref["key"]), stage, exc)
@@ -154,7 +154,7 @@ def detect_car(self, ref: dict) -> dict:
             return self.replace(recognize_text.s(record, run=ref.get("run")))
         except Ignore:  # replace's way of ending this task, once the hand-off is sent
             raise
-        except Exception as exc:  # noqa: BLE001 - sorted below: transient, permanent, or a bug
+        except Exception as exc:  # sorted below: transient, permanent, or a bug
             if errors.transient(exc):
                 raise errors.Transient(f"image={ref['key']} stage=text: hand-off to Instance B: {exc!r}") from exc
             record = _not_handed_on(ref, exc)
@@ -193,7 +193,7 @@ def terminate(run: dict) -> dict:
     try:
         summary = outputs.write(run, settings.output_dir, settings.output_uri)
     except Exception as exc:  # noqa: BLE001 - a transient error is retried; a permanent one fails the run
-        raise runs.written_or_failed(run, exc)  # noqa: B904 - its context is exc
+        raise runs.written_or_failed(run, exc)  # its context is exc
     summary.update(costs.summary(summary["calls"], settings.recognizer, settings.region))
     summary["skipped_by_reason"] = runs.skipped(run["id"])
     passed_over = images.describe_skipped(summary["skipped_by_reason"])

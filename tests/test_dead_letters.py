@@ -1,6 +1,7 @@
 """The dead-letter queue: listed with long polls until SQS's count is in; sent back by SQS's own redrive."""
 
 import json
+import re
 import uuid
 
 import boto3
@@ -80,7 +81,7 @@ def test_a_failed_redrive_says_why(stub):
     stub.add_response("list_message_move_tasks", {"Results": [
         {"TaskHandle": "t1", "Status": "FAILED", "SourceArn": ARN, "ApproximateNumberOfMessagesMoved": 2,
          "FailureReason": "AWS.SimpleQueueService.NonExistentQueue"}]}, {"SourceArn": ARN, "MaxResults": 10})
-    with pytest.raises(dead_letters.RedriveFailed, match="failed after moving 2 messages: AWS.SimpleQueueService"):
+    with pytest.raises(dead_letters.RedriveFailed, match=re.escape("failed after moving 2 messages: AWS.SimpleQueueService")):
         dead_letters.redrive()
 
 

@@ -91,7 +91,7 @@ class LineReader:
         if read.txts is None:
             return []
         lines = []
-        for corners, text, score in zip(read.boxes, read.txts, map(float, read.scores)):
+        for corners, text, score in zip(read.boxes, read.txts, map(float, read.scores), strict=True):
             if score < SURE and self._plate_like(text):
                 again = self._again(cut_out(pixels, corners, SECOND_HEIGHT))
                 if again.txts:

@@ -49,7 +49,7 @@ class _BatchingClient:
     def __getattr__(self, name):
         return getattr(self.client, name)
 
-    def send_message(self, QueueUrl, **entry):  # noqa: N803 - boto3's parameter name
+    def send_message(self, QueueUrl, **entry):  # boto3's parameter name
         pending = self._pending.get(QueueUrl, [])
         size = sum(len(e["MessageBody"].encode()) for e in pending) + len(entry["MessageBody"].encode())
         if len(pending) == SEND_BATCH or (pending and size > SEND_BATCH_BYTES):
