@@ -174,7 +174,7 @@ class Matrix:
         self.s3.create_bucket(Bucket=bucket)
         for name in IMAGES:
             self.s3.put_object(Bucket=bucket, Key=name, Body=(SEED_IMAGES / name).read_bytes())
-        if call:
+        if call and fault:
             match = [part.format(bucket=bucket, **self.names) for part in call.match]
             faults.write_rules(self.rules, [{"call": call.name, "match": match, "fault": fault,
                                              "times": TIMES[fault]}])

@@ -29,7 +29,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Iterable, Iterator, TextIO
+from typing import Any, Iterable, Iterator, TextIO
 
 from botocore.exceptions import EndpointConnectionError
 
@@ -82,7 +82,7 @@ def dispatch(bucket: str, prefix: str = "", force: bool = False, stream: TextIO 
       reason: ``images.skip_reason``) and ``result`` (the terminator's AsyncResult; None
       if nothing was sent).
     """
-    run = {"id": uuid.uuid4().hex[:12], "bucket": bucket, "prefix": prefix, "images": 0, "skipped": 0,
+    run: dict[str, Any] = {"id": uuid.uuid4().hex[:12], "bucket": bucket, "prefix": prefix, "images": 0, "skipped": 0,
            "skipped_by_reason": collections.Counter()}
     # Immutable: the terminator reads the records from the store, not the parts' results.
     ended = {k: run[k] for k in ("id", "bucket", "prefix")}

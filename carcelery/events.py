@@ -28,6 +28,7 @@ import logging
 from celery import bootsteps
 from celery.signals import beat_init
 from kombu import Consumer, Queue
+from kombu.message import Message
 
 from .pipeline import events
 from .settings import BACKFILL_INTERVAL, DETECT_QUEUE, EVENTS_DEAD_LETTER_QUEUE, EVENTS_QUEUE, settings
@@ -75,7 +76,7 @@ class S3Events(bootsteps.ConsumerStep):
 
     def __init__(self, parent, **kwargs):
         super().__init__(parent, **kwargs)
-        self.held: list[tuple[list[dict], object]] = []  # (the message's events, the message)
+        self.held: list[tuple[list[dict], Message]] = []  # (the message's events, the message)
         self.flushing = None  # the timer entry that sends the held run
         self.looking = None  # the timer entry that looks for the events queue
         self.timer = None

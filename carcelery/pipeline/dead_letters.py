@@ -16,6 +16,7 @@ import base64
 import binascii
 import json
 import time
+from typing import Any
 
 from .. import aws
 from ..settings import DEAD_LETTER_QUEUE, settings
@@ -43,7 +44,7 @@ def describe(message: dict) -> dict:
 
     Fields it does not carry (not a task of ours) are None.
     """
-    found = {"image": None, "bucket": None, "task": None, "id": None, "run": None, "queue": None,
+    found: dict[str, Any] = {"image": None, "bucket": None, "task": None, "id": None, "run": None, "queue": None,
              "receives": int(message.get("Attributes", {}).get("ApproximateReceiveCount", 0))}
     try:
         envelope = _json(message["Body"])
@@ -75,7 +76,8 @@ def _received(url: str, expected: int) -> list[dict]:
 
     Receives until ``expected`` (the visible messages SQS counted) are in, or a long poll answers none.
     """
-    sqs, got = aws.client("sqs"), []
+    sqs = aws.client("sqs")
+    got: list[dict] = []
     while len(got) < min(expected, MAX_LISTED):
         batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=LOOK_SECONDS,
                                     AttributeNames=["ApproximateReceiveCount"],

@@ -165,11 +165,11 @@ class LocalRecognizer(Recognizer):
         detections = self._detect(pic, WHOLE) + self._detect(*zoomed_out(pic))
         found: dict[str, Label] = {}
 
-        def add(name: str, confidence: float, box: Box) -> None:
+        def add(name: str, confidence: float, box: Box | None) -> None:
             old = found.get(name)
             confidence = round(min(100.0, confidence), 2)
             found[name] = Label(name, max(confidence, old.confidence) if old else confidence,
-                                (old.boxes if old else ()) + (box,))
+                                (old.boxes if old else ()) + ((box,) if box else ()))
 
         for name, score, box in detections:
             if name in VEHICLES:

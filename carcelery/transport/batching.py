@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+from typing import Iterator
 
 from kombu.exceptions import ChannelError
 
@@ -19,7 +20,7 @@ _batching: contextvars.ContextVar[list | None] = contextvars.ContextVar("carcele
 
 
 @contextlib.contextmanager
-def batched_sends():
+def batched_sends() -> Iterator[None]:
     """Within it, messages put on SQS queues go out ten per SendMessageBatch request.
 
     A batch goes when it is full; the rest when the block ends without an error
@@ -42,7 +43,7 @@ def batched_sends():
 class _BatchingClient:
     """A boto3 SQS client whose ``send_message`` waits to go out in a SendMessageBatch."""
 
-    def __init__(self, client):
+    def __init__(self, client) -> None:
         self.client = client
         self._pending: dict[str, list[dict]] = {}  # by queue URL
 
