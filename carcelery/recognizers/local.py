@@ -152,7 +152,7 @@ class LocalRecognizer(Recognizer):
             self._detector.invoke()
             boxes, classes, scores, count = [self._detector.get_tensor(i)[0] for i in self._outputs]  # copies
         found = []
-        for (top, left, bottom, right), cls, score in zip(boxes[:int(count)], classes, scores, strict=False):  # the first count
+        for (top, left, bottom, right), cls, score in zip(boxes[:int(count)], classes, scores, strict=False):  # count boxes, more classes
             if score < MIN_SCORE:
                 continue
             found.append((self._names.get(int(cls), str(int(cls))), float(score),
@@ -169,7 +169,7 @@ class LocalRecognizer(Recognizer):
             old = found.get(name)
             confidence = round(min(100.0, confidence), 2)
             found[name] = Label(name, max(confidence, old.confidence) if old else confidence,
-                                (old.boxes if old else ()) + ((box,) if box else ()))
+                                (old.boxes if old else ()) + ((box,) if box is not None else ()))
 
         for name, score, box in detections:
             if name in VEHICLES:
