@@ -9,6 +9,7 @@ Instance B keeps polling after -1 until the queue is empty: a standard queue may
 
 from __future__ import annotations
 
+import functools
 import sys
 
 from carcelery import aws, recognizers
@@ -21,7 +22,7 @@ def detect(queue_url: str) -> None:
     threshold = recognizers.threshold(recognizer, settings.car_threshold)
     sqs = aws.client("sqs")
     for image in images.list_images(settings.bucket, settings.key_prefix):
-        ref = recognizers.Image(image.key, lambda key=image.key: images.read(settings.bucket, key))
+        ref = recognizers.Image(image.key, functools.partial(images.read, settings.bucket, image.key))
         if recognizers.car_confidence(recognizer.labels(ref)) >= threshold:
             sqs.send_message(QueueUrl=queue_url, MessageBody=image.key)
     sqs.send_message(QueueUrl=queue_url, MessageBody="-1")
@@ -41,7 +42,7 @@ def text(queue_url: str) -> None:
             if key == "-1":
                 ended = True
             else:
-                ref = recognizers.Image(key, lambda key=key: images.read(settings.bucket, key))
+                ref = recognizers.Image(key, functools.partial(images.read, settings.bucket, key))
                 record = {"image": key, "car": True, "text": []}
                 records.append(results.with_text(record, recognizer.text(ref)))
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])

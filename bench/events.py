@@ -52,9 +52,9 @@ def preload(count: int) -> None:
         etags = list(pool.map(lambda k: s3.put_object(Bucket=BUCKET, Key=k, Body=body)["ETag"].strip('"'), keys))
     made = [results.with_text(results.detection(k, bucket=BUCKET, key=k, etag=e, labels=[Label(CAR, 100.0)],
                                                 threshold=90.0), [TextLine("NOOP", 100.0)])
-            for k, e in zip(keys, etags)]
+            for k, e in zip(keys, etags, strict=True)]
     records.put_many(made, "preload")
-    ledger.record([S3Image(BUCKET, k, e, len(body)) for k, e in zip(keys, etags)], "preload")
+    ledger.record([S3Image(BUCKET, k, e, len(body)) for k, e in zip(keys, etags, strict=True)], "preload")
 
 
 def lines_of(stack) -> set[str]:
@@ -106,7 +106,7 @@ def uploads(stack, tag: str, count: int, rate: float, backend: str, timeout: flo
     watcher.join(timeout)
     done.set()
     waits = sorted(seen.values())
-    figures = {"uploads": count, "watched": len(watched), "arrived": len(waits)}
+    figures: dict[str, float] = {"uploads": count, "watched": len(watched), "arrived": len(waits)}
     if waits:
         figures.update(p50_s=statistics.median(waits), p95_s=waits[max(0, round(0.95 * len(waits)) - 1)],
                        max_s=waits[-1])
@@ -151,7 +151,13 @@ def index_cost(size: int, workdir: Path) -> dict:
         rebuild_s = time.perf_counter() - started
         index.join(held, workdir / f"out-{size}")
     read, reading = [], results.read_records
-    results.read_records = lambda folder: (read.append(1) or r for r in reading(folder))
+
+    def counted(folder):
+        for record in reading(folder):
+            read.append(1)
+            yield record
+
+    results.read_records = counted
     try:
         new = [f"{size // 2 + n}a.jpg" for n in range(10)]
         started = time.perf_counter()

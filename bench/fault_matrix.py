@@ -174,7 +174,7 @@ class Matrix:
         self.s3.create_bucket(Bucket=bucket)
         for name in IMAGES:
             self.s3.put_object(Bucket=bucket, Key=name, Body=(SEED_IMAGES / name).read_bytes())
-        if call:
+        if call and fault:
             match = [part.format(bucket=bucket, **self.names) for part in call.match]
             faults.write_rules(self.rules, [{"call": call.name, "match": match, "fault": fault,
                                              "times": TIMES[fault]}])
@@ -227,7 +227,7 @@ def documented(text: str | None = None) -> dict[tuple[str, str], str]:
     cells = {}
     for row in block[2:]:
         parts = [cell.strip() for cell in row.strip().strip("|").split("|")]
-        for kind, cell in zip(kinds, parts[2:]):
+        for kind, cell in zip(kinds, parts[2:], strict=True):
             cells[parts[0].strip("`"), kind] = cell
     return cells
 

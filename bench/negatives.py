@@ -131,7 +131,10 @@ def fetch(folder: Path = DEFAULT_DIR) -> Path:
             tar = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True, check=True).stdout
             with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
                 for member, digest in members.items():
-                    _save(folder, member, archive.extractfile(f"./{member}").read(), digest, package)
+                    data = archive.extractfile(f"./{member}")
+                    if data is None:
+                        raise FetchError(f"{member} from {package} is not a file")
+                    _save(folder, member, data.read(), digest, package)
     return folder
 
 

@@ -28,7 +28,9 @@ def peak_rss_mb(pid: int) -> dict[str, float]:
             status = Path(f"/proc/{process.pid}/status").read_text()
         except FileNotFoundError:  # ended since
             continue
-        peaks[str(process.pid)] = int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
+        found = re.search(r"VmHWM:\s+(\d+) kB", status)
+        if found:  # a kernel thread has none
+            peaks[str(process.pid)] = int(found.group(1)) / 1024
     return peaks
 
 

@@ -38,7 +38,8 @@ def tenths(log: str, started: float, images: int) -> list[float]:
     """Images per second in each tenth of the run, from the end times of Instance B's text tasks."""
     stamps = sorted(datetime.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
                     for stamp in re.findall(r"^\[(\S+ \S+): INFO/ForkPoolWorker-\d+\] \S+: image=\S+ stage=text", log, re.M))
-    rates, previous = [], started
+    rates: list[float] = []
+    previous = started
     for tenth in range(1, 11):
         index = min(len(stamps), tenth * images // 10) - 1
         if index < 0:
@@ -87,7 +88,7 @@ def run_size(images: int, workdir: Path) -> dict:
         upload_s = time.perf_counter() - started
         stack.start_worker("worker_a", "detect", 2)
         stack.start_worker("worker_b", "text", 2)
-        peaks = {}
+        peaks: dict[str, dict] = {}
         run = timed_dispatch(stack, "--timeout", "36000", watch=lambda pid: sampled_peaks(
             {"dispatcher": pid, **{name: stack.procs[name].pid for name in MEASURED}}, peaks))
         lines = sum(1 for _ in (stack.output_dir / results.OUTPUT).open())

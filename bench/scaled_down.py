@@ -52,7 +52,8 @@ def truth(path: Path) -> tuple[str, int, int, int, int, str]:
     fields = line.split("\t")
     if len(fields) != 6 or not all(f.lstrip("-").isdigit() for f in fields[1:5]):
         raise SourceError(f"{path}: not NAME<TAB>x<TAB>y<TAB>w<TAB>h<TAB>PLATE: {line!r}")
-    return fields[0], *map(int, fields[1:5]), fields[5]
+    x, y, w, h = map(int, fields[1:5])
+    return fields[0], x, y, w, h, fields[5]
 
 
 def scale_down(photo: Path, name: str, x: int, y: int, w: int, h: int, plate: str) -> tuple[bytes, str]:
@@ -61,8 +62,8 @@ def scale_down(photo: Path, name: str, x: int, y: int, w: int, h: int, plate: st
     A photo whose plate is narrower than the drawn width is kept at its size (only recompressed).
     """
     width, quality = draws(name)
-    with PIL.Image.open(photo) as pic:
-        pic = pic.convert("RGB")
+    with PIL.Image.open(photo) as opened:
+        pic = opened.convert("RGB")
         scale = min(1.0, width / max(1, w))
         size = (max(1, round(pic.width * scale)), max(1, round(pic.height * scale)))
         small = pic.resize(size, PIL.Image.Resampling.LANCZOS) if scale < 1 else pic

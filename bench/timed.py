@@ -34,6 +34,7 @@ def timed_dispatch(stack, *args: str,
     proc = subprocess.Popen([sys.executable, "-m", "carcelery.dispatch", "--wait", *args],
                             cwd=ROOT, env=stack.env, stdout=subprocess.PIPE, text=True)
     sent_at = None
+    assert proc.stdout is not None  # stdout=PIPE
     with watch(proc.pid):
         for line in proc.stdout:
             if sent_at is None and " dispatched " in line:

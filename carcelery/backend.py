@@ -98,7 +98,7 @@ class Counts(NamedTuple):
 
 
 # Backends with a client of their own (their URL's): a forked child makes its own, as with aws.client.
-_own_clients = weakref.WeakSet()
+_own_clients: weakref.WeakSet[OncePerPartDynamoDBBackend] = weakref.WeakSet()
 
 
 def _forget_own_clients() -> None:

@@ -29,7 +29,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Iterable, Iterator, TextIO
+from typing import Any, Iterable, Iterator, TextIO
 
 from botocore.exceptions import EndpointConnectionError
 
@@ -82,7 +82,7 @@ def dispatch(bucket: str, prefix: str = "", force: bool = False, stream: TextIO 
       reason: ``images.skip_reason``) and ``result`` (the terminator's AsyncResult; None
       if nothing was sent).
     """
-    run = {"id": uuid.uuid4().hex[:12], "bucket": bucket, "prefix": prefix, "images": 0, "skipped": 0,
+    run: dict[str, Any] = {"id": uuid.uuid4().hex[:12], "bucket": bucket, "prefix": prefix, "images": 0, "skipped": 0,
            "skipped_by_reason": collections.Counter()}
     # Immutable: the terminator reads the records from the store, not the parts' results.
     ended = {k: run[k] for k in ("id", "bucket", "prefix")}
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     except EndpointConnectionError as exc:
         print(f"error: {errors.unreachable(exc)}", file=sys.stderr)
         return 2
-    except Exception as exc:  # noqa: BLE001 - known AWS errors become one clear line
+    except Exception as exc:  # known AWS errors become one clear line
         reason = errors.explain(exc, args.bucket)
         if reason is None:
             raise
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     except runs.RunFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 4
-    except Exception as exc:  # noqa: BLE001 - known AWS errors become one clear line
+    except Exception as exc:  # known AWS errors become one clear line
         reason = errors.explain(exc, table=settings.results_table)
         if reason is None:
             raise

@@ -30,6 +30,7 @@ import logging
 from celery import bootsteps
 from celery.signals import beat_init
 from kombu import Consumer, Queue
+from kombu.message import Message
 
 from .pipeline import events
 from .settings import BACKFILL_INTERVAL, DETECT_QUEUE, EVENTS_DEAD_LETTER_QUEUE, EVENTS_QUEUE, settings
@@ -89,7 +90,7 @@ class S3Events(bootsteps.ConsumerStep):
 
     def __init__(self, parent, **kwargs):
         super().__init__(parent, **kwargs)
-        self.held: list[tuple[list[dict], object]] = []  # (the message's events, the message)
+        self.held: list[tuple[list[dict], Message]] = []  # (the message's events, the message)
         self.flushing = None  # the timer entry that sends the held run
         self.looking = None  # the timer entry that looks for the events queue
         self.timer = None
@@ -116,7 +117,7 @@ class S3Events(bootsteps.ConsumerStep):
         """Consume the events queue if it exists now (``provision --events`` ran since the worker started)."""
         try:
             made = queue_url()
-        except Exception:  # noqa: BLE001 - SQS unreachable for now: the next look tries again
+        except Exception:  # SQS unreachable for now: the next look tries again
             logger.exception("events: could not look for %s", settings.queue_name(EVENTS_QUEUE))
             return
         if made is None:
@@ -159,7 +160,7 @@ class S3Events(bootsteps.ConsumerStep):
         logger.error("events: not an S3 event, to %s: %s", settings.queue_name(EVENTS_DEAD_LETTER_QUEUE), reason)
         try:
             set_aside(body, reason)
-        except Exception:  # noqa: BLE001 - back to its queue: after CARCELERY_MAX_RECEIVES, SQS's redrive moves it
+        except Exception:  # back to its queue: after CARCELERY_MAX_RECEIVES, SQS's redrive moves it
             logger.exception("events: could not send it to %s", settings.queue_name(EVENTS_DEAD_LETTER_QUEUE))
             message.reject(requeue=True)
             return False
@@ -173,7 +174,7 @@ class S3Events(bootsteps.ConsumerStep):
             return
         try:
             self.app.signature("carcelery.tasks.apply_events", args=([e for found, _ in held for e in found],)).delay()
-        except Exception:  # noqa: BLE001 - SQS delivers them again after their visibility timeout
+        except Exception:  # SQS delivers them again after their visibility timeout
             logger.exception("events: could not send a run of %d messages; they come again", len(held))
             for _, message in held:
                 message.reject(requeue=True)

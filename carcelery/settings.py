@@ -166,7 +166,7 @@ class Settings:
     output_uri: str = ""
     max_image_bytes: int = 50 * 1024 * 1024
     run_deadline: float = 1800.0
-    model_dir: Path = Path("~/.cache/carcelery/models").expanduser()
+    model_dir: Path = Path("~/.cache/carcelery/models").expanduser()  # noqa: RUF009 - a Path is immutable: one for all is right
     model_threads: int = 1
     visibility_timeout: int = 300
     task_time_limit: float = 600.0

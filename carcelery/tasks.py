@@ -167,7 +167,7 @@ def detect_car(self, ref: dict) -> dict:
             return self.replace(recognize_text.s(record, run=ref.get("run")))
         except Ignore:  # replace's way of ending this task, once the hand-off is sent
             raise
-        except Exception as exc:  # noqa: BLE001 - sorted below: transient, permanent, or a bug
+        except Exception as exc:  # sorted below: transient, permanent, or a bug
             if errors.transient(exc):
                 raise errors.Transient(f"image={ref['key']} stage=text: hand-off to Instance B: {exc!r}") from exc
             record = _not_handed_on(ref, exc)
@@ -206,7 +206,7 @@ def terminate(run: dict) -> dict:
     try:
         summary = outputs.write(run, settings.output_dir, settings.output_uri)
     except Exception as exc:  # noqa: BLE001 - a transient error is retried; a permanent one fails the run
-        raise runs.written_or_failed(run, exc)  # noqa: B904 - its context is exc
+        raise runs.written_or_failed(run, exc)  # its context is exc
     summary.update(costs.summary(summary["calls"], settings.recognizer, settings.region))
     summary["skipped_by_reason"] = runs.skipped(run["id"])
     passed_over = images.describe_skipped(summary["skipped_by_reason"])

@@ -100,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     metadata = Metadata()
     try:
         instance_id = metadata.get("instance-id")
+        if instance_id is None:
+            print(f"error: the instance metadata at {metadata.endpoint} has no instance-id", file=sys.stderr)
+            return 2
         wait_for_termination(metadata, args.every)
     except urllib.error.URLError as exc:
         print(f"error: no instance metadata at {metadata.endpoint} ({exc.reason}); "

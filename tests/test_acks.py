@@ -53,7 +53,7 @@ def test_a_denied_delete_raises_kombus_exception_naming_call_queue_and_permissio
 def test_other_permanent_errors_raise_typed(stubbed):
     chan, stub = stubbed
     stub.add_client_error("delete_message_batch", service_error_code="ExpiredToken", http_status_code=400)
-    with pytest.raises(errors.Permanent, match="queue carcelery-text failed .ExpiredToken.: the AWS session token"):
+    with pytest.raises(errors.Permanent, match=r"queue carcelery-text failed .ExpiredToken.: the AWS session token"):
         chan._delete_batch("text", URL, ["h0"])
 
 

@@ -96,7 +96,7 @@ def test_a_forked_process_makes_its_own_clients(emulator):
 
     def report():
         ours = (backend.client, aws.client("s3"))
-        return {"shared": [a is b for a, b in zip(ours, inherited)],
+        return {"shared": [a is b for a, b in zip(ours, inherited, strict=True)],
                 "works": backend.get_task_meta(task_id, cache=False)["result"] == {"n": 1}}
 
     assert in_a_forked_child(report) == {"shared": [False, False], "works": True}

@@ -42,6 +42,6 @@ def test_the_cards_commands_as_written_run_a_dispatch(emulator, bucket, seed_dir
             time.sleep(1)
         assert output.exists(), stack.log("instance_b")[-3000:]
         lines = output.read_text().splitlines()
-        assert len(lines) == 3 and all(re.match(p, line) for line, p in zip(lines, SEED_OUTPUT)), lines
+        assert len(lines) == 3 and all(re.match(p, line) for line, p in zip(lines, SEED_OUTPUT, strict=True)), lines
         got = {r["image"]: r for r in results.read_records(stack.output_dir)}
         assert len(got) == 10 and not [r for r in got.values() if "error" in r]

@@ -2,6 +2,7 @@
 
 import base64
 import json
+import re
 import uuid
 
 import boto3
@@ -85,7 +86,7 @@ def test_a_failed_redrive_says_why(stub):
     stub.add_response("list_message_move_tasks", {"Results": [
         {"TaskHandle": "t1", "Status": "FAILED", "SourceArn": ARN, "ApproximateNumberOfMessagesMoved": 2,
          "FailureReason": "AWS.SimpleQueueService.NonExistentQueue"}]}, {"SourceArn": ARN, "MaxResults": 10})
-    with pytest.raises(dead_letters.RedriveFailed, match="failed after moving 2 messages: AWS.SimpleQueueService"):
+    with pytest.raises(dead_letters.RedriveFailed, match=re.escape("failed after moving 2 messages: AWS.SimpleQueueService")):
         dead_letters.redrive()
 
 

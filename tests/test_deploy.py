@@ -94,6 +94,36 @@ def test_template_passes_cfn_lint():
     assert lint.returncode == 0 and not lint.stderr, lint.stdout + lint.stderr
 
 
+# checkov and parliament, in the virtualenv scripts/setup makes for them (requirements-iac.txt).
+IAC_BIN = ROOT / ".venv-iac" / "bin"
+
+
+def iac_tool(name: str, *args: str) -> subprocess.CompletedProcess:
+    assert (IAC_BIN / name).exists(), f"{IAC_BIN / name} is missing: run scripts/setup"
+    return subprocess.run([IAC_BIN / name, *args], capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=ROOT)
+
+
+@pytest.mark.integration
+def test_deploy_passes_checkov():
+    """Every check passes; a check skipped says why in the template (its Metadata: checkov: skip)."""
+    # --skip-download: offline, no guidelines fetched from checkov's platform.
+    scan = iac_tool("checkov", "--directory", "deploy", "--skip-download", "--compact", "--output", "json")
+    reports = json.loads(scan.stdout)
+    reports = reports if isinstance(reports, list) else [reports]
+    assert {r["check_type"] for r in reports} >= {"cloudformation"}
+    failed = [f"{c['check_id']} {c['resource']}: {c['check_name']}" for r in reports
+              for c in r["results"]["failed_checks"]]
+    assert scan.returncode == 0 and not failed, "\n".join(failed) + scan.stderr
+    skipped = [c for r in reports for c in r["results"]["skipped_checks"]]
+    assert all(c["check_result"].get("suppress_comment") for c in skipped), skipped
+
+
+@pytest.mark.integration
+def test_iam_policies_pass_parliament():
+    lint = iac_tool("parliament", "--files", "deploy/iam-policy.json,deploy/iam-provision-policy.json")
+    assert lint.returncode == 0 and not lint.stdout and not lint.stderr, lint.stdout + lint.stderr
+
+
 @pytest.mark.parametrize("output", [None, "s3://outputs/carcelery/"])
 def test_template_role_has_the_policy_of_deploy_iam_policy_json(output):
     """None: OutputUri left empty, the outputs go to the bucket the stack makes."""
@@ -239,6 +269,14 @@ def test_template_queues_take_the_settings_defaults_and_limits_as_parameters():
     queues = [resources[q]["Properties"] for q in ("DeadLetterQueue", "DetectQueue", "TextQueue")]
     assert [q["VisibilityTimeout"] for q in queues] == [{"Ref": "VisibilityTimeout"}] * 3
     assert [q["RedrivePolicy"]["maxReceiveCount"] for q in queues[1:]] == [{"Ref": "MaxReceives"}] * 2
+
+
+def test_template_queues_are_encrypted_at_rest_as_provision_makes_them():
+    # Checked here, in the template: the emulator encrypts every queue, asked or not.
+    assert Settings().queue_attributes(None)["SqsManagedSseEnabled"] == "true"
+    queues = {name: r["Properties"] for name, r in template()["Resources"].items() if r["Type"] == "AWS::SQS::Queue"}
+    assert sorted(queues) == ["DeadLetterQueue", "DetectQueue", "EventsDeadLetterQueue", "EventsQueue", "TextQueue"]
+    assert {name: q.get("SqsManagedSseEnabled") for name, q in queues.items()} == dict.fromkeys(queues, True)
 
 
 def test_the_dispatch_unit_waits_as_long_as_the_dispatcher_does():
@@ -443,7 +481,7 @@ def test_stack_makes_a_bucket_whose_events_reach_the_events_queue(emulator, key_
     url = sqs.get_queue_url(QueueName=f"{prefix}{EVENTS_QUEUE}")["QueueUrl"]
     assert outputs["EventsQueueUrl"].endswith(f"/{prefix}{EVENTS_QUEUE}") and resources["ImagesBucket"] == made
     got = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
-    assert got["SqsManagedSseEnabled"] == "true" and got["MaximumMessageSize"] == "262144"
+    assert got["MaximumMessageSize"] == "262144"  # encryption: the template's (the emulator encrypts every queue)
     assert json.loads(got["RedrivePolicy"])["deadLetterTargetArn"].endswith(f":{prefix}{EVENTS_DEAD_LETTER_QUEUE}")
     # The queue's policy: moto makes no AWS::SQS::QueuePolicy (test_template_events_policy_is_provisions).
     notified = s3.get_bucket_notification_configuration(Bucket=made)["QueueConfigurations"]

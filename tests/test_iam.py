@@ -98,7 +98,8 @@ def requested(entry):
         return [(action, "*")]  # Rekognition: no resource
     form = urllib.parse.parse_qs(url.query) | urllib.parse.parse_qs(body(entry))
     operation = form["Action"][0]
-    topic = (form.get("TopicArn") or [None])[0] or (form.get("SubscriptionArn") or [""])[0].rpartition(":")[0] \
+    # Unsubscribe has no resource type in IAM (Service Authorization Reference): only "*" allows it.
+    topic = "*" if operation == "Unsubscribe" else (form.get("TopicArn") or [None])[0] \
         or (arn("sns", form["Name"][0]) if "Name" in form else "*")
     return [(f"{service}:{operation}", topic)]
 

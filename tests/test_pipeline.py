@@ -33,7 +33,7 @@ def test_seed_images_end_to_end(pipeline, bucket, seed_dir):
     assert done.stderr.rstrip().endswith("done: [##############################] 10/10 (100%)")
     lines = output(pipeline).splitlines()
     assert len(lines) == 3, lines
-    for line, pattern in zip(lines, SEED_OUTPUT):
+    for line, pattern in zip(lines, SEED_OUTPUT, strict=True):
         assert re.match(pattern, line), (line, pattern)
     got = records(pipeline)
     assert sorted(got, key=results.natural_key) == [f"{n}.jpg" for n in range(1, 11)]

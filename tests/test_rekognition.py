@@ -1,5 +1,7 @@
 """The Rekognition backend: its calls (botocore Stubber, with answers shaped like AWS's) and the emulator's."""
 
+import re
+
 import boto3
 import pytest
 from botocore.stub import Stubber
@@ -78,7 +80,7 @@ def test_image_errors_are_permanent_and_named(stubbed, code, says):
 
 def test_local_files_over_5_mb_are_refused_before_calling(stubbed):
     recognizer, _ = stubbed
-    with pytest.raises(ImageError, match="big.jpg is 5,242,881 bytes, over Rekognition's 5,242,880"):
+    with pytest.raises(ImageError, match=re.escape("big.jpg is 5,242,881 bytes, over Rekognition's 5,242,880")):
         recognizer.labels(Image("big.jpg", lambda: b"x" * (5 * 1024 * 1024 + 1)))
 
 

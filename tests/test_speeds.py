@@ -2,12 +2,13 @@
 
 import multiprocessing
 import os
+import re
 import socket
 import subprocess
 
 import pytest
 
-REFUSED = pytest.raises(AssertionError, match="mark it @pytest.mark.integration")
+REFUSED = pytest.raises(AssertionError, match=re.escape("mark it @pytest.mark.integration"))
 
 
 def test_a_unit_test_starts_no_process():

@@ -73,7 +73,7 @@ def batch_get(dynamodb, table: str, keys: list[dict]) -> Iterator[dict]:
       botocore.exceptions.ClientError: the table is missing or not readable.
     """
     for start in range(0, len(keys), READ_BATCH):
-        request = {table: {"Keys": keys[start:start + READ_BATCH]}}
+        request: dict | None = {table: {"Keys": keys[start:start + READ_BATCH]}}
         while request:
             answer = dynamodb.batch_get_item(RequestItems=request)
             yield from answer["Responses"].get(table, [])
@@ -86,6 +86,6 @@ def batch_write(dynamodb, table: str, requests: list[dict]) -> None:
     Raises:
       botocore.exceptions.ClientError: the table is missing or not writable.
     """
-    request = {table: requests}
+    request: dict | None = {table: requests}
     while request:
         request = dynamodb.batch_write_item(RequestItems=request).get("UnprocessedItems") or None

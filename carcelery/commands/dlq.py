@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     name = settings.queue_name(DEAD_LETTER_QUEUE)
     try:
         return _run(args.action, name)
-    except Exception as exc:  # noqa: BLE001 - known AWS errors become one clear line
+    except Exception as exc:  # known AWS errors become one clear line
         reason = unreachable(exc) if isinstance(exc, EndpointConnectionError) else explain(exc, queue=name)
         if reason is None:
             raise

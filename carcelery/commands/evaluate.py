@@ -203,9 +203,9 @@ def summary(name: str, outcomes: list[Outcome], regions: list[str]) -> dict:
         "car_recall": rate(sum(o.car for o in cars), cars),
         "false_car_rate": rate(sum(o.car for o in others), others),
         "folded": "O as 0, I as 1",
-        "plate_read": {region: both(lambda fold: rate(sum(o.plate_read(region, fold) for o in plated), plated))
+        "plate_read": {region: both(lambda fold, region=region: rate(sum(o.plate_read(region, fold) for o in plated), plated))
                        for region in regions},
-        "plate_cer": {region: both(lambda fold: mean(o.plate_cer(region, fold) for o in plated))
+        "plate_cer": {region: both(lambda fold, region=region: mean(o.plate_cer(region, fold) for o in plated))
                       for region in regions},
         "labels_s_per_image": mean(o.labels_s for o in outcomes if not o.error),
         "labels_cpu_s_per_image": mean(o.labels_cpu_s for o in outcomes if not o.error),

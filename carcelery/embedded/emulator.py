@@ -27,7 +27,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Collection
+from typing import Any, Callable, Collection
 
 from ..settings import settings
 
@@ -43,7 +43,7 @@ _REPLACED: dict[tuple[object, str], object] = {}
 _ADDED: set[tuple[object, str]] = set()
 
 
-def _replace(owner: object, name: str, new: object) -> object:
+def _replace(owner: object, name: str, new: object) -> Any:
     """Put ``new`` in the place of library name ``owner.name``.
 
     Returns:
@@ -56,7 +56,7 @@ def _replace(owner: object, name: str, new: object) -> object:
     return original
 
 
-def _add(owner: object, name: str, new: object) -> None:
+def _add(owner: type, name: str, new: object) -> None:
     """Give library class ``owner`` the name ``name``, which it lacks.
 
     Raises:
@@ -488,7 +488,7 @@ _QUEUE_POLICY: list = []
 
 
 # The patches for speed, by name (``python -m bench.emulator_patches`` leaves each out in turn).
-SPEED = {
+SPEED: dict[str, Callable[..., Any]] = {
     "sqs_clock": _sqs_clock,
     "sqs_retention_check": _sqs_retention_check,
     "dynamodb_values_as_held": _dynamodb_values_as_held,

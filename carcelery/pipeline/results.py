@@ -24,7 +24,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Iterable, Iterator, TextIO
+from typing import Any, Iterable, Iterator, TextIO
 
 from ..recognizers import Label, TextLine, car_confidence, to_dict
 from .printable import printable
@@ -121,7 +121,7 @@ def write(folder: Path, records: Iterable[dict]) -> dict:
       (how many) and ``failures`` (image, stage, reason of the first MAX_FAILURES).
     """
     folder.mkdir(parents=True, exist_ok=True)
-    counts = {"images": 0, "cars": 0, "lines": 0, "failed": 0, "failures": []}
+    counts: dict[str, Any] = {"images": 0, "cars": 0, "lines": 0, "failed": 0, "failures": []}
     with atomic_file(folder / RESULTS) as results, atomic_file(folder / OUTPUT) as output:
         for record in records:
             results.write(json.dumps(record, sort_keys=True) + "\n")

@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
@@ -44,6 +45,9 @@ from . import dead_letters, records, results
 from ..app import app
 from ..aws import errors
 from ..settings import TEXT_QUEUE, settings
+
+if TYPE_CHECKING:
+    from ..backend import Counts
 
 
 def look_every() -> float:
@@ -93,7 +97,7 @@ def written_or_failed(run: dict, exc: Exception) -> Exception:
     return RunFailed(f"run {run['id']}: the terminator could not write the run's files: {failure}")
 
 
-def progress(group_id: str, parts_seen: int, since: float | None) -> tuple[tuple, float]:
+def progress(group_id: str, parts_seen: int, since: float | None) -> tuple[Counts, float]:
     """(the chord's counts, ``backend.Counts``; when its count last moved) of chord ``group_id``,
     seen ``parts_seen`` parts at ``since``."""
     counts = app.backend.chord(group_id)
@@ -159,7 +163,7 @@ def own_failures(run: dict) -> tuple[int, list[dict]]:
     under it too (one over a narrower prefix, still going: its images pending);
     a run's failures are those of the images whose record it wrote.
     """
-    count, first = 0, []
+    count, first = 0, list[dict]()
     for run_id, record in records.with_runs(run["bucket"], run.get("prefix", "")):
         if run_id == run["id"] and "error" in record:
             count += 1

@@ -79,7 +79,7 @@ def _declared_size(data: bytes) -> tuple[int, int] | None:
         factory, accept = PIL.Image.OPEN[format_id]
         if accept is None or accept(data[:16]):
             try:
-                return factory(io.BytesIO(data)).size
+                return factory(io.BytesIO(data), "").size  # as PIL.Image.open calls it: no file name
             except (OSError, SyntaxError, ValueError):
                 continue
     return None
@@ -99,7 +99,7 @@ def decode(image: Image, side: int = MAX_SIDE) -> PIL.Image.Image:
             # Pillow warns above its limit and refuses above twice that; the
             # size is checked below, after a JPEG's draft has shrunk it.
             warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
-            pic = PIL.Image.open(io.BytesIO(data))
+            pic: PIL.Image.Image = PIL.Image.open(io.BytesIO(data))
         pic.draft("RGB", (side, side))
         width, height = pic.size
         if width * height > MAX_PIXELS:

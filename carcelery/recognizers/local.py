@@ -103,7 +103,7 @@ def merged(regions: Sequence[Box]) -> list[Box]:
         new = (region.left, region.top, region.left + region.width, region.top + region.height)
         while joined := overlapping(new, boxes):  # the joined box may reach boxes the new one did not
             boxes = [b for b in boxes if b not in joined]
-            new = tuple(f(values) for f, values in zip((min, min, max, max), zip(new, *joined)))
+            new = tuple(f(values) for f, values in zip((min, min, max, max), zip(new, *joined, strict=True), strict=True))
         boxes.append(new)
     return [_box(*b) for b in boxes]
 
@@ -152,7 +152,7 @@ class LocalRecognizer(Recognizer):
             self._detector.invoke()
             boxes, classes, scores, count = [self._detector.get_tensor(i)[0] for i in self._outputs]  # copies
         found = []
-        for (top, left, bottom, right), cls, score in zip(boxes[:int(count)], classes, scores):
+        for (top, left, bottom, right), cls, score in zip(boxes[:int(count)], classes, scores, strict=False):  # count boxes, more classes
             if score < MIN_SCORE:
                 continue
             found.append((self._names.get(int(cls), str(int(cls))), float(score),
@@ -165,11 +165,11 @@ class LocalRecognizer(Recognizer):
         detections = self._detect(pic, WHOLE) + self._detect(*zoomed_out(pic))
         found: dict[str, Label] = {}
 
-        def add(name: str, confidence: float, box: Box) -> None:
+        def add(name: str, confidence: float, box: Box | None) -> None:
             old = found.get(name)
             confidence = round(min(100.0, confidence), 2)
             found[name] = Label(name, max(confidence, old.confidence) if old else confidence,
-                                (old.boxes if old else ()) + (box,))
+                                (old.boxes if old else ()) + ((box,) if box is not None else ()))
 
         for name, score, box in detections:
             if name in VEHICLES:

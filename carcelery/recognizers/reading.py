@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, cast
 
 import cv2
 import numpy as np
 import PIL.Image
 
 from .imaging import MAX_SIDE
+
+if TYPE_CHECKING:
+    from rapidocr.ch_ppocr_rec.typings import TextRecOutput
+    from rapidocr.utils.output import RapidOCROutput
 
 # Below this confidence (0-1) a plate-like line is read a second time, cut out this high.
 SURE = 0.95
@@ -38,8 +42,8 @@ class Line:
 def cut_out(pixels: np.ndarray, corners: np.ndarray, height: int | None = None) -> np.ndarray:
     """The quadrilateral ``corners`` of ``pixels`` as an upright rectangle ``height`` px high (bicubic; None: as tall as it is)."""
     corners = corners.astype(np.float32)
-    width = max(np.linalg.norm(corners[0] - corners[1]), np.linalg.norm(corners[2] - corners[3]))
-    tall = max(np.linalg.norm(corners[0] - corners[3]), np.linalg.norm(corners[1] - corners[2]), 1.0)
+    width = max(float(np.linalg.norm(corners[0] - corners[1])), float(np.linalg.norm(corners[2] - corners[3])))
+    tall = max(float(np.linalg.norm(corners[0] - corners[3])), float(np.linalg.norm(corners[1] - corners[2])), 1.0)
     scale = height / tall if height else 1.0
     size = (max(1, int(width * scale)), max(1, int(tall * scale)))
     target = np.array([[0, 0], [size[0], 0], [size[0], size[1]], [0, size[1]]], dtype=np.float32)
@@ -87,13 +91,14 @@ class LineReader:
     def __call__(self, pic: PIL.Image.Image, as_sized: bool = True) -> list[Line]:
         """The lines of text in ``pic``, top to bottom (as sized, or enlarged as PP-OCR does by default)."""
         pixels = np.ascontiguousarray(np.asarray(pic.convert("RGB"))[:, :, ::-1])  # PP-OCR takes BGR, as OpenCV
-        read = (self._as_sized if as_sized else self._whole)(pixels)
-        if read.txts is None:
+        # RapidOCR types its answer as any step's; with detection and recognition it is the whole read.
+        read = cast("RapidOCROutput", (self._as_sized if as_sized else self._whole)(pixels))
+        if read.txts is None or read.boxes is None or read.scores is None:
             return []
         lines = []
-        for corners, text, score in zip(read.boxes, read.txts, map(float, read.scores)):
+        for corners, text, score in zip(read.boxes, read.txts, map(float, read.scores), strict=True):
             if score < SURE and self._plate_like(text):
-                again = self._again(cut_out(pixels, corners, SECOND_HEIGHT))
+                again = cast("TextRecOutput", self._again(cut_out(pixels, corners, SECOND_HEIGHT)))  # recognition only
                 if again.txts:
                     text, score = surer((text, score), (again.txts[0], float(again.scores[0])))
             lines.append(Line(corners, text, score))

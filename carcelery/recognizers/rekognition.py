@@ -58,7 +58,7 @@ class RekognitionRecognizer(Recognizer):
     def labels(self, image: Image) -> list[Label]:
         answer = self._call(self._client.detect_labels, image, MinConfidence=MIN_CONFIDENCE)
         return [Label(raw["Name"], raw["Confidence"],
-                      tuple(_box(i.get("BoundingBox")) for i in raw.get("Instances", []) if i.get("BoundingBox")))
+                      tuple(box for i in raw.get("Instances", []) if (box := _box(i.get("BoundingBox")))))
                 for raw in answer.get("Labels", [])]
 
     def text(self, image: Image, regions: Sequence[Box] = ()) -> list[TextLine]:

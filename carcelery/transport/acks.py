@@ -29,6 +29,7 @@ from kombu.transport import SQS
 from kombu.utils.objects import cached_property
 
 from ..aws import errors
+from .mixin import Mixin
 
 logger = get_logger(__name__)
 
@@ -37,7 +38,7 @@ logger = get_logger(__name__)
 ACK_DELAY = 1.0
 
 
-class GatheredAcks:
+class GatheredAcks(Mixin):
     """Channel mixin: gathered deletes of acknowledged messages; requeue by visibility."""
 
     @cached_property
@@ -120,7 +121,7 @@ class GatheredAcks:
         self.sqs(queue=queue).change_message_visibility(QueueUrl=url, ReceiptHandle=handle, VisibilityTimeout=0)
         self.qos.reject(delivery_tag, requeue=False)  # released here; SQS delivers it again
 
-    def _delete_acked(self, key) -> None:
+    def _delete_acked(self, key: tuple[str | None, str]) -> None:
         with self._acked_lock:
             handles = self._acked.pop(key, None)
         if handles:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+from typing import Iterator
 
 from kombu.exceptions import ChannelError
 
@@ -19,7 +20,7 @@ _batching: contextvars.ContextVar[list | None] = contextvars.ContextVar("carcele
 
 
 @contextlib.contextmanager
-def batched_sends():
+def batched_sends() -> Iterator[None]:
     """Within it, messages put on SQS queues go out ten per SendMessageBatch request.
 
     A batch goes when it is full; the rest when the block ends without an error
@@ -42,14 +43,14 @@ def batched_sends():
 class _BatchingClient:
     """A boto3 SQS client whose ``send_message`` waits to go out in a SendMessageBatch."""
 
-    def __init__(self, client):
+    def __init__(self, client) -> None:
         self.client = client
         self._pending: dict[str, list[dict]] = {}  # by queue URL
 
     def __getattr__(self, name):
         return getattr(self.client, name)
 
-    def send_message(self, QueueUrl, **entry):  # noqa: N803 - boto3's parameter name
+    def send_message(self, QueueUrl, **entry):  # boto3's parameter name
         pending = self._pending.get(QueueUrl, [])
         size = sum(len(e["MessageBody"].encode()) for e in pending) + len(entry["MessageBody"].encode())
         if len(pending) == SEND_BATCH or (pending and size > SEND_BATCH_BYTES):

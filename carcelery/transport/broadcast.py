@@ -28,6 +28,8 @@ from kombu.transport.SQS.exceptions import DoesNotExistQueueException
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.objects import cached_property
 
+from .mixin import Mixin
+
 logger = get_logger(__name__)
 
 # How long a process trusts its last look at a broadcast topic's subscribers:
@@ -37,7 +39,7 @@ logger = get_logger(__name__)
 WATCH_SECONDS, WATCHED_SECONDS = 3.0, 10.0
 
 
-class Broadcast:
+class Broadcast(Mixin):
     """Channel mixin: broadcast exchanges over SNS, reply routing, no-ack deletion without an event loop."""
 
     @cached_property

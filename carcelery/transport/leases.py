@@ -30,6 +30,7 @@ from botocore.exceptions import ClientError
 from kombu.exceptions import ChannelError
 
 from ..aws.errors import queue_missing
+from .mixin import Mixin
 
 LEASE_TAG = "carcelery-lease"
 # How long a transient queue outlives its owner's last declare or poll before a
@@ -228,7 +229,7 @@ def _release_at_exit() -> None:
                            "them once their lease runs out", exc)
 
 
-class TransientQueues:
+class TransientQueues(Mixin):
     """Channel mixin: exclusive and auto-delete queues get a lease, deleted with it when the process exits."""
 
     # Debt: here, in _leases and in _renew, calls kombu's private `Channel._new_queue` (5.7.0; a queue's URL,

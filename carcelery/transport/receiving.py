@@ -25,6 +25,7 @@ from kombu.transport import SQS
 from vine import promise
 
 from ..aws import errors
+from .mixin import Mixin
 
 logger = get_logger(__name__)
 
@@ -42,7 +43,7 @@ def _client_error(exc: Exception, operation: str = "ReceiveMessage") -> Exceptio
                         "ResponseMetadata": {"HTTPStatusCode": int(found.group(1))}}, operation)
 
 
-class Receiving:
+class Receiving(Mixin):
     """Channel mixin: a worker receives when half its prefetch is free; no receive is scheduled after close;
     a failed receive is tried again (transient) or stops the worker with one line (permanent)."""
 
