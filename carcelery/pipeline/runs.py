@@ -36,7 +36,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from typing import TYPE_CHECKING
+from typing import Any
 
 from botocore.exceptions import ClientError
 
@@ -45,9 +45,6 @@ from . import dead_letters, records, results
 from ..app import app
 from ..aws import errors
 from ..settings import TEXT_QUEUE, settings
-
-if TYPE_CHECKING:
-    from ..backend import Counts
 
 
 def look_every() -> float:
@@ -97,8 +94,8 @@ def written_or_failed(run: dict, exc: Exception) -> Exception:
     return RunFailed(f"run {run['id']}: the terminator could not write the run's files: {failure}")
 
 
-def progress(group_id: str, parts_seen: int, since: float | None) -> tuple[Counts, float]:
-    """(the chord's counts, ``backend.Counts``; when its count last moved) of chord ``group_id``,
+def progress(group_id: str, parts_seen: int, since: float | None) -> tuple[Any, float]:
+    """(the chord's counts, ``backend.Counts`` (typed Any: that module imports this one); when its count last moved) of chord ``group_id``,
     seen ``parts_seen`` parts at ``since``."""
     counts = app.backend.chord(group_id)
     now = time.time()
