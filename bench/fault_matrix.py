@@ -50,7 +50,12 @@ import boto3
 from carcelery.embedded import faults
 from carcelery.embedded.demo import ROOT, SEED_IMAGES, Stack
 from carcelery.pipeline import results
-from carcelery.settings import DETECT_QUEUE, EVENTS_DEAD_LETTER_QUEUE, TEXT_QUEUE, Settings
+from carcelery.settings import (
+    DETECT_QUEUE,
+    EVENTS_DEAD_LETTER_QUEUE,
+    TEXT_QUEUE,
+    Settings,
+)
 from carcelery.transport.acks import ACK_DELAY
 
 FAULTS = ("transient", "throttle", "denied")
@@ -145,8 +150,9 @@ def _told(seen: Observed) -> str:
     if seen.exit == 1:
         late = all("no result" in line for line in seen.failed)
         return f"{len(seen.failed)} image(s) failed " + ("at the deadline" if late else "at once, one line each")
-    return {2: "dispatch stops, one line, exit 2", 3: "run never ends (--wait times out)",
-            4: "run failed, one line, exit 4"}.get(seen.exit, f"exit {seen.exit}")
+    exits: dict[int | None, str] = {2: "dispatch stops, one line, exit 2", 3: "run never ends (--wait times out)",
+                                    4: "run failed, one line, exit 4"}
+    return exits.get(seen.exit, f"exit {seen.exit}")
 
 
 def _told_by_events(seen: Observed) -> str:
@@ -209,14 +215,14 @@ class Matrix:
                       "records": config.records_table, "dead": config.queue_name(EVENTS_DEAD_LETTER_QUEUE)}
         self.clean: str | None = None
 
-    def start(self) -> "Matrix":
+    def start(self) -> Matrix:
         """Provision the queues, tables and S3 events, start both workers, and run once without a fault."""
         # The events queue made before the workers start: Instance A's worker consumes it from its start.
         done = self.provision(self.stack.env["CARCELERY_BUCKET"])
         assert done.returncode == 0, done.stderr
         self.s3.create_bucket(Bucket=self.names["out"])
         self._workers()
-        clean = self.run(None, None)
+        clean = self.run()
         assert clean.exit == 0, clean
         return self
 
@@ -224,7 +230,7 @@ class Matrix:
         """``provision --events`` for ``bucket``: its S3 events into the matrix's events queue."""
         return subprocess.run([sys.executable, "-m", "carcelery.aws.provision", "--events"], cwd=ROOT,
                               env={**self.stack.env, "CARCELERY_BUCKET": bucket}, capture_output=True, text=True,
-                              timeout=120)
+                              timeout=120, check=False)
 
     def _workers(self) -> list[str]:
         """Start the workers that are not running; the names of those that had stopped."""
@@ -271,8 +277,15 @@ class Matrix:
         output = self.stack.output_dir / "runs" / run.group(1) / results.OUTPUT if run else None
         return output.read_text() if output and output.exists() else None
 
-    def run(self, call: Call | None, fault: str | None) -> Observed:
-        """One run of two images, ``call`` failing with ``fault`` (None: no fault, the clean run)."""
+    @staticmethod
+    def _run_id(stdout: str) -> str:
+        """The id of the run whose dispatch printed ``stdout``."""
+        run = re.search(r"run (\w+): dispatched", stdout)
+        assert run, stdout
+        return run.group(1)
+
+    def run(self, call: Call | None = None, fault: str = "") -> Observed:
+        """One run of two images, ``call`` failing with ``fault`` (no call: the clean run)."""
         if call is not None and call.seam == EVENTS:
             return self.run_events(call, fault)
         if call is not None and call.seam == OVERLAP:
@@ -287,7 +300,7 @@ class Matrix:
             time.sleep(ACK_DELAY + 1)
         finally:
             hits = self._hits()
-        seen = Observed(call.row if call else "", fault or "", done.returncode, hits=hits if call else 1,
+        seen = Observed(call.row if call else "", fault, done.returncode, hits=hits if call else 1,
                         traceback="Traceback" in done.stderr)
         seen.errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
         seen.failed = [line.strip() for line in done.stdout.splitlines() if line.startswith("  failed:")]
@@ -366,7 +379,7 @@ class Matrix:
             newer = self._dispatch(bucket)
             new_out, new_err = newer.communicate(timeout=WAIT + 60)
             assert newer.returncode == 0, new_out + new_err
-            newer_run = re.search(r"run (\w+): dispatched", new_out).group(1)
+            newer_run = self._run_id(new_out)
             # The newer run's terminator has written its files, here and to S3 (its log line comes after).
             while f"run={newer_run} terminator -1" not in self.stack.log("worker_b", since):
                 assert time.monotonic() < deadline + WAIT, self.stack.log("worker_b", since)[-3000:]
@@ -374,7 +387,7 @@ class Matrix:
         finally:
             seen.hits = self._hits()  # the held request goes on
         old_out, old_err = older.communicate(timeout=WAIT + 60)
-        older_run = re.search(r"run (\w+): dispatched", old_out).group(1)
+        older_run = self._run_id(old_out)
         # Ended by its deadline or not (watch_run gives a terminator a deadline), the older terminator goes on.
         deadline = time.monotonic() + WAIT
         while f"run={older_run} terminator -1" not in self.stack.log("worker_b", since):

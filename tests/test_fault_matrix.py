@@ -11,8 +11,19 @@ import time
 
 import pytest
 
-from bench.fault_matrix import (CALLS, EVENTS, FAULTS, OVERLAP, Matrix, Observed, differences, documented, expected,
-                                outcome, table)
+from bench.fault_matrix import (
+    CALLS,
+    EVENTS,
+    FAULTS,
+    OVERLAP,
+    Matrix,
+    Observed,
+    differences,
+    documented,
+    expected,
+    outcome,
+    table,
+)
 from carcelery.embedded import faults
 from carcelery.embedded.demo import Stack
 
@@ -44,8 +55,8 @@ def test_a_cell_seen_otherwise_is_a_difference_and_the_expected_cells_stay():
     seen = Observed("dynamodb:GetItem", "denied", exit=3, hits=1)
     assert outcome(seen) == "run never ends (--wait times out); not retried"
     assert differences({("dynamodb:GetItem", "denied"): outcome(seen)}, want) == [
-        "dynamodb:GetItem / denied: expected 'dispatch stops, one line, exit 2; not retried', "
-        "seen 'run never ends (--wait times out); not retried'"]
+        ("dynamodb:GetItem / denied: expected 'dispatch stops, one line, exit 2; not retried', "
+         "seen 'run never ends (--wait times out); not retried'")]
     assert differences({key: want[key] for key in list(want)[:3]}, want) == []
 
 
@@ -53,8 +64,8 @@ def test_a_cell_seen_otherwise_is_a_difference_and_the_expected_cells_stay():
     (Observed("r", "transient", seam=EVENTS, same_output=True, hits=5), "same output.txt"),
     (Observed("r", "transient", seam=EVENTS, traceback=True, errors=["x"], hits=5),
      "events lost, traceback in worker A's log"),
-    (Observed("r", "denied", seam=EVENTS, errors=["x"], hits=1), "events dropped, one line in worker A's log; "
-                                                                  "not retried"),
+    (Observed("r", "denied", seam=EVENTS, errors=["x"], hits=1),
+     "events dropped, one line in worker A's log; not retried"),
     (Observed("r", "denied", seam=EVENTS, errors=["x"], dead_lettered=True, hits=1),
      "events to the events dead-letter queue, one line in worker A's log; not retried"),
     (Observed("r", "throttle", seam=OVERLAP, latest={"here": "older", "s3": "older"}, hits=1),
