@@ -106,7 +106,7 @@ CALLS = (
     Call("dynamodb:PutItem", "workers: 1.jpg's record", ("{records}", "{bucket}", "1.jpg")),
     Call("dynamodb:Query", "terminator: reads the run's records", ("{bucket}",)),
     Call("dynamodb:TransactWriteItems", "workers: chord counting", ("{results}",)),
-    Call("dynamodb:GetItem", "watch_run, dispatch --wait: counts, results", ("{results}",)),
+    Call("dynamodb:GetItem", "dispatch --wait, terminator, watch_run: counts, results", ("{results}",)),
     Call("rekognition:DetectLabels", "worker A: is 1.jpg a car", ("{bucket}", "1.jpg")),
     Call("rekognition:DetectText", "worker B: 1.jpg's text", ("{bucket}", "1.jpg")),
     Call("s3:HeadObject", "worker A, S3 events on: is an event's 1.jpg there (transient, throttle: 6 times)",
@@ -296,8 +296,7 @@ class Matrix:
         try:
             done = self.stack.run("carcelery.dispatch", "--bucket", bucket, "--wait", "--timeout", str(WAIT),
                                   timeout=WAIT + 60)
-            # The workers delete the run's last messages after it ended (ACK_DELAY): under the fault still.
-            time.sleep(ACK_DELAY + 1)
+            self._settle()
         finally:
             hits = self._hits()
         seen = Observed(call.row if call else "", fault, done.returncode, hits=hits if call else 1,
@@ -310,6 +309,19 @@ class Matrix:
         seen.same_output = text is not None and text == self.clean
         seen.stopped = self._workers()
         return seen
+
+    def _settle(self, quiet: float = 3.0, timeout: float = 20) -> None:
+        """Wait, under the fault still, until it was met for the last time: no new hit for ``quiet`` seconds.
+
+        The run's last tasks (the terminator, watch_run's last look) may meet it after the dispatcher
+        ended, and the workers delete the run's last messages ACK_DELAY after it ended.
+        """
+        deadline, quiet = time.monotonic() + timeout, max(quiet, ACK_DELAY + 1)
+        seen, since = faults.hits(self.rules), time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - since < quiet:
+            time.sleep(0.2)
+            if (now := faults.hits(self.rules)) != seen:
+                seen, since = now, time.monotonic()
 
     def _bucket_output(self, bucket: str) -> str | None:
         """The output.txt of the last run that wrote ``bucket``'s files (a run of events names no folder)."""

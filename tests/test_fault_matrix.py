@@ -52,10 +52,10 @@ def test_the_documented_matrix_is_the_expected_one():
 
 def test_a_cell_seen_otherwise_is_a_difference_and_the_expected_cells_stay():
     want = expected()
-    seen = Observed("dynamodb:GetItem", "denied", exit=3, hits=1)
+    seen = Observed("s3:ListObjectsV2", "denied", exit=3, hits=1)
     assert outcome(seen) == "run never ends (--wait times out); not retried"
-    assert differences({("dynamodb:GetItem", "denied"): outcome(seen)}, want) == [
-        ("dynamodb:GetItem / denied: expected 'dispatch stops, one line, exit 2; not retried', "
+    assert differences({("s3:ListObjectsV2", "denied"): outcome(seen)}, want) == [
+        ("s3:ListObjectsV2 / denied: expected 'dispatch stops, one line, exit 2; not retried', "
          "seen 'run never ends (--wait times out); not retried'")]
     assert differences({key: want[key] for key in list(want)[:3]}, want) == []
 
