@@ -3,6 +3,8 @@
 Run as the unit runs it, against a stand-in for the instance metadata service (IMDSv2) and an
 Auto Scaling group on the emulator, with ``systemctl`` a stand-in that writes down what it is asked.
 moto has no CompleteLifecycleAction: the stand-in server answers that call itself, and records it.
+The stand-in asserts what it is asked in its own threads; ``Server.check`` raises what failed there
+in the test's thread.
 """
 
 import http.server
@@ -81,7 +83,29 @@ def instance_in_a_group(emulator):
     return group, instances[0]["InstanceId"]
 
 
-def drain(server: http.server.HTTPServer, tmp_path, endpoint: str) -> subprocess.CompletedProcess:
+class Server(http.server.ThreadingHTTPServer):
+    """The stand-in (``Instance``), whose handlers' failures (an assert) are kept, for ``check``.
+
+    socketserver runs each request in a thread of its own and only prints what fails there: the
+    test, in the main thread, would pass regardless.
+    """
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), Instance)
+        self.failures: list[BaseException] = []
+
+    def handle_error(self, request, client_address) -> None:
+        self.failures.append(sys.exc_info()[1])  # called in the handler's except block
+        super().handle_error(request, client_address)
+
+    def check(self) -> None:
+        """Raise, in the caller's thread, the first failure of a request's handler since the last check."""
+        failures, self.failures = self.failures, []
+        if failures:
+            raise AssertionError(f"the stand-in server failed {len(failures)} request(s)") from failures[0]
+
+
+def drain(server: Server, tmp_path, endpoint: str) -> subprocess.CompletedProcess:
     """deploy/drain.py as its unit runs it, the metadata service and Auto Scaling at ``endpoint``."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -90,13 +114,15 @@ def drain(server: http.server.HTTPServer, tmp_path, endpoint: str) -> subprocess
     port = endpoint.rsplit(":", 1)[1]
     env = {**os.environ, "PATH": f"{bin_dir}:/usr/bin:/bin", "AWS_EC2_METADATA_SERVICE_ENDPOINT": endpoint,
            "CARCELERY_EMULATOR_PORT": port}
-    return subprocess.run([sys.executable, str(DEPLOY / "drain.py"), "--every", "0.05"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, str(DEPLOY / "drain.py"), "--every", "0.05"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    server.check()
+    return done
 
 
 @pytest.fixture
 def server(tmp_path):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Instance)
+    server = Server()
     server.looks, server.completed, server.systemctl = 0, [], tmp_path / "systemctl.log"
     server.systemctl.write_text("")
     thread = threading.Thread(target=server.serve_forever)
@@ -104,6 +130,16 @@ def server(tmp_path):
     yield server
     server.shutdown()
     thread.join()
+    server.check()
+
+
+def test_a_failure_in_the_stand_ins_thread_fails_the_test(server):
+    request = urllib.request.Request(f"http://127.0.0.1:{server.server_address[1]}/not/the/token", method="PUT")
+    with pytest.raises(OSError):  # the handler failed: no answer
+        urllib.request.urlopen(request, timeout=5)
+    with pytest.raises(AssertionError, match="failed 1 request") as raised:
+        server.check()
+    assert isinstance(raised.value.__cause__, AssertionError)
 
 
 def test_drain_stops_worker_b_when_terminated_then_completes_the_hook(instance_in_a_group, server, tmp_path):

@@ -19,8 +19,10 @@ The rules file is a JSON list, read again whenever it changes::
   touches one test's requests only.
 - ``fault``: ``transient`` (500 InternalError), ``throttle`` (SlowDown,
   ThrottlingException, RequestThrottled), ``denied`` (AccessDenied, naming the
-  IAM action as AWS does) or ``delay`` (the answer comes ``seconds`` late; with
-  ``then``, one of the others, that fault comes then instead of the answer).
+  IAM action as AWS does) or ``delay`` (the answer comes ``seconds`` late, or
+  as soon as the rules file no longer holds the rule: a test releases a request
+  it holds by writing the rules again; with ``then``, one of the others, that
+  fault comes then instead of the answer).
 - ``skip`` matching requests go through first; then ``times`` of them get the
   fault (null: every one).
 
@@ -199,6 +201,15 @@ class Injector:
                 return rule
         return None
 
+    def _hold(self, rule: dict, seconds: float) -> None:
+        """Wait ``seconds``, or until the rules file no longer holds ``rule``."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            with self._lock:
+                if rule not in self._rules():
+                    return
+            time.sleep(0.05)
+
     def __call__(self, environ, start_response):
         body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
         environ["wsgi.input"] = io.BytesIO(body)
@@ -211,7 +222,7 @@ class Injector:
         self.log(f"fault: {call} {rule['fault']} ({rule.get('match', '')})")
         fault = rule["fault"]
         if fault == "delay":
-            time.sleep(rule.get("seconds", 1.0))
+            self._hold(rule, rule.get("seconds", 1.0))
             fault = rule.get("then")
             if fault is None:
                 return self.app(environ, start_response)
