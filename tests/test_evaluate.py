@@ -48,6 +48,23 @@ def test_what_it_got_wrong_is_named(tmp_path, capsys):
     assert "wrong: 4.jpg: false car (car confidence" in out
 
 
+def test_plates_are_counted_by_the_width_of_their_box(tmp_path, capsys):
+    widths = {"a": 59, "b": 60, "c": 89, "d": 90, "e": 129, "f": 130}
+    for name, width in widths.items():
+        (tmp_path / f"{name}.txt").write_text(f"{name}.jpg\t1\t2\t{width}\t10\tAB{width}\n")
+    cases = evaluate.labeled(tmp_path)
+    assert [case.plate_width for case in cases] == list(widths.values())
+    # a, d and f read; b, c and e not.
+    outcomes = [evaluate.Outcome(case, True, 99.0, 0.1, lines={"vehicles": f"{case.path.name}: "
+                                 + (case.plate if case.path.stem in "adf" else "ZZ")},
+                                 text_s={"vehicles": 0.1}, text_cpu_s={"vehicles": 0.1}) for case in cases]
+    figures = evaluate.summary("set", outcomes, ["vehicles"])
+    assert figures["plate_read_by_width"] == {"vehicles": {"<60": [1, 1], "60-90": [0, 2], "90-130": [1, 2],
+                                                           ">=130": [1, 1]}}
+    assert "by plate width: <60 px 1 of 1, 60-90 px 0 of 2, 90-130 px 1 of 2, >=130 px 1 of 1" in \
+        evaluate.describe(figures, ["vehicles"])
+
+
 def test_a_plate_is_looked_for_in_the_text_not_in_the_name():
     case = evaluate.Case(DEV / "AYO9034.jpg", True, "AYO9034")
     outcome = evaluate.Outcome(case, True, 99.0, 0.1, lines={"vehicles": "AYO9034.jpg: DF-BRASILIA"})
