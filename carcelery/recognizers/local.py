@@ -91,15 +91,19 @@ def zoomed_out(pic: PIL.Image.Image) -> tuple[PIL.Image.Image, Box]:
 
 def crop(pic: PIL.Image.Image, region: Box) -> tuple[PIL.Image.Image, Box]:
     """``region`` of ``pic`` with a margin, its long side scaled to CROP_SIDE; and the part of ``pic`` it shows."""
-    width, height = pic.size
     dx, dy = region.width * CROP_MARGIN, region.height * CROP_MARGIN
-    left, top = int(max(0.0, region.left - dx) * width), int(max(0.0, region.top - dy) * height)
-    right = max(left + 1, int(min(1.0, region.left + region.width + dx) * width))
-    bottom = max(top + 1, int(min(1.0, region.top + region.height + dy) * height))
-    part = pic.crop((left, top, right, bottom))
+    part, frame = cut(pic, region.left - dx, region.top - dy, region.left + region.width + dx,
+                      region.top + region.height + dy)
     scale = CROP_SIDE / max(part.size)
-    part = part.resize((max(1, round(part.width * scale)), max(1, round(part.height * scale))))
-    return part, Box(left / width, top / height, (right - left) / width, (bottom - top) / height)
+    return part.resize((max(1, round(part.width * scale)), max(1, round(part.height * scale)))), frame
+
+
+def cut(pic: PIL.Image.Image, left: float, top: float, right: float, bottom: float) -> tuple[PIL.Image.Image, Box]:
+    """The part of ``pic`` between the fractions given (clipped to it, at least a pixel), and where it is in ``pic``."""
+    width, height = pic.size
+    x0, y0 = int(max(0.0, left) * width), int(max(0.0, top) * height)
+    x1, y1 = max(x0 + 1, int(min(1.0, right) * width)), max(y0 + 1, int(min(1.0, bottom) * height))
+    return pic.crop((x0, y0, x1, y1)), Box(x0 / width, y0 / height, (x1 - x0) / width, (y1 - y0) / height)
 
 
 def merged(regions: Sequence[Box]) -> list[Box]:
@@ -214,18 +218,16 @@ class LocalRecognizer(Recognizer):
             (car.left, car.top, car.left, car.top), PLATE_ZONE, (car.width, car.height) * 2)))
 
         def within(line: TextLine) -> bool:
+            if line.box is None:
+                return False
             x, y = line.box.left + line.box.width / 2, line.box.top + line.box.height / 2
             return car.left <= x <= car.left + car.width and car.top <= y <= zone.top + zone.height
 
         if any(within(line) and plate_like(line.text) and line.confidence >= PLATE_MIN_CONFIDENCE for line in lines):
             return []
-        width, height = pic.size
-        left, top = int(zone.left * width), int(zone.top * height)
-        right, bottom = max(left + 1, int((zone.left + zone.width) * width)), max(top + 1, int((zone.top + zone.height) * height))
-        part = pic.crop((left, top, right, bottom))
+        part, frame = cut(pic, zone.left, zone.top, zone.left + zone.width, zone.top + zone.height)
         zoom = max(1.0, min(PLATE_ZONE_MAX_ZOOM, PLATE_ZONE_SIDE / part.width))
-        part = part.resize((max(1, round(part.width * zoom)), max(1, round(part.height * zoom))), PIL.Image.BICUBIC)
-        frame = Box(left / width, top / height, (right - left) / width, (bottom - top) / height)
+        part = part.resize((max(1, round(part.width * zoom)), max(1, round(part.height * zoom))), PIL.Image.Resampling.BICUBIC)
         read = {letters_and_digits(line.text) for line in lines}
         return [line for line in self._lines(self._ocr, part, frame)
                 if plate_like(line.text) and letters_and_digits(line.text) not in read]
