@@ -26,7 +26,9 @@ of the plates:
 
 Each figure exactly, and folded: O and 0 count as one character, I and 1 as
 another (plate fonts print them alike; output.txt keeps what was read). Then
-seconds per image of each model (wall and process CPU time), and the images
+plates read (folded) per width of the labels' plate box (<60, 60-90,
+90-130, >=130 px), seconds per image of each model (wall and process CPU
+time), and the images
 it got wrong (the plate not in the line even folded).
 
 ``python -m bench.scaled_down`` makes a harder labeled folder from one: the
@@ -56,6 +58,9 @@ REFERENCE_ROW = re.compile(r"^\|\s*([^|\s]+\.(?:jpe?g|png))\s*\|([^|]*)\|\s*(yes
 # What it shows may name the car's plate: ... plate "S-BR 8167".
 REFERENCE_PLATE = re.compile(r'plate\s+"([^"]+)"')
 
+
+# Plate width buckets (px, from the labels' plate box): a street camera's plates are 50-130 px wide.
+WIDTH_BUCKETS = ((0, "<60"), (60, "60-90"), (90, "90-130"), (130, ">=130"))
 
 # The folded comparison: the letter on the left is read as the digit on the right.
 FOLDED = str.maketrans("OI", "01")
@@ -93,14 +98,21 @@ class Case:
     path: Path
     car: bool
     plate: str | None = None
+    plate_width: int | None = None  # px, where the labels give the plate's box
+
+
+def width_bucket(width: int) -> str:
+    """The WIDTH_BUCKETS name of a plate ``width`` px wide."""
+    return [name for low, name in WIDTH_BUCKETS if width >= low][-1]
 
 
 def labeled(folder: Path) -> list[Case]:
     """The cases of an openalpr-format folder: every image with a ``.txt`` beside it holds a car and that plate."""
     cases = []
     for label in sorted(folder.glob("*.txt")):
-        name, *_, plate = label.read_text(encoding="utf-8").strip().split("\t")
-        cases.append(Case(folder / name, True, normalized(plate)))
+        name, *box, plate = label.read_text(encoding="utf-8").strip().split("\t")
+        width = int(box[2]) if len(box) == 4 and box[2].isdigit() else None
+        cases.append(Case(folder / name, True, normalized(plate), width))
     return cases
 
 
@@ -198,6 +210,15 @@ def summary(name: str, outcomes: list[Outcome], regions: list[str]) -> dict:
     def both(figure):
         return {"exact": figure(False), "folded": figure(True)}
 
+    def by_width(region):
+        """Plates read (folded) of each width bucket: [read, of]."""
+        counts = {name: [0, 0] for _, name in WIDTH_BUCKETS}
+        for o in plated:
+            if o.case.plate_width is not None:
+                counts[width_bucket(o.case.plate_width)][0] += o.plate_read(region, True)
+                counts[width_bucket(o.case.plate_width)][1] += 1
+        return {name: count for name, count in counts.items() if count[1]}
+
     return {
         "folder": name, "images": len(outcomes), "cars": len(cars),
         "car_recall": rate(sum(o.car for o in cars), cars),
@@ -205,6 +226,7 @@ def summary(name: str, outcomes: list[Outcome], regions: list[str]) -> dict:
         "folded": "O as 0, I as 1",
         "plate_read": {region: both(lambda fold, region=region: rate(sum(o.plate_read(region, fold) for o in plated), plated))
                        for region in regions},
+        "plate_read_by_width": {region: by_width(region) for region in regions},
         "plate_cer": {region: both(lambda fold, region=region: mean(o.plate_cer(region, fold) for o in plated))
                       for region in regions},
         "labels_s_per_image": mean(o.labels_s for o in outcomes if not o.error),
@@ -229,6 +251,9 @@ def describe(s: dict, regions: list[str]) -> str:
                      f"CER {pct(cer['exact'])} exact, {pct(cer['folded'])} folded   "
                      f"text {pct(s['text_s_per_car_image'][region])} s/car image "
                      f"({pct(s['text_cpu_s_per_car_image'][region])} s CPU)")
+        if widths := s["plate_read_by_width"][region]:
+            lines.append("    plate in output.txt (folded) by plate width: "
+                         + ", ".join(f"{name} px {read} of {of}" for name, (read, of) in widths.items()))
     lines += [f"  wrong: {w['image']}: {w['why']}" for w in s["wrong"]]
     return "\n".join(lines)
 

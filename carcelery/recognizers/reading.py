@@ -1,6 +1,6 @@
 """Lines of text in a picture: PP-OCR's read, and a second read of a plate-like line where it is unsure.
 
-PP-OCR's detection finds the lines; each is cut out of the picture
+PP-OCR's detection (its thresholds lowered in crops, for small plates) finds the lines; each is cut out of the picture
 (straightened, bicubic) at its own size, and its recognition model, trained on
 lines 48 px high, brings it to that height (bilinear) and reads it. A
 plate-like line read with less than SURE confidence is read a second time, cut
@@ -28,6 +28,11 @@ if TYPE_CHECKING:
 # Below this confidence (0-1) a plate-like line is read a second time, cut out this high.
 SURE = 0.95
 SECOND_HEIGHT = 64
+# PP-OCR's detection keeps pixels it scores above THRESH as text, and boxes whose mean score is above
+# BOX_THRESH (its defaults: 0.3, 0.5). Lower, it finds the small, blurred plates of street and parking
+# cameras that it otherwise misses; what it adds that is not text reads as nothing, or as a few letters.
+DET_THRESH = 0.2
+DET_BOX_THRESH = 0.3
 
 
 @dataclass(frozen=True)
@@ -83,7 +88,9 @@ class LineReader:
 
         engine = {**engine, "Global.use_cls": False}
         self._whole = RapidOCR(params=engine)
-        self._as_sized = RapidOCR(params={**engine, "Det.limit_type": "max", "Det.limit_side_len": 2 * MAX_SIDE})
+        # Crops, whose plates may be small: the detection's thresholds lowered.
+        self._as_sized = RapidOCR(params={**engine, "Det.limit_type": "max", "Det.limit_side_len": 2 * MAX_SIDE,
+                                          "Det.thresh": DET_THRESH, "Det.box_thresh": DET_BOX_THRESH})
         # One line at a time, as given: already cut out at the height wanted.
         self._again = RapidOCR(params={**engine, "Global.use_det": False, "Global.use_preprocess_img": False})
         self._plate_like = plate_like
