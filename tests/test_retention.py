@@ -6,7 +6,9 @@ import uuid
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from test_events import wait_until
 from test_index import record
+from test_pipeline import dispatch, own_stack
 from test_outputs import Store, keeping, lines, run, unread, use  # noqa: F401 - unread, use: fixtures
 
 from carcelery import aws
@@ -16,20 +18,23 @@ from carcelery.pipeline import outputs, results, retention
 run_ids = st.text("0123456789abcdef", min_size=12, max_size=12)
 
 
-@given(st.dictionaries(run_ids, st.floats(0, 2e9)), st.integers(1, 30), run_ids)
+@given(st.dictionaries(run_ids, st.tuples(st.floats(0, 2e9), st.integers(0, 10))), st.integers(1, 30), run_ids)
 def test_all_but_the_newest_are_pruned_and_never_the_shown(ended, keep, shown):
     gone = retention.pruned(ended, keep, shown)
     kept = set(ended) - set(gone)
     assert set(gone) <= set(ended) and shown not in gone
-    newest = sorted(ended, key=lambda r: (ended[r], r), reverse=True)[:keep]
-    assert kept == set(newest) | ({shown} & set(ended)), "kept: the newest and the shown, nothing else"
+    if gone and kept - {shown}:  # every run kept (but the shown) is as new as any pruned
+        assert min(ended[r] for r in kept - {shown}) >= max(ended[r] for r in gone)
+    assert len(kept) == min(len(ended), keep) or (len(kept) == keep + 1 and shown in kept), \
+        "kept: keep runs, and the shown besides"
 
 
-def test_the_oldest_go_first():
-    ended = {"a": 1.0, "b": 3.0, "c": 2.0, "d": 4.0}
+def test_the_oldest_go_first_and_of_one_second_the_lower_version():
+    ended = {"a": (1.0, 0), "b": (3.0, 0), "c": (2.0, 0), "d": (4.0, 0)}
     assert retention.pruned(ended, 2, "") == ["a", "c"]
     assert retention.pruned(ended, 2, "a") == ["c"]
     assert retention.pruned(ended, 9, "") == []
+    assert retention.pruned({"f": (5.0, 1), "e": (5.0, 2)}, 1, "") == ["f"]
 
 
 def folders(root):
@@ -72,16 +77,58 @@ def test_a_folder_still_being_written_and_latests_are_kept(tmp_path, use, monkey
 
 @pytest.mark.integration
 def test_s3s_runs_are_pruned_in_batches_and_latest_stays(emulator, bucket, monkeypatch):
-    monkeypatch.setattr(retention, "BATCH", 2)  # three runs' nine keys: five DeleteObjects
+    monkeypatch.setattr(retention, "BATCH", 3)  # two runs' eight keys: three DeleteObjects
     s3 = aws.client("s3")
     out = f"{bucket}-out"
     provision.bucket(out)
-    for n, run_id in enumerate(("a" * 12, "b" * 12, "c" * 12, "d" * 12)):
+    # Runs 1 to 4, their ids backwards: within one second of S3's times, the version orders them.
+    for version, run_id in enumerate(("d" * 12, "c" * 12, "b" * 12, "a" * 12), 1):
+        retention.mark_s3(out, f"o/runs/{run_id}/", version)
         for name in outputs.FILES:
             s3.put_object(Bucket=out, Key=f"o/runs/{run_id}/{name}", Body=run_id.encode())
     s3.put_object(Bucket=out, Key="o/runs/eeeeeeeeeeee/output.txt", Body=b"being uploaded")
-    s3.put_object(Bucket=out, Key="o/latest/output.txt", Body=b"d")
-    assert retention.prune_s3(out, "o/runs/", 1, "a" * 12) == ["b" * 12, "c" * 12]
+    s3.put_object(Bucket=out, Key="o/latest/output.txt", Body=b"a")
+    assert retention.prune_s3(out, "o/runs/", 1, "d" * 12) == ["b" * 12, "c" * 12]
     left = {item["Key"] for item in s3.list_objects_v2(Bucket=out, Prefix="o/")["Contents"]}
-    assert left == {f"o/runs/{r * 12}/{name}" for r in "ad" for name in outputs.FILES} | {
-        "o/runs/eeeeeeeeeeee/output.txt", "o/latest/output.txt"}
+    assert left == {*(f"o/runs/{r * 12}/{name}" for r in "ad" for name in outputs.FILES),
+                    "o/runs/dddddddddddd/.version-1", "o/runs/aaaaaaaaaaaa/.version-4",
+                    "o/runs/eeeeeeeeeeee/output.txt", "o/latest/output.txt"}
+
+def test_after_more_runs_than_kept_only_the_kept_folders_remain_here_and_in_s3(emulator, bucket, tmp_path):
+    """A dispatched run, then three runs of S3 events, on real workers; two kept."""
+    provision.bucket(f"{bucket}-out")
+    s3 = aws.client("s3")
+    with own_stack(tmp_path, CARCELERY_RECOGNIZER="noop", CARCELERY_BUCKET=bucket, CARCELERY_EVENTS_WINDOW="0.3",
+                   CARCELERY_KEEP_RUNS="2", CARCELERY_OUTPUT_URI=f"s3://{bucket}-out/carcelery/") as stack:
+        stack.start_worker("worker_a", "detect", 1)
+        stack.start_worker("worker_b", "text", 1)
+        shown, ended = [], []
+
+        def latest():
+            return (stack.output_dir / outputs.LATEST).resolve().name
+
+        s3.put_object(Bucket=bucket, Key="0.jpg", Body=b"noop never reads it")
+        assert dispatch(stack, "--bucket", bucket).returncode == 0
+        shown.append("0.jpg: NOOP\n")
+        ended.append(latest())
+        assert stack.run("carcelery.aws.provision", "--events").returncode == 0
+        wait_until(lambda: "events: consuming" in stack.log("worker_a"), "worker_a consuming the events", 30)
+        for n in (1, 2, 3):
+            s3.put_object(Bucket=bucket, Key=f"{n}.jpg", Body=b"noop never reads it")
+            shown.append(f"{n}.jpg: NOOP\n")
+            wait_until(lambda: lines(stack.output_dir) == "".join(shown).splitlines(), f"{n}.jpg's line")
+            ended.append(latest())
+        assert len(set(ended)) == 4, ended
+
+        # The last terminator prunes after it links latest, and uploads and prunes S3 after that: waited for.
+        def in_s3():
+            found = s3.list_objects_v2(Bucket=f"{bucket}-out", Prefix="carcelery/runs/").get("Contents", [])
+            return {item["Key"].split("/")[2] for item in found}
+
+        def uploaded():
+            return s3.get_object(Bucket=f"{bucket}-out", Key="carcelery/latest/output.txt")["Body"].read().decode()
+
+        wait_until(lambda: folders(stack.output_dir) == set(ended[2:]), f"the folders of {ended[2:]} alone")
+        wait_until(lambda: uploaded() == "".join(shown) and in_s3() == set(ended[2:]), f"{ended[2:]} alone in S3")
+        assert (stack.output_dir / results.OUTPUT).read_text() == "".join(shown)
+        assert "Traceback" not in stack.log("worker_b") and "not pruned" not in stack.log("worker_b")

@@ -96,10 +96,11 @@ def _publish(held: index.Index, run: dict, root: Path, uri: str, epoch: str, ver
         retention.prune_here(root / RUNS, settings.keep_runs, run["id"])
     if not uri:
         return None
+    bucket, prefix = _location(uri)
+    retention.mark_s3(bucket, f"{prefix}{RUNS}/{run['id']}/", version)
     uploaded = _upload(folder, uri, f"{RUNS}/{run['id']}")
     if newest and index.publish(run["bucket"], run.get("prefix", ""), epoch, version):  # no other host's later run
         _upload(folder, uri, LATEST)
-        bucket, prefix = _location(uri)
         retention.prune_s3(bucket, f"{prefix}{RUNS}/", settings.keep_runs, run["id"])
     return uploaded
 
