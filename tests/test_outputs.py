@@ -15,7 +15,7 @@ from test_pipeline import own_stack
 from carcelery import aws
 from carcelery.aws import provision
 from carcelery.embedded.demo import Stack
-from carcelery.pipeline import index, outputs, records, report, results, retention
+from carcelery.pipeline import index, outputs, records, report, results
 from carcelery.recognizers import CAR, Label, TextLine
 from carcelery.settings import settings
 

@@ -9,12 +9,14 @@ from hypothesis import strategies as st
 from test_events import wait_until
 from test_index import record
 from test_pipeline import dispatch, own_stack
-from test_outputs import Store, keeping, lines, run, unread, use  # noqa: F401 - unread, use: fixtures
+import test_outputs
+from test_outputs import Store, keeping, lines, run
 
 from carcelery import aws
 from carcelery.aws import provision
 from carcelery.pipeline import outputs, results, retention
 
+unread, use = test_outputs.unread, test_outputs.use  # its fixtures: terminators on a store in memory
 run_ids = st.text("0123456789abcdef", min_size=12, max_size=12)
 
 
