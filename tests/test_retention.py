@@ -1,5 +1,6 @@
 """Which runs' folders are kept (CARCELERY_KEEP_RUNS): the newest that ended and latest's, here and in S3."""
 
+import logging
 import os
 import uuid
 
@@ -14,7 +15,8 @@ from test_outputs import Store, keeping, lines, run
 
 from carcelery import aws
 from carcelery.aws import provision
-from carcelery.pipeline import outputs, results, retention
+from carcelery.pipeline import outputs, records, results, retention
+from carcelery.recognizers import CAR, Label, TextLine
 
 unread, use = test_outputs.unread, test_outputs.use  # its fixtures: terminators on a store in memory
 run_ids = st.text("0123456789abcdef", min_size=12, max_size=12)
@@ -134,3 +136,27 @@ def test_after_more_runs_than_kept_only_the_kept_folders_remain_here_and_in_s3(e
         wait_until(lambda: uploaded() == "".join(shown) and in_s3() == set(ended[2:]), f"{ended[2:]} alone in S3")
         assert (stack.output_dir / results.OUTPUT).read_text() == "".join(shown)
         assert "Traceback" not in stack.log("worker_b") and "not pruned" not in stack.log("worker_b")
+
+
+@pytest.mark.parametrize("call", ["s3:ListObjectsV2", "s3:DeleteObjects"])
+def test_a_pruning_refused_is_logged_and_the_run_ends(emulator, bucket, faults, tmp_path, unread, monkeypatch,
+                                                      caplog, call):
+    keeping(monkeypatch, 1)
+    provision.bucket(f"{bucket}-out")
+    uri = f"s3://{bucket}-out/o/"
+    made = results.detection("1.jpg", bucket=bucket, key="1.jpg", etag="e", labels=[Label(CAR, 99.0)], threshold=50)
+    records.put(results.with_text(made, [TextLine("ONE", 99.0)]), "r")
+    first = {**run(), "bucket": bucket}
+    outputs.write(first, tmp_path, uri)
+    faults.set({"call": call, "match": f"{bucket}-out", "fault": "denied", "times": None})
+    with caplog.at_level(logging.WARNING, logger=retention.__name__):
+        later = outputs.write({**run(), "bucket": bucket}, tmp_path, uri)
+    assert faults.hits() == [1]
+    faults.set()
+    assert later["output_uri"] == f"{uri}runs/{later['run']}/" and lines(tmp_path) == ["1.jpg: ONE"]
+    assert folders(tmp_path) == {later["run"]}, "pruned here all the same"
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert f"old runs under s3://{bucket}-out/o/runs/ not pruned" in warning and "AccessDenied" in warning
+    assert "s3:ListBucket" in warning and "s3:DeleteObject" in warning
+    left = aws.client("s3").list_objects_v2(Bucket=f"{bucket}-out", Prefix=f"o/runs/{first['id']}/")
+    assert left["KeyCount"] == 4, "the first run's folder stays in S3"

@@ -2,15 +2,14 @@
 
 A run has ended where its report is: report.html is the last of its files
 written into its folder and the last uploaded to ``<prefix>runs/<run id>/``.
-A folder without it is a run still being written (a later run's terminator
-whose report takes long, or another host's upload), and is never deleted.
-Of the runs that ended, the newest by when their report was written are
-kept, and the one ``latest`` shows whatever its age. S3 gives that time to
-the second, so a run's folder there also holds an empty ``.version-<n>``, its
-version (``index.claim``): of two reports of one second, the later run's is
-the newer. Only the terminator that
-has just made its run the newest (``latest``) prunes, so the run ``latest``
-shows is its own.
+A folder without it is a run still being written (an earlier run's
+terminator whose report takes long, or another host's upload), and is never
+deleted. Of the runs that ended, the newest by when their report was written
+are kept, and the one ``latest`` shows whatever its age. S3 gives that time
+to the second, so a run's folder there also holds an empty ``.version-<n>``,
+its version (``index.claim``): of two reports of one second, the later run's
+is the newer. Only the terminator that has just made its run ``latest``
+prunes, so the run ``latest`` shows is its own.
 
 In S3 the runs' objects are listed under ``<prefix>runs/`` (ListObjectsV2)
 and deleted a thousand keys a call (DeleteObjects). ``<prefix>latest/`` holds
