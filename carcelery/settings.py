@@ -30,6 +30,7 @@ read here is in it).
 | CARCELERY_TEXT_REGION     | vehicles                    | where a car image's text is read: ``vehicles`` (its cars' and plates' boxes; the whole image if it has none) or ``image`` (all of it, signs and watermarks too) |
 | CARCELERY_OUTPUT_DIR      | output                      | where Instance B writes the outputs: ``runs/<run id>/``, ``latest`` (a link to the last run's folder), and output.txt, results.jsonl, report.html (links into ``latest``) |
 | CARCELERY_OUTPUT_URI      | (none)                      | ``s3://bucket/prefix``: also upload each run's outputs there (``<prefix>runs/<run id>/`` and ``<prefix>latest/``) |
+| CARCELERY_KEEP_RUNS       | 20                          | runs whose folders are kept, here (``runs/<run id>/``) and at CARCELERY_OUTPUT_URI: the newest that ended, and the one ``latest`` shows; older ones are deleted when a run ends (1 or more) |
 | CARCELERY_MAX_IMAGE_BYTES | 52428800 (50 MiB)           | largest image object a worker reads (detect, text, the report's pictures); a larger one fails at its first stage, unread (``images.ObjectTooLarge``) (1 or more) |
 | CARCELERY_RUN_DEADLINE    | 1800                        | seconds a run may go without a part done before it ends with what it has, the images missing listed as failed; longer than a redelivered task can take (CARCELERY_VISIBILITY_TIMEOUT x CARCELERY_MAX_RECEIVES) |
 | CARCELERY_MODEL_DIR       | ~/.cache/carcelery/models   | where setup puts the local detector model      |
@@ -164,6 +165,7 @@ class Settings:
     text_region: str = "vehicles"
     output_dir: Path = Path("output")
     output_uri: str = ""
+    keep_runs: int = 20
     max_image_bytes: int = 50 * 1024 * 1024
     run_deadline: float = 1800.0
     model_dir: Path = Path("~/.cache/carcelery/models").expanduser()  # noqa: RUF009 - a Path is immutable: one for all is right
@@ -218,6 +220,7 @@ class Settings:
             text_region=_choice(env, "CARCELERY_TEXT_REGION", cls.text_region, TEXT_REGIONS),
             output_dir=Path(env.get("CARCELERY_OUTPUT_DIR") or cls.output_dir),
             output_uri=_s3_uri(env, "CARCELERY_OUTPUT_URI"),
+            keep_runs=_ranged(env, "CARCELERY_KEEP_RUNS", cls.keep_runs, 1),
             max_image_bytes=_ranged(env, "CARCELERY_MAX_IMAGE_BYTES", cls.max_image_bytes, 1),
             run_deadline=_number(env, "CARCELERY_RUN_DEADLINE", cls.run_deadline, float),
             model_dir=Path(env["CARCELERY_MODEL_DIR"]).expanduser() if env.get("CARCELERY_MODEL_DIR") else cls.model_dir,

@@ -76,15 +76,16 @@ NO_VALUE = {"Ref": "AWS::NoValue"}
 def policy_file(bucket="BUCKET", prefix="carcelery-", region="*", account="*", output: str | None = None,
                 name="iam-policy.json") -> dict:
     """deploy/iam-policy.json (or ``name``), for ``bucket``, the names under ``prefix`` in ``region`` and
-    ``account``, and outputs uploaded to ``output`` (s3://bucket/prefix/; None: its statement left out)."""
+    ``account``, and outputs uploaded to ``output`` (s3://bucket/prefix/; None: their statements left out)."""
     text = (DEPLOY / name).read_text()
     text = text.replace("arn:aws:s3:::BUCKET", f"arn:aws:s3:::{bucket}")
     if output:
-        text = text.replace("OUTPUT_BUCKET/OUTPUT_PREFIX", output.removeprefix("s3://"))
+        output_bucket, _, output_prefix = output.removeprefix("s3://").partition("/")
+        text = text.replace("OUTPUT_BUCKET", output_bucket).replace("OUTPUT_PREFIX", output_prefix)
     policy = json.loads(re.sub(r":\*:\*:(table/)?carcelery-", lambda m: f":{region}:{account}:{m.group(1) or ''}{prefix}",
                                text))
     if output is None:
-        policy["Statement"] = [s for s in policy["Statement"] if s["Sid"] != "Outputs"]
+        policy["Statement"] = [s for s in policy["Statement"] if not s["Sid"].startswith("Outputs")]
     return policy
 
 

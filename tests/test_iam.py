@@ -78,6 +78,10 @@ def requested(entry):
     url = urllib.parse.urlsplit(entry["url"])
     if service == "s3":
         bucket, _, key = url.path.lstrip("/").partition("/")
+        if entry["method"] == "POST" and "delete" in urllib.parse.parse_qs(url.query, keep_blank_values=True):
+            # DeleteObjects is authorized as a DeleteObject of each key it names.
+            return [("s3:DeleteObject", f"arn:aws:s3:::{bucket}/{name}")
+                    for name in re.findall(r"<Key>(.*?)</Key>", body(entry))]
         verbs = {"GET": "s3:GetObject", "HEAD": "s3:GetObject", "PUT": "s3:PutObject"} if key else \
             {"GET": "s3:ListBucket", "HEAD": "s3:ListBucket", "PUT": "s3:CreateBucket"}
         return [(verbs[entry["method"]], f"arn:aws:s3:::{bucket}" + (f"/{key}" if key else ""))]
@@ -130,7 +134,9 @@ def own(called: set, *names: str) -> set:
 
 
 def test_the_policies_are_exactly_what_provisioning_and_the_running_pipeline_call(emulator, seed_dir, tmp_path):
-    with own_stack(tmp_path, CARCELERY_RECOGNIZER="rekognition", CARCELERY_CAR_THRESHOLD="0") as stack:
+    # One run kept: the second run prunes the first's folder in S3.
+    with own_stack(tmp_path, CARCELERY_RECOGNIZER="rekognition", CARCELERY_CAR_THRESHOLD="0",
+                   CARCELERY_KEEP_RUNS="1") as stack:
         prefix = stack.env["CARCELERY_QUEUE_PREFIX"]
         bucket, output = f"{prefix}images", f"s3://{prefix}outputs/runs/"
         stack.env.update({"CARCELERY_BUCKET": bucket, "CARCELERY_OUTPUT_URI": output,

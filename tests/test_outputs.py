@@ -1,5 +1,6 @@
 """The outputs a run leaves (output.txt, results.jsonl, report.html, ``latest``, the index) only move forward."""
 
+import dataclasses
 import json
 import threading
 import uuid
@@ -74,6 +75,11 @@ def run(*keys):
     return {"id": uuid.uuid4().hex[:12], "bucket": "b", **({"keys": list(keys)} if keys else {})}
 
 
+def keeping(monkeypatch, keep):
+    """CARCELERY_KEEP_RUNS=``keep`` for the terminators of this test."""
+    monkeypatch.setattr(outputs, "settings", dataclasses.replace(settings, keep_runs=keep))
+
+
 def lines(root):
     path = root / results.OUTPUT
     return path.read_text().splitlines() if path.exists() else []
@@ -104,8 +110,8 @@ def test_a_terminator_that_ends_after_a_later_runs_leaves_latest_to_it(tmp_path,
     store = use(Store())
     store.records["1.jpg"] = record("1.jpg", "ONE")
     outputs.write(run(), tmp_path)
-    # Only the newest event run's folder is kept besides latest's: latest's is never the one pruned.
-    monkeypatch.setattr(outputs, "KEEP_EVENT_RUNS", 1)
+    # One run's folder kept: the slow run's, still being written when the later one prunes, is not deleted.
+    keeping(monkeypatch, 1)
     slow, late = run("5.jpg"), run("6.jpg")
     in_report, go_on = slowed(monkeypatch, slow)
 

@@ -58,6 +58,7 @@ def test_bad_values_name_the_variable(env, named):
     ({"CARCELERY_CONCURRENCY": "0"}, "CARCELERY_CONCURRENCY=0 is outside 1 or more"),
     ({"CARCELERY_WORKERS": "0", "CARCELERY_RECOGNITION_QUOTA": "50"}, "CARCELERY_WORKERS=0 is outside 1 or more"),
     ({"CARCELERY_CAR_THRESHOLD": "-5"}, "CARCELERY_CAR_THRESHOLD=-5.0 is outside 0-100"),
+    ({"CARCELERY_KEEP_RUNS": "0"}, "CARCELERY_KEEP_RUNS=0 is outside 1 or more"),
 ])
 def test_numbers_out_of_range_name_the_variable_the_value_and_the_range(env, message):
     with pytest.raises(OutOfRange) as raised:

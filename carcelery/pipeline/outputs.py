@@ -16,8 +16,9 @@ after a later run's leaves them to that run (``_publish``).
 The files are made through the index: a run of S3 events (one that names its
 keys) updates it with its own records, and its report shows its own images;
 another run rebuilds it from the records table. A run of events every second
-would leave a folder a second: the folders of such runs are kept for the last
-KEEP_EVENT_RUNS of them.
+would leave a folder a second: the terminator that makes its run ``latest``
+deletes the folders of all but the CARCELERY_KEEP_RUNS newest runs that ended,
+here and under ``<prefix>runs/`` (``retention``).
 """
 
 from __future__ import annotations
@@ -25,17 +26,15 @@ from __future__ import annotations
 import mimetypes
 import os
 import re
-import shutil
 import uuid
 from pathlib import Path
 from typing import Iterator
 
 from .. import aws
-from . import costs, index, records, results, images
+from ..settings import settings
+from . import costs, index, records, results, images, retention
 
 RUNS, LATEST = "runs", "latest"
-KEEP_EVENT_RUNS = 10
-EVENT_RUN = ".keys"  # in a run's folder: the run named its keys (a run of S3 events)
 FILES = (results.OUTPUT, results.RESULTS, results.REPORT)
 
 
@@ -47,9 +46,15 @@ def _link(path: Path, target: Path) -> None:
     os.replace(temporary, path)
 
 
+def _location(uri: str) -> tuple[str, str]:
+    """(bucket, prefix) of ``uri``, s3://bucket/prefix."""
+    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    return bucket, prefix
+
+
 def _upload(folder: Path, uri: str, where: str) -> str:
     """Upload ``folder``'s files to ``where`` under ``uri`` (s3://bucket/prefix); their URI."""
-    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    bucket, prefix = _location(uri)
     s3 = aws.client("s3")
     for name in FILES:
         kind, body = mimetypes.guess_type(name)[0] or "text/plain", (folder / name).read_bytes()
@@ -67,22 +72,14 @@ def run_records(run: dict, folder: Path) -> Iterator[dict]:
     return (record for order in sorted(now) if (record := now[order]) is not None)
 
 
-def _prune(root: Path) -> None:
-    """Delete the folders of runs of events but the last KEEP_EVENT_RUNS, and never the one ``latest`` shows."""
-    shown = (root / LATEST).resolve()
-    made = sorted((p for p in (root / RUNS).iterdir() if (p / EVENT_RUN).exists()), key=lambda p: p.stat().st_mtime)
-    for old in made[:-KEEP_EVENT_RUNS]:
-        if old.resolve() == shown:
-            continue
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def _publish(held: index.Index, run: dict, root: Path, uri: str, epoch: str, version: int) -> str | None:
     """Make ``latest`` show run ``run`` (``version`` of ``epoch``), here and at ``uri``, unless a later run's is there.
 
     Outputs only move forward: a terminator that ends after a later run's (its
     report took longer) leaves ``latest`` to that run, here and in S3; its own
     files stay in its folder and are uploaded to ``uri``'s ``runs/<run id>/``.
+    Where the run is made ``latest``, the old runs' folders there are pruned
+    (``retention``): the run that is ``latest`` is this one.
 
     Returns:
       Where at ``uri`` the run's files are (None without ``uri``).
@@ -96,11 +93,15 @@ def _publish(held: index.Index, run: dict, root: Path, uri: str, epoch: str, ver
             if not (root / name).is_symlink():
                 _link(root / name, Path(LATEST) / name)
         index.save(held)  # linked: so it stays, whatever the uploads below meet
+        retention.prune_here(root / RUNS, settings.keep_runs, run["id"])
     if not uri:
         return None
+    bucket, prefix = _location(uri)
+    retention.mark_s3(bucket, f"{prefix}{RUNS}/{run['id']}/", version)
     uploaded = _upload(folder, uri, f"{RUNS}/{run['id']}")
     if newest and index.publish(run["bucket"], run.get("prefix", ""), epoch, version):  # no other host's later run
         _upload(folder, uri, LATEST)
+        retention.prune_s3(bucket, f"{prefix}{RUNS}/", settings.keep_runs, run["id"])
     return uploaded
 
 
@@ -148,9 +149,6 @@ def write(run: dict, root: Path, uri: str = "") -> dict:
                         read=lambda r: images.read(r["bucket"], r["key"]))
     with index.locked(where) as held:  # of this host's terminators, one publishes at a time
         output_uri = _publish(held, run, root, uri, epoch, version)
-    if "keys" in run:
-        (folder / EVENT_RUN).touch()
-        _prune(root)
     return {
         "run": run["id"], "bucket": run["bucket"], "prefix": run.get("prefix", ""),
         "images": counts["images"], "cars": counts["cars"], "lines": counts["lines"],
