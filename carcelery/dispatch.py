@@ -184,7 +184,9 @@ def wait(run: dict, timeout: float, stream: TextIO) -> dict:
     # Not its parents: they are the run's images, and reading each one's result
     # back would be one request per image; their failures are in the records.
     summary = result.get(follow_parents=False)
-    summary["failed_count"], summary["failed"] = runs.own_failures(run)
+    if summary.get("failed_count"):
+        # The files' failures may be another run's under the same prefix: a second read, only then.
+        summary["failed_count"], summary["failed"] = runs.own_failures(run)
     return summary
 
 

@@ -132,7 +132,8 @@ def test_a_worker_stopped_warm_deletes_what_it_finished_and_gives_back_what_it_h
     with Stack(tmp_path, env) as stack:
         send = ("from carcelery.tasks import recognize_text\n"
                 "for n in range(12):\n"
-                "    recognize_text.delay({'image': f'{n}.jpg', 'key': f'{n}.jpg', 'bucket': 'b', 'labels': []})\n")
+                "    recognize_text.delay({'image': f'{n}.jpg', 'key': f'{n}.jpg', 'bucket': 'b', 'labels': [],\n"
+                "                          'car': True, 'car_confidence': 99.0})\n")
         sent = subprocess.run([sys.executable, "-c", send], cwd=ROOT, env=stack.env, capture_output=True, text=True)
         assert sent.returncode == 0, sent.stderr
         worker = stack.start_worker("b", "text", 4, "--prefetch-multiplier", "2")
