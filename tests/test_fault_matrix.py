@@ -5,6 +5,7 @@ dispatcher); ``python -m bench.fault_matrix`` runs all of them. docs/operations.
 expected cells (``python -m bench.fault_matrix --docs`` writes it).
 """
 
+import datetime
 import io
 import threading
 import time
@@ -31,12 +32,15 @@ ROWS = {call.row: call for call in CALLS}
 RECEIVE = ROWS["sqs:ReceiveMessage"]
 # Every denied cell (a denial is never retried: what the user sees is the code's own handling); a 5xx
 # receive and a throttled one (which left kombu's worker deaf to its queue); the seams under a transient
-# fault; of the other cells, each call once, transient and throttle taken in turn.
+# fault; of the other calls, half, transient or throttle: which half and which fault turn with the UTC day
+# (the test command's time budget; python -m bench.fault_matrix runs every cell).
+_DAY = datetime.datetime.now(datetime.UTC).toordinal()
+_OTHERS = [call for call in CALLS if not call.seam and call is not RECEIVE]
 SAMPLE = ([(call, "denied") for call in CALLS]
           + [(RECEIVE, "transient"), (RECEIVE, "throttle"), (ROWS[f"s3:HeadObject ({EVENTS})"], "transient"),
              (ROWS[f"s3:GetObject ({OVERLAP})"], "transient")]
-          + [(call, ("transient", "throttle")[index % 2]) for index, call in enumerate(CALLS)
-             if not call.seam and call is not RECEIVE])
+          + [(call, ("transient", "throttle")[(index // 2 + _DAY // 2) % 2]) for index, call in enumerate(_OTHERS)
+             if index % 2 == _DAY % 2])
 # Cells whose lines do not name the denied permission yet, and why: a defect of the code, kept in sight.
 UNNAMED = {("dynamodb:PutItem", "denied"): "the record's write denied, the task raises a ClientError (a traceback in "
                                            "worker B's log) and the summary says only 'no result yet'"}

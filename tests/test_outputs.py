@@ -185,7 +185,7 @@ def test_two_overlapping_terminators_leave_the_later_runs_outputs_here_and_in_s3
 
         s3.put_object(Bucket=bucket, Key="1.jpg", Body=b"noop never reads it")
         wait_until(lambda: shown() == "1.jpg: NOOP\n", "1.jpg's line")
-        # 5.jpg's run: its report's picture comes DELAY s late. 6.jpg is uploaded while it waits.
+        # 5.jpg's run: its report's picture is held (DELAY s at most). 6.jpg is uploaded while it waits.
         faults.set({"call": "s3:GetObject", "match": [bucket, "/5.jpg"], "fault": "delay", "seconds": DELAY,
                     "times": 1})
         s3.put_object(Bucket=bucket, Key="5.jpg", Body=b"noop never reads it")
@@ -197,6 +197,7 @@ def test_two_overlapping_terminators_leave_the_later_runs_outputs_here_and_in_s3
         wait_until(lambda: shown() == both, "6.jpg's line", DELAY)
         ended = f"run={slow} terminator -1:"
         assert ended not in stack.log("worker_b"), "5.jpg's run ended before 6.jpg's: no overlap (raise DELAY)"
+        faults.set()  # the overlap is shown: the held picture goes on now (faults: a withdrawn delay ends)
 
         wait_until(lambda: ended in stack.log("worker_b"), "5.jpg's run's end", DELAY + 60)
         assert shown() == both, "output.txt went back to the slow run's"
