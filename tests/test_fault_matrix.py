@@ -104,6 +104,28 @@ def test_a_held_request_goes_on_when_its_rule_is_withdrawn(tmp_path):
     assert answered == [[b"answer"]]
 
 
+def test_the_counts_are_never_read_half_written(tmp_path):
+    rules = tmp_path / "faults.json"
+    faults.write_rules(rules, [{"call": "s3:GetObject", "match": "b/1.jpg", "fault": "transient"}])
+    injector = faults.Injector(lambda environ, start: [b"answer"], rules, log=lambda line: None)
+    signed = "AWS4-HMAC-SHA256 Credential=AKID/20260101/us-east-1/s3/aws4_request"
+    done = threading.Event()
+
+    def fault_many():
+        for _ in range(3000):
+            injector({"REQUEST_METHOD": "GET", "PATH_INFO": "/b/1.jpg", "wsgi.input": io.BytesIO(b""),
+                      "HTTP_AUTHORIZATION": signed}, lambda status, headers: None)
+        done.set()
+
+    faulting = threading.Thread(target=fault_many)
+    faulting.start()
+    seen = []
+    while not done.is_set():
+        seen.append(faults.hits(rules))  # a half-written file would raise here
+    faulting.join()
+    assert faults.hits(rules) == [3000] and len(seen) > 1
+
+
 @pytest.mark.parametrize("environ, body, call", [
     ({"HTTP_X_AMZ_TARGET": "DynamoDB_20120810.TransactWriteItems"}, b"{}", "dynamodb:TransactWriteItems"),
     ({"HTTP_X_AMZ_TARGET": "AmazonSQS.ReceiveMessage"}, b"{}", "sqs:ReceiveMessage"),

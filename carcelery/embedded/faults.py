@@ -65,8 +65,13 @@ def write_rules(path: Path, rules: Iterable[dict]) -> None:
         if rule.get("fault") not in FAULTS or ":" not in rule.get("call", ""):
             raise ValueError(f"not a fault rule: {rule!r}")
     Path(f"{path}.hits").unlink(missing_ok=True)
-    temporary = Path(f"{path}.{uuid.uuid4().hex}")
-    temporary.write_text(json.dumps(rules))
+    _write(Path(path), json.dumps(rules))
+
+
+def _write(path: Path, text: str) -> None:
+    """Put ``text`` in ``path`` in one step: a reader in another process sees the old text or the new, never part."""
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    temporary.write_text(text)
     temporary.replace(path)
 
 
@@ -197,7 +202,7 @@ class Injector:
                 if self._seen[index] <= rule.get("skip", 0) or (times is not None and self._hits[index] >= times):
                     continue
                 self._hits[index] += 1
-                Path(f"{self.path}.hits").write_text(json.dumps(self._hits))
+                _write(Path(f"{self.path}.hits"), json.dumps(self._hits))
                 return rule
         return None
 
