@@ -1,5 +1,5 @@
-"""AWS for carcelery: boto3 clients (here), errors in words (``errors``), and
-what the pipeline needs created (``provision``).
+"""AWS for carcelery: boto3 clients (here), errors in words (``errors``), the
+tables' key schemas (``tables``), and what the pipeline needs created (``provision``).
 
 boto3 clients: one per service per process.
 

@@ -7,7 +7,7 @@ with the rights to create them; on the emulator ``carcelery.embedded.emulator`` 
 
 ``--events`` also turns on the bucket's event notifications (``events``): S3
 then sends a message to the events queue for every image created or removed,
-which Instance A's worker consumes (``carcelery.events``). Only for a bucket
+which Instance A's worker consumes (``carcelery.notification_consumer``). Only for a bucket
 whose notification configuration you may set; others keep the beat's scan.
 """
 
@@ -20,9 +20,9 @@ import sys
 from botocore.exceptions import ClientError
 
 from .. import aws
-from ..pipeline import ledger, records
 from ..settings import DEAD_LETTER_QUEUE, DETECT_QUEUE, EVENTS_DEAD_LETTER_QUEUE, EVENTS_QUEUE, TEXT_QUEUE, settings
 from .errors import error_code, explain, queue_missing
+from .tables import LEDGER, RECORDS, RESULTS, Table
 
 
 def bucket(name: str) -> None:
@@ -106,14 +106,14 @@ def events(name: str) -> str:
     return url
 
 
-def table(name: str, key: str, range_key: str | None = None, expiry: str | None = None) -> None:
-    """A DynamoDB table with string hash key ``key`` (and string ``range_key``), billed per request.
+def table(name: str, schema: Table) -> None:
+    """DynamoDB table ``name`` with ``schema``'s keys, billed per request.
 
-    With ``expiry``, DynamoDB's TTL on that attribute: it deletes each item once
+    With ``schema.expiry``, DynamoDB's TTL on that attribute: it deletes each item once
     the time the item holds there (seconds since the epoch) has passed.
     """
     dynamodb = aws.client("dynamodb")
-    keys = [(key, "HASH")] + ([(range_key, "RANGE")] if range_key else [])
+    keys = [(schema.hash, "HASH")] + ([(schema.range, "RANGE")] if schema.range else [])
     try:
         dynamodb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
                               AttributeDefinitions=[{"AttributeName": k, "AttributeType": "S"} for k, _ in keys],
@@ -122,24 +122,24 @@ def table(name: str, key: str, range_key: str | None = None, expiry: str | None 
         if error_code(exc) != "ResourceInUseException":
             raise
     dynamodb.get_waiter("table_exists").wait(TableName=name)
-    if expiry:
+    if schema.expiry:
         ttl = dynamodb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
-        if ttl["TimeToLiveStatus"] not in ("ENABLED", "ENABLING") or ttl.get("AttributeName") != expiry:
+        if ttl["TimeToLiveStatus"] not in ("ENABLED", "ENABLING") or ttl.get("AttributeName") != schema.expiry:
             dynamodb.update_time_to_live(TableName=name,
-                                         TimeToLiveSpecification={"Enabled": True, "AttributeName": expiry})
+                                         TimeToLiveSpecification={"Enabled": True, "AttributeName": schema.expiry})
 
 
 def everything() -> None:
     """Create the bucket, the queues and the tables (ledger, records, results, its TTL enabled), if missing."""
     bucket(settings.bucket)
     queues()
-    table(settings.ledger_table, ledger.KEY)
-    table(settings.records_table, records.HASH, records.RANGE)
+    table(settings.ledger_table, LEDGER)
+    table(settings.records_table, RECORDS)
     # Celery would create its own on first use, but two workers starting
     # together race to create it; its key is Celery's ("id"). Here, not by the
     # backend, its TTL too, on Celery's attribute (DynamoDBBackend._ttl_field):
     # workers need no right to change the table.
-    table(settings.results_table, "id", expiry="ttl")
+    table(settings.results_table, RESULTS)
 
 
 def main(argv: list[str] | None = None) -> int:

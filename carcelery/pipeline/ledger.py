@@ -18,10 +18,11 @@ from __future__ import annotations
 from typing import Iterable
 
 from .. import aws
+from ..aws.tables import LEDGER
 from ..settings import settings
 from .images import S3Image
 
-KEY = "image"  # the table's hash key: "<bucket>/<key>"
+KEY = LEDGER.hash  # "<bucket>/<key>"
 
 
 def _key(image: S3Image) -> str:

@@ -20,11 +20,12 @@ from typing import Iterable, Iterator
 from botocore.exceptions import ClientError
 
 from .. import aws
+from ..aws.tables import RECORDS
 from . import results
 from ..settings import settings
 from .images import S3Image
 
-HASH, RANGE = "bucket", "order"
+HASH, RANGE = RECORDS.hash, RECORDS.range
 # DynamoDB's range keys stop at 1024 bytes; S3 keys may be as long.
 ORDER_BYTES = 960
 
