@@ -51,7 +51,8 @@ result_serializer = "json"
 accept_content = ["json"]
 result_accept_content = ["json"]
 
-imports = ["carcelery.tasks"]
+# The tasks, and the consumer step of S3's event notifications (it adds itself to the app's steps).
+imports = ["carcelery.tasks", "carcelery.notification_consumer"]
 # A task message a worker cannot run is rejected with its reason, to the dead-letter queue
 # (carcelery/rejecting.py); the worker goes on.
 worker_consumer = "carcelery.rejecting:Consumer"

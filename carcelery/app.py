@@ -8,17 +8,19 @@ Points Flower (``celery -A carcelery flower``) at the project's
 ``flowerconfig.py`` from any folder (``FLOWER_CONF``, unless set): password and
 loopback do not depend on the working directory (carcelery/commands/flower.py).
 
-Adds one consumer step, ``carcelery.events.S3Events``: Instance A's worker
-consumes S3's event notifications once ``provision --events`` has made their queue.
+The app is the ground the rest stands on: it imports no other carcelery module.
+Modules that extend the worker add themselves (``carcelery.notification_consumer``,
+listed in celeryconfig.py's ``imports``).
 """
 
 import os
+from pathlib import Path
 
 from celery import Celery, bootsteps
 from click import Option
 
-from .commands.flower import CONFIG as FLOWER_CONFIG
-
+# Installed beside the package, as celeryconfig.py (pyproject.toml's py-modules).
+FLOWER_CONFIG = Path(__file__).resolve().parents[1] / "flowerconfig.py"
 os.environ.setdefault("FLOWER_CONF", str(FLOWER_CONFIG))
 
 app = Celery("carcelery")
@@ -39,7 +41,3 @@ class StopOnTerminator(bootsteps.Step):
 
 
 app.steps["worker"].add(StopOnTerminator)
-
-from .events import S3Events  # noqa: E402 - after the app: the step module's imports need no app
-
-app.steps["consumer"].add(S3Events)

@@ -8,7 +8,7 @@ writes the run's outputs from the records table when it arrives. Images
 without a car never reach Instance B's queue. ``watch_run`` ends a run whose
 parts stopped coming (``carcelery.pipeline.runs``). ``scan_bucket`` is the beat's
 periodic scan for new images; ``apply_events`` makes runs of S3's events
-(``carcelery.pipeline.stream``), gathered by Instance A's worker (``carcelery.events``).
+(``carcelery.pipeline.stream``), gathered by Instance A's worker (``carcelery.notification_consumer``).
 
 A task never raises for a bad image, a permanent AWS error or a bug: it
 stores a record with ``error`` set, at once, so the chord still completes and
@@ -33,8 +33,8 @@ from celery.signals import worker_init, worker_process_init
 from celery.utils.log import get_task_logger
 
 from . import aws, recognizers
-from . import events as s3events
-from .pipeline import costs, events, outputs, records, results, runs, images, stream
+from . import notification_consumer
+from .pipeline import costs, notifications, outputs, records, results, runs, images, stream
 from .pipeline.printable import printable
 from .aws import errors
 from .app import app
@@ -265,7 +265,7 @@ def scan_bucket() -> dict:
 
     Nothing new, nothing sent: a terminator alone would write the bucket's files again at every scan.
     """
-    if s3events.queue_url() is not None:
+    if notification_consumer.queue_url() is not None:
         # Events find what is new within seconds; this is the backfill (removals too).
         run = stream.backfill(settings.bucket, settings.key_prefix)
         return {key: run[key] for key in ("id", "images", "skipped", "removed")}
@@ -275,7 +275,7 @@ def scan_bucket() -> dict:
 
 @app.task(bind=True, name="carcelery.tasks.apply_events", **RETRY)
 def apply_events(self, batch: list[dict]) -> dict:
-    """Instance A: a batch of S3 events (``carcelery.pipeline.events``) applied: removals, and one run of what is new.
+    """Instance A: a batch of S3 events (``carcelery.pipeline.notifications``) applied: removals, and one run of what is new.
 
     A transient error is retried as the image tasks' are (``RETRY``); a batch that cannot be applied
     goes to the events' dead-letter queue, in S3's form, with the reason: never lost.
@@ -285,7 +285,7 @@ def apply_events(self, batch: list[dict]) -> dict:
     except Exception as exc:  # noqa: BLE001 - sorted by _given_up: transient, permanent, or a bug
         reason = _given_up(self, exc, f"events={len(batch)}", settings.bucket)
         logger.error("events: %d to %s: %s", len(batch), settings.queue_name(EVENTS_DEAD_LETTER_QUEUE), reason)
-        s3events.set_aside(json.dumps(events.notification(batch)), reason)
+        notification_consumer.set_aside(json.dumps(notifications.notification(batch)), reason)
         return {"runs": [], "images": 0, "removed": 0, "dropped": len(batch), "error": reason}
     logger.info("events: %d in, runs %s: %d images sent, %d removed, %d dropped (duplicates, older, not images)",
                 len(batch), ",".join(done["runs"]) or "-", done["images"], done["removed"], done["dropped"])

@@ -18,8 +18,8 @@ from test_pipeline import own_stack
 
 from carcelery import aws
 from carcelery.aws import provision
-from carcelery import events as s3events
-from carcelery.pipeline import events, records, results
+from carcelery import notification_consumer
+from carcelery.pipeline import notifications, records, results
 from carcelery.recognizers import CAR, Label, TextLine
 from carcelery.settings import EVENTS_DEAD_LETTER_QUEUE, EVENTS_QUEUE, settings
 
@@ -37,12 +37,12 @@ def s3_event(name, bucket, key, etag="abc", sequencer="0055AED6DCD90281E5"):
 # Unit tests: S3's messages read.
 
 def test_a_key_with_plus_for_spaces_is_decoded():
-    [event], [] = events.parse(json.dumps(s3_event("ObjectCreated:Put", "b", "my+car+%281%29.jpg")))
-    assert event["key"] == "my car (1).jpg" and event["kind"] == events.CREATED and event["etag"] == "abc"
+    [event], [] = notifications.parse(json.dumps(s3_event("ObjectCreated:Put", "b", "my+car+%281%29.jpg")))
+    assert event["key"] == "my car (1).jpg" and event["kind"] == notifications.CREATED and event["etag"] == "abc"
 
 
 def test_the_test_event_says_nothing():
-    assert events.parse(json.dumps(TEST_EVENT)) == events.Parsed([], [])
+    assert notifications.parse(json.dumps(TEST_EVENT)) == notifications.Parsed([], [])
 
 
 @pytest.mark.parametrize("body, why", [
@@ -53,8 +53,8 @@ def test_the_test_event_says_nothing():
     ("[" * 100_000 + "]" * 100_000, r"^JSON nested too deep to read"),
 ])
 def test_a_body_that_is_not_an_s3_event_is_refused_with_why(body, why):
-    with pytest.raises(events.NotAnEvent, match=why):
-        events.parse(body)
+    with pytest.raises(notifications.NotAnEvent, match=why):
+        notifications.parse(body)
 
 
 def set_field(record, path, value):
@@ -91,11 +91,11 @@ def record_with(path, value):
 def test_a_record_that_is_not_an_s3_event_is_rejected_with_why_and_the_good_ones_kept(path, value, why):
     good = s3_event("ObjectCreated:Put", "b", "2.jpg")["Records"][0]
     body = json.dumps({"Records": [good, record_with(path, value), 5]})
-    found, rejected = events.parse(body)
+    found, rejected = notifications.parse(body)
     assert [e["key"] for e in found] == ["2.jpg"]
     assert re.match(rf"record 1: {why}", str(rejected[0])), str(rejected[0])
     assert str(rejected[1]) == "record 2: the record is 5, not an object"
-    assert events.why(rejected) == f"{rejected[0]}; {rejected[1]}"
+    assert notifications.why(rejected) == f"{rejected[0]}; {rejected[1]}"
 
 
 # Any JSON value, as S3's fields or as the whole body (json.dumps writes inf as Infinity, as a sender could).
@@ -107,17 +107,17 @@ FIELDS = ["eventName", "s3", "s3.bucket", "s3.bucket.name", "s3.object", "s3.obj
 
 
 def parsed_or_refused(body):
-    """``events.parse(body)``: every event well formed, or the whole body refused (NotAnEvent with a reason)."""
+    """``notifications.parse(body)``: every event well formed, or the whole body refused (NotAnEvent with a reason)."""
     try:
-        found, rejected = events.parse(body)
-    except events.NotAnEvent as exc:
+        found, rejected = notifications.parse(body)
+    except notifications.NotAnEvent as exc:
         assert str(exc)
         return [], [exc]
     for event in found:
-        assert event["kind"] in (events.CREATED, events.REMOVED) and event["key"] and event["bucket"]
+        assert event["kind"] in (notifications.CREATED, notifications.REMOVED) and event["key"] and event["bucket"]
         assert isinstance(event["etag"], str) and isinstance(event["size"], int) and event["size"] >= 0
         assert re.fullmatch(r"[0-9A-F]{40}", event["sequencer"])
-    assert all(isinstance(r, events.NotAnEvent) and str(r).startswith("record ") for r in rejected)
+    assert all(isinstance(r, notifications.NotAnEvent) and str(r).startswith("record ") for r in rejected)
     return found, rejected
 
 
@@ -140,21 +140,21 @@ def test_any_json_in_any_field_of_a_record_gives_events_or_a_rejection_with_a_re
     assert [e["key"] for e in found[:good]] == [f"{n}.jpg" for n in range(good)], "the good records are kept"
     # A batch that could not be applied is set aside in S3's form (tasks.apply_events): it reads back the same.
     if found:
-        assert events.parse(json.dumps(events.notification(found))).events == found
+        assert notifications.parse(json.dumps(notifications.notification(found))).events == found
 
 
 def test_sequencers_compare_as_s3_says_right_padded():
-    assert events.sequence("0055AED6DCD90281E5") > events.sequence("0055AED6DCD90281E4")
-    assert events.sequence("0055AED6DCD90281E5") < events.sequence("0055AED6DCD90281E501")
-    assert events.sequence("0055aed6dcd90281e5") == events.sequence("0055AED6DCD90281E500")
+    assert notifications.sequence("0055AED6DCD90281E5") > notifications.sequence("0055AED6DCD90281E4")
+    assert notifications.sequence("0055AED6DCD90281E5") < notifications.sequence("0055AED6DCD90281E501")
+    assert notifications.sequence("0055aed6dcd90281e5") == notifications.sequence("0055AED6DCD90281E500")
 
 
 def test_of_one_keys_events_the_latest_counts():
-    early, late = (events.parse(json.dumps(s3_event("ObjectCreated:Put", "b", "1.jpg", sequencer=s))).events[0]
+    early, late = (notifications.parse(json.dumps(s3_event("ObjectCreated:Put", "b", "1.jpg", sequencer=s))).events[0]
                    for s in ("0A", "0B"))
-    removed = events.parse(json.dumps(s3_event("ObjectRemoved:Delete", "b", "1.jpg", sequencer="0C"))).events[0]
-    assert events.latest([late, early]) == [late]
-    assert events.latest([early, removed, late]) == [removed]
+    removed = notifications.parse(json.dumps(s3_event("ObjectRemoved:Delete", "b", "1.jpg", sequencer="0C"))).events[0]
+    assert notifications.latest([late, early]) == [late]
+    assert notifications.latest([early, removed, late]) == [removed]
 
 
 def test_the_queue_policy_lets_only_s3_send_for_one_bucket_and_account():
@@ -182,14 +182,14 @@ def test_with_events_the_beats_scan_is_the_backfill_unless_its_interval_is_set(m
     from carcelery.app import app
     from carcelery.settings import BACKFILL_INTERVAL
 
-    monkeypatch.setattr(s3events, "queue_url", lambda name=None: "https://sqs/q")
+    monkeypatch.setattr(notification_consumer, "queue_url", lambda name=None: "https://sqs/q")
     beat = Beat(app)
-    s3events.backfill_interval(beat)
+    notification_consumer.backfill_interval(beat)
     [entry] = beat.scheduler.updated.values()
     assert entry["task"] == "carcelery.tasks.scan_bucket" and entry["schedule"] == BACKFILL_INTERVAL
-    monkeypatch.setattr(s3events, "settings", settings.__class__(scan_interval_set=True))
+    monkeypatch.setattr(notification_consumer, "settings", settings.__class__(scan_interval_set=True))
     beat = Beat(app)
-    s3events.backfill_interval(beat)
+    notification_consumer.backfill_interval(beat)
     assert beat.scheduler.updated == {}
 
 
@@ -389,11 +389,11 @@ def test_a_batch_is_sorted_into_images_to_send_and_removed(monkeypatch):
     from carcelery.pipeline.images import S3Image
 
     def event(name, key, sequencer, etag="new"):
-        return events.parse(json.dumps(s3_event(name, "b", key, etag, sequencer))).events[0]
+        return notifications.parse(json.dumps(s3_event(name, "b", key, etag, sequencer))).events[0]
 
     ledger_holds = {"b/same.jpg": {"etag": "new", "sequencer": ""},        # dispatched by a scan
-                    "b/newer.jpg": {"etag": "x", "sequencer": events.sequence("09")},
-                    "b/back.jpg": {"etag": "", "sequencer": events.sequence("02")}}  # removed, then uploaded again
+                    "b/newer.jpg": {"etag": "x", "sequencer": notifications.sequence("09")},
+                    "b/back.jpg": {"etag": "", "sequencer": notifications.sequence("02")}}  # removed, then uploaded again
     in_bucket = {"fresh.jpg", "same.jpg", "newer.jpg", "back.jpg"}
     monkeypatch.setattr(stream.ledger, "entries", lambda images: ledger_holds)
     monkeypatch.setattr(stream, "_current", lambda e: S3Image("b", e["key"], e["etag"], 1, e["sequencer"])
@@ -427,8 +427,8 @@ def bootstep(monkeypatch, sent_aside, fails=False):
             raise ConnectionResetError("SQS unreachable")
         sent_aside.append((body, reason))
 
-    monkeypatch.setattr(s3events, "set_aside", set_aside)
-    step = s3events.S3Events(SimpleNamespace())
+    monkeypatch.setattr(notification_consumer, "set_aside", set_aside)
+    step = notification_consumer.S3Events(SimpleNamespace())
     applied = []
     step.timer = SimpleNamespace(call_after=lambda seconds, send: SimpleNamespace(cancel=lambda: None))
     step.app = SimpleNamespace(signature=lambda name, args: SimpleNamespace(delay=lambda: applied.append(args[0])))
@@ -459,7 +459,7 @@ def test_a_message_with_a_bad_record_goes_to_the_dead_letters_once_and_its_good_
 def test_a_bug_in_reading_a_message_sends_it_to_the_dead_letters_and_the_worker_goes_on(monkeypatch):
     aside = []
     step, applied = bootstep(monkeypatch, aside)
-    monkeypatch.setattr(events, "parse", lambda body: body.missing)
+    monkeypatch.setattr(notifications, "parse", lambda body: body.missing)
     message = Message("{}")
     step.on_message("{}", message)
     [(body, reason)] = aside
@@ -479,10 +479,10 @@ def test_a_removal_older_than_a_reupload_keeps_the_image(monkeypatch):
     from carcelery.pipeline import stream
     from carcelery.pipeline.images import S3Image
 
-    monkeypatch.setattr(stream.ledger, "entries", lambda images: {"b/1.jpg": {"etag": "e", "sequencer": events.sequence("01")}})
+    monkeypatch.setattr(stream.ledger, "entries", lambda images: {"b/1.jpg": {"etag": "e", "sequencer": notifications.sequence("01")}})
     monkeypatch.setattr(stream, "_current", lambda e: S3Image("b", "1.jpg", "e", 3, e["sequencer"]))
     for name, sequencer in (("ObjectCreated:Put", "03"), ("ObjectRemoved:Delete", "02")):
-        batch = events.parse(json.dumps(s3_event(name, "b", "1.jpg", "e", sequencer))).events
+        batch = notifications.parse(json.dumps(s3_event(name, "b", "1.jpg", "e", sequencer))).events
         assert stream.sort(batch) == ([], [], 1), f"{name}: the image is in the bucket, as dispatched"
 
 
@@ -490,10 +490,10 @@ def test_a_retried_batch_names_its_removals_again(monkeypatch):
     """apply_events retried after its removals were marked and before its run was sent: the run names them."""
     from carcelery.pipeline import stream
 
-    monkeypatch.setattr(stream.ledger, "entries", lambda images: {"b/1.jpg": {"etag": "", "sequencer": events.sequence("02")},
-                                                                  "b/2.jpg": {"etag": "e", "sequencer": events.sequence("02")}})
+    monkeypatch.setattr(stream.ledger, "entries", lambda images: {"b/1.jpg": {"etag": "", "sequencer": notifications.sequence("02")},
+                                                                  "b/2.jpg": {"etag": "e", "sequencer": notifications.sequence("02")}})
     monkeypatch.setattr(stream, "_current", lambda e: None)
-    batch = [events.parse(json.dumps(s3_event(name, "b", key, "e", "02"))).events[0]
+    batch = [notifications.parse(json.dumps(s3_event(name, "b", key, "e", "02"))).events[0]
              for name, key in (("ObjectRemoved:Delete", "1.jpg"), ("ObjectCreated:Put", "2.jpg"))]
     send, removed, dropped = stream.sort(batch)
     assert [i.key for i in removed] == ["1.jpg"] and send == [] and dropped == 1, "2.jpg: delivered before"

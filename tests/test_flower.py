@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from carcelery.commands import flower_broker
 from carcelery.commands.depth import Depth
-from carcelery.commands.flower import CONFIG, NoCredentials, basic_auth
+from carcelery.app import FLOWER_CONFIG as CONFIG
+from carcelery.commands.flower import NoCredentials, basic_auth
 from carcelery.commands.flower_broker import SQS, Broker
 from carcelery.settings import Settings
 

@@ -8,7 +8,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 from carcelery import tasks
 from carcelery.aws import errors
-from carcelery.pipeline import events
+from carcelery.pipeline import notifications
 from carcelery.recognizers import ImageError, Label
 
 REF = {"bucket": "b", "key": "k.jpg", "etag": "e"}
@@ -110,7 +110,7 @@ def events_applied(monkeypatch, *outcomes):
         return outcome
 
     monkeypatch.setattr(tasks.stream, "apply", apply)
-    monkeypatch.setattr(tasks.s3events, "set_aside", lambda body, reason: aside.append((json.loads(body), reason)))
+    monkeypatch.setattr(tasks.notification_consumer, "set_aside", lambda body, reason: aside.append((json.loads(body), reason)))
     return tasks.apply_events.apply((EVENTS,)), calls, aside
 
 
@@ -128,7 +128,7 @@ def test_events_that_cannot_be_applied_go_to_the_dead_letters_in_s3s_form_with_w
     result, calls, aside = events_applied(monkeypatch, TRANSIENT)
     assert len(calls) == tasks.MAX_RETRIES + 1
     [(body, reason)] = aside
-    assert events.parse(json.dumps(body)).events == EVENTS
+    assert notifications.parse(json.dumps(body)).events == EVENTS
     assert reason.startswith("ClientError: ") and reason.endswith(f"(gave up after {tasks.MAX_RETRIES} retries)")
     assert result.successful() and result.result["dropped"] == 1 and result.result["error"] == reason
 

@@ -23,12 +23,9 @@ none Flower asks for nothing, and anyone who reaches its port controls the worke
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from ..settings import Settings
 
-# Installed beside the package, as celeryconfig.py (pyproject.toml's py-modules).
-CONFIG = Path(__file__).resolve().parents[2] / "flowerconfig.py"
 ADDRESS = "127.0.0.1"
 
 

@@ -409,7 +409,7 @@ def _s3_event_sequencer() -> None:
 
     S3 puts a ``sequencer`` in every object event (hex digits; of two events
     of one key, the later one's is greater), and the events' consumer orders
-    events by it (``carcelery.pipeline.events``); moto 5.2.5's events carry
+    events by it (``carcelery.pipeline.notifications``); moto 5.2.5's events carry
     none. Here each gets one, from the clock in nanoseconds, always
     increasing: the emulator makes its events one request at a time.
     """

@@ -34,7 +34,7 @@ class S3Image:
     key: str
     etag: str
     size: int
-    sequencer: str = ""  # its S3 event's (``events.sequence``), when an event announced it
+    sequencer: str = ""  # its S3 event's (``notifications.sequence``), when an event announced it
 
 
 def is_image_key(key: str) -> bool:

@@ -1,7 +1,7 @@
 """Runs from a stream of S3 events: a batch of events becomes one run, as a dispatch would send it.
 
 Instance A's worker gathers the events of its events queue for a short window
-(``carcelery.events``) and hands the batch to ``apply``, which decides, per
+(``carcelery.notification_consumer``) and hands the batch to ``apply``, which decides, per
 object, what is left to do:
 
 - of one key's events, the one with the greatest ``sequencer`` counts (S3's
@@ -36,7 +36,7 @@ from botocore.exceptions import ClientError
 from .. import aws
 from ..aws.errors import error_code
 from ..settings import settings
-from . import events, ledger, records
+from . import ledger, notifications, records
 from .images import S3Image, is_image_key, list_images
 
 
@@ -52,12 +52,12 @@ def _current(event: dict) -> S3Image | None:
 
 
 def sort(batch: list[dict]) -> tuple[list[S3Image], list[S3Image], int]:
-    """(images to send, images removed, events dropped) of ``batch`` (``events.parse``'s events).
+    """(images to send, images removed, events dropped) of ``batch`` (``notifications.parse``'s events).
 
     Raises:
       botocore.exceptions.ClientError: the ledger or the bucket is not reachable.
     """
-    wanted = [e for e in events.latest(batch) if is_image_key(e["key"]) and e["key"].startswith(settings.key_prefix)]
+    wanted = [e for e in notifications.latest(batch) if is_image_key(e["key"]) and e["key"].startswith(settings.key_prefix)]
     known = ledger.entries([S3Image(e["bucket"], e["key"], e["etag"], e["size"]) for e in wanted])
     send, removed = [], []
     for event in wanted:
@@ -76,7 +76,7 @@ def sort(batch: list[dict]) -> tuple[list[S3Image], list[S3Image], int]:
 
 
 def apply(batch: list[dict]) -> dict:
-    """Apply ``batch`` (``events.parse``'s events, of one bucket or more): removals, then one run per bucket.
+    """Apply ``batch`` (``notifications.parse``'s events, of one bucket or more): removals, then one run per bucket.
 
     Raises:
       botocore.exceptions.ClientError: a table, the bucket or the queues are not reachable.

@@ -144,7 +144,7 @@ class DeadLetters:
         reason, name = reason[:MAX_REASON], queue_url.rsplit("/", 1)[-1]
         sqs = self.sqs(queue=qname)
         try:
-            # The events queue's (S3's notifications, carcelery.events) have a dead-letter queue of their own.
+            # The events queue's (S3's notifications, carcelery.notification_consumer) have a dead-letter queue of their own.
             dead = EVENTS_DEAD_LETTER_QUEUE if qname == self.canonical_queue_name(EVENTS_QUEUE) else DEAD_LETTER_QUEUE
             sqs.send_message(QueueUrl=self._new_queue(dead), MessageBody=message["Body"],
                              MessageAttributes={

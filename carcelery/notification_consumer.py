@@ -1,6 +1,8 @@
-"""S3 events in Instance A's worker: a consumer bootstep on the events queue (Celery's "Custom Message Consumers").
+"""S3's event notifications consumed in Instance A's worker: a consumer bootstep on the events queue
+(Celery's "Custom Message Consumers").
 
-Installed in every worker (``carcelery.app``); it consumes in a worker that
+A worker imports this module at its start (``imports`` in celeryconfig.py), which adds the step to
+the app's consumer steps; the beat imports it too (its backfill interval). The step consumes in a worker that
 serves the ``detect`` queue (Instance A) once the events queue exists
 (``python -m carcelery.aws.provision --events``): from the worker's start, or
 within LOOK_EVERY seconds of the queue's making. It does nothing in other workers.
@@ -8,7 +10,7 @@ within LOOK_EVERY seconds of the queue's making. It does nothing in other worker
 S3 sends plain JSON, not Celery messages: kombu's SQS channel hands such a
 body over as it came (it base64-decodes only what is base64, which JSON is
 not), as raw data (``application/data``). Each message is read
-(``pipeline.events.parse``) in the worker's event loop, without a request:
+(``pipeline.notifications.parse``) in the worker's event loop, without a request:
 
 - S3's ``s3:TestEvent``: acknowledged, nothing else;
 - a body that is not an S3 event, or holds a record that is not one: sent as it
@@ -32,7 +34,8 @@ from celery.signals import beat_init
 from kombu import Consumer, Queue
 from kombu.message import Message
 
-from .pipeline import events
+from .app import app
+from .pipeline import notifications
 from .settings import BACKFILL_INTERVAL, DETECT_QUEUE, EVENTS_DEAD_LETTER_QUEUE, EVENTS_QUEUE, settings
 
 logger = logging.getLogger(__name__)
@@ -129,13 +132,13 @@ class S3Events(bootsteps.ConsumerStep):
 
     def on_message(self, body, message) -> None:
         try:
-            found, rejected = events.parse(body)
-        except events.NotAnEvent as exc:
+            found, rejected = notifications.parse(body)
+        except notifications.NotAnEvent as exc:
             found, rejected = [], [exc]
         except Exception as exc:  # a bug in reading it: the message is kept, the worker goes on
             logger.exception("events: could not read a message")
-            found, rejected = [], [events.NotAnEvent(f"{type(exc).__name__}: {exc} (a programming error in carcelery)")]
-        if rejected and not self.dead_letter(message, events.why(rejected)):
+            found, rejected = [], [notifications.NotAnEvent(f"{type(exc).__name__}: {exc} (a programming error in carcelery)")]
+        if rejected and not self.dead_letter(message, notifications.why(rejected)):
             return
         if not found:
             message.ack()  # S3's test event, or nothing but what went to the dead-letter queue
@@ -203,3 +206,6 @@ class S3Events(bootsteps.ConsumerStep):
             self.flushing.cancel()
             self.flushing = None
         self.held = []
+
+
+app.steps["consumer"].add(S3Events)
