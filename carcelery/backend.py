@@ -20,11 +20,13 @@ item, which DynamoDB's 400 KB would cap at about 8,000 parts).
 
 The last part marks the counter ``sent`` once the callback is sent. When the
 send fails, the chord is not failed, as Celery's would be (which left a run
-"complete" with no output): an error no retry can fix (``aws.errors``: access
-denied to the queue, credentials) is stored as the callback's failure, a
-``runs.RunFailed`` naming the call, resource and fix, which ``dispatch --wait``
-prints; any other leaves the counter unmarked, and the run's ``watch_run``
-sends the callback at its next look (``carcelery.pipeline.runs``).
+"complete" with no output): the counter is left unmarked and the signal
+``callback_not_sent`` goes out (the backend as sender; the chord's group id,
+the callback, the exception). What that means is the chord's owner's to say:
+the backend only counts parts and sends the callback. carcelery's runs
+connect to it (``carcelery.pipeline.runs``): a failure no retry can fix is
+stored as the run's, and otherwise ``watch_run`` sends the callback at its
+next look.
 
 **Debts** (Celery's code overridden, and why):
 - ``on_chord_part_return`` replaces Celery's ``BaseKeyValueStoreBackend``
@@ -70,6 +72,7 @@ from typing import NamedTuple
 from botocore.exceptions import ClientError
 from celery import states
 from celery.canvas import maybe_signature
+from celery.utils.dispatch import Signal
 from celery.utils.log import get_logger
 from celery.backends.dynamodb import DynamoDBBackend
 from kombu.utils.encoding import bytes_to_str
@@ -85,6 +88,10 @@ _NOT_LAST = "attribute_not_exists(remaining) OR remaining <> :one"
 _LAST = "remaining = :one"
 # Transactions of one part, at most (conflicts with other parts' counts, the last part's two).
 MAX_ATTEMPTS = 20
+
+# The last part of a chord could not send its callback (the counter is left unmarked): Celery's own
+# signal class, sent by the backend with ``group_id``, ``callback`` (the signature) and ``exc``.
+callback_not_sent = Signal(name="callback_not_sent", providing_args={"group_id", "callback", "exc"})
 
 
 class Counts(NamedTuple):
@@ -152,22 +159,12 @@ class OncePerPartDynamoDBBackend(DynamoDBBackend):
         callback = maybe_signature(request.chord, app=self.app)
         try:
             callback.delay()
-        except Exception as exc:  # noqa: BLE001 - sorted below into permanent and transient
-            self._not_sent(request.group, callback, exc)
+        except Exception as exc:  # noqa: BLE001 - the chord's owner says what it means (callback_not_sent)
+            logger.warning("chord %s: its callback %s (task %s) was not sent: %r",
+                           request.group, callback.task, callback.id, exc)
+            callback_not_sent.send(sender=self, group_id=request.group, callback=callback, exc=exc)
             return
         self.mark_callback_sent(request.group)
-
-    def _not_sent(self, group_id: str, callback, exc: Exception) -> None:
-        """The last part of chord ``group_id`` could not send ``callback`` (the terminator): say so, truthfully."""
-        from .pipeline.runs import RunFailed, not_sent  # the pipeline imports the app, which loads this module
-
-        run_id = callback.args[0]["id"] if callback.args else group_id
-        reason = not_sent(run_id, exc)
-        if reason is None:
-            logger.warning("run=%s: the terminator was not sent (%r); watch_run sends it at its next look", run_id, exc)
-            return
-        logger.error("run=%s failed: %s", run_id, reason)
-        self.mark_as_failure(callback.id, RunFailed(reason))
 
     def mark_callback_sent(self, group_id: str) -> None:
         """Mark chord ``group_id``'s counter: its callback was sent."""

@@ -40,6 +40,33 @@ def test_only_the_last_part_completes_the_chord(emulator, monkeypatch):
     assert sent == ["task-3", "task-3"] and backend.chord_counts(group) == (3, 0)
 
 
+def test_a_callback_not_sent_is_told_to_the_chords_owner_and_the_chord_left_unmarked(monkeypatch):
+    # The backend counts parts and sends the callback; what a failed send means, it does not know.
+    backend = app.backend
+    refused = ConnectionError("SQS unreachable")
+
+    def delay():
+        raise refused
+
+    callback = SimpleNamespace(task="another.callback", id="callback-id", args=(), delay=delay)
+    monkeypatch.setattr(backend_module, "maybe_signature", lambda chord, app: callback)
+    monkeypatch.setattr(backend, "_count_part", lambda key, task_id: True)  # the last part
+    marked, told = [], []
+    monkeypatch.setattr(backend, "mark_callback_sent", marked.append)
+    monkeypatch.setattr(backend, "mark_as_failure", lambda *args, **kwargs: marked.append(args))
+
+    def owner(sender, signal, **kwargs):
+        told.append((sender, kwargs))
+
+    backend_module.callback_not_sent.connect(owner)
+    try:
+        backend.on_chord_part_return(SimpleNamespace(group="g", id="last", chord={}), states.SUCCESS, {})
+    finally:
+        backend_module.callback_not_sent.disconnect(owner)
+    assert told == [(backend, {"group_id": "g", "callback": callback, "exc": refused})]
+    assert marked == [], "neither marked sent nor failed: watching the chord is its owner's"
+
+
 def test_the_counter_stays_small_and_the_group_is_not_stored(emulator, monkeypatch):
     # DynamoDB items stop at 400 KB: neither the counter nor anything else may hold a mark per part.
     backend = app.backend

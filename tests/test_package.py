@@ -58,6 +58,27 @@ def test_no_module_imports_one_that_imports_it_back():
     assert not cycles, f"import cycles: {cycles}"
 
 
+# (lower part, upper part, why): the lower never imports the upper, at the top or inside a function.
+BELOW = [
+    ("carcelery.app", "carcelery", "the app is the ground every part stands on; a step adds itself to it"),
+    ("carcelery.backend", "carcelery.pipeline",
+     "the result backend counts parts and sends the callback; what a callback not sent means is told to the "
+     "chord's owner (backend.callback_not_sent)"),
+    ("carcelery.aws", "carcelery.pipeline", "provision makes the tables from their key schemas (aws.tables)"),
+    ("carcelery.recognizers", "carcelery.embedded", "a recognizer's models are its own (recognizers.weights)"),
+]
+
+
+def test_no_lower_part_imports_an_upper_one():
+    def within(name: str, part: str) -> bool:
+        return name == part or name.startswith(part + ".")
+
+    graph = _module_imports()
+    upward = sorted(f"{name} -> {imported} ({why})" for name, imports in graph.items() for imported in imports
+                    for lower, upper, why in BELOW if within(name, lower) and within(imported, upper))
+    assert not upward, "imports that run back up: " + "; ".join(upward)
+
+
 @pytest.mark.integration  # a pytest (or python) process of its own
 def test_the_configuration_imports_no_aws_client():
     """celeryconfig and settings read the environment; boto3 comes with the first client, not with them."""

@@ -10,9 +10,11 @@ import time
 import uuid
 
 import pytest
+from botocore.exceptions import ClientError
 
-from carcelery import aws
-from carcelery.pipeline import outputs, results
+from carcelery import app, aws
+from carcelery.backend import callback_not_sent
+from carcelery.pipeline import outputs, results, runs
 from carcelery.aws import provision
 from carcelery.embedded.demo import ROOT, Stack
 from test_pipeline import dispatch, output, own_stack, records
@@ -112,6 +114,28 @@ def test_the_demo_prints_exactly_the_images_of_its_bucket_after_earlier_runs(see
     runs = sorted((tmp_path / "out" / outputs.RUNS).iterdir(), key=os.path.getmtime)
     assert len(runs) == 2 and (tmp_path / "out" / outputs.LATEST).resolve() == runs[1].resolve()
     assert (runs[0] / results.OUTPUT).read_text() == "extra.jpg: NOOP\n", "each run keeps its own files"
+
+
+def test_a_terminator_not_sent_for_good_fails_its_run_at_once_and_for_a_moment_is_left_to_watch_run():
+    # What the result backend tells (callback_not_sent), the run decides: the backend knows no run.
+    stored: list[tuple[str, Exception]] = []
+
+    class Backend:  # what the receiver uses of the sender
+        def mark_as_failure(self, task_id: str, exc: Exception) -> None:
+            stored.append((task_id, exc))
+
+    backend = Backend()
+    terminator = app.signature(runs.TERMINATOR, args=({"id": "r1", "bucket": "b"},)).set(task_id="t1")
+    denied = ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "SendMessage")
+    callback_not_sent.send(sender=backend, group_id="g", callback=terminator, exc=ConnectionError("a moment"))
+    assert stored == [], "watch_run sends it at its next look"
+    callback_not_sent.send(sender=backend, group_id="g", callback=app.signature("another.task").set(task_id="x"),
+                           exc=denied)
+    assert stored == [], "another chord's callback is not a run's"
+    callback_not_sent.send(sender=backend, group_id="g", callback=terminator, exc=denied)
+    [(task_id, failure)] = stored
+    assert task_id == "t1" and isinstance(failure, runs.RunFailed)
+    assert str(failure).startswith("run r1: the terminator (-1) was not sent: SendMessage on queue "), failure
 
 
 def test_a_terminator_not_sent_is_sent_again_or_fails_the_run_in_one_line(emulator, faults, tmp_path):

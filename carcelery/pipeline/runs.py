@@ -18,10 +18,10 @@ run of the bucket (or prefix) has it in its files.
 
 A run is over only when its terminator has a result: ``watch_run`` looks until
 then. The chord completed but its terminator not sent (the last part's send
-failed for a moment: ``carcelery.backend``): it sends it, by its task id. A
-failure no retry can fix (the terminator's queue denied) is the run's failure,
-``RunFailed``, stored as the terminator's result; ``dispatch --wait`` prints
-it. The dispatcher sends ``watch_run`` before the run's first part, so a run
+failed for a moment: the backend's ``callback_not_sent``, received here): it
+sends it, by its task id. A failure no retry can fix (the terminator's queue
+denied) is the run's failure, ``RunFailed``, stored as the terminator's result
+at once; ``dispatch --wait`` prints it. The dispatcher sends ``watch_run`` before the run's first part, so a run
 whose dispatcher died while sending (its chord's size never stored) ends at
 its deadline too, its images not sent failed with why.
 
@@ -36,15 +36,20 @@ from __future__ import annotations
 import json
 import math
 import time
-from typing import Any
-
 from botocore.exceptions import ClientError
+from celery.canvas import Signature
+from celery.utils.log import get_logger
 
 from .. import aws
 from . import dead_letters, records, results
 from ..app import app
 from ..aws import errors
+from ..backend import Counts, OncePerPartDynamoDBBackend, callback_not_sent
 from ..settings import TEXT_QUEUE, settings
+
+logger = get_logger(__name__)
+# The run's terminator: the callback of its chord, ``terminate.si(run)``.
+TERMINATOR = "carcelery.tasks.terminate"
 
 
 def look_every() -> float:
@@ -73,6 +78,22 @@ def not_sent(run_id: str, exc: Exception) -> str | None:
     return None if failure is None else f"run {run_id}: the terminator (-1) was not sent: {failure}"
 
 
+@callback_not_sent.connect
+def terminator_not_sent(sender: OncePerPartDynamoDBBackend, group_id: str, callback: Signature, exc: Exception,
+                        **_: object) -> None:
+    """The last part of a run could not send its terminator (``callback``): a failure no retry can fix is the run's,
+    stored as the terminator's result; any other is left to ``watch_run``, which sends it at its next look."""
+    if callback.task != TERMINATOR:
+        return
+    run_id = callback.args[0]["id"] if callback.args else group_id
+    reason = not_sent(run_id, exc)
+    if reason is None:
+        logger.warning("run=%s: the terminator was not sent (%r); watch_run sends it at its next look", run_id, exc)
+        return
+    logger.error("run=%s failed: %s", run_id, reason)
+    sender.mark_as_failure(callback.id, RunFailed(reason))
+
+
 def written_or_failed(run: dict, exc: Exception) -> Exception:
     """What the terminator of ``run`` raises when writing its files failed with ``exc``.
 
@@ -94,9 +115,8 @@ def written_or_failed(run: dict, exc: Exception) -> Exception:
     return RunFailed(f"run {run['id']}: the terminator could not write the run's files: {failure}")
 
 
-def progress(group_id: str, parts_seen: int, since: float | None) -> tuple[Any, float]:
-    """(the chord's counts, ``backend.Counts`` (typed Any: that module imports this one); when its count last moved) of chord ``group_id``,
-    seen ``parts_seen`` parts at ``since``."""
+def progress(group_id: str, parts_seen: int, since: float | None) -> tuple[Counts, float]:
+    """(the chord's counts; when its count last moved) of chord ``group_id``, seen ``parts_seen`` parts at ``since``."""
     counts = app.backend.chord(group_id)
     now = time.time()
     if since is None or counts.parts != parts_seen:
@@ -114,7 +134,7 @@ def ended(terminator_id: str) -> str | None:
 
 def send_terminator(run: dict, group_id: str, terminator_id: str) -> None:
     """Send the chord's own terminator, by its task id (``dispatch --wait`` follows that id)."""
-    app.signature("carcelery.tasks.terminate", args=(run,)).apply_async(task_id=terminator_id)
+    app.signature(TERMINATOR, args=(run,)).apply_async(task_id=terminator_id)
     app.backend.mark_callback_sent(group_id)
 
 
