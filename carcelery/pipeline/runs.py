@@ -21,9 +21,10 @@ then. The chord completed but its terminator not sent (the last part's send
 failed for a moment: the backend's ``callback_not_sent``, received here): it
 sends it, by its task id. A failure no retry can fix (the terminator's queue
 denied) is the run's failure, ``RunFailed``, stored as the terminator's result
-at once; ``dispatch --wait`` prints it. The dispatcher sends ``watch_run`` before the run's first part, so a run
-whose dispatcher died while sending (its chord's size never stored) ends at
-its deadline too, its images not sent failed with why.
+at once; ``dispatch --wait`` prints it. The dispatcher sends ``watch_run``
+before the run's first part, so a run whose dispatcher died while sending (its
+chord's size never stored) ends at its deadline too, its images not sent
+failed with why.
 
 What the dispatcher's listing passed over (``images.skip_reason``) reaches
 the terminator, which does not list the bucket, through an item of the
@@ -36,6 +37,7 @@ from __future__ import annotations
 import json
 import math
 import time
+
 from botocore.exceptions import ClientError
 from celery.canvas import Signature
 from celery.utils.log import get_logger
