@@ -79,6 +79,18 @@ def test_no_lower_part_imports_an_upper_one():
     assert not upward, "imports that run back up: " + "; ".join(upward)
 
 
+@pytest.mark.integration  # a python process of its own
+def test_the_app_alone_imports_no_other_part_and_a_workers_start_adds_the_s3_consumer_step():
+    """The loader's init_worker, what a worker and the beat do first, imports celeryconfig's ``imports``:
+    the consumer step of S3's notifications adds itself, and the beat's backfill interval is connected."""
+    code = ("import sys; from carcelery import app; from celery.signals import beat_init; "
+            "print(sorted(m for m in sys.modules if m.startswith('carcelery.'))); app.loader.init_worker(); "
+            "print([s.__name__ for s in app.steps['consumer']], [r[1]().__name__ for r in beat_init.receivers])")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["['carcelery.app']", "['S3Events'] ['backfill_interval']"]
+
+
 @pytest.mark.integration  # a pytest (or python) process of its own
 def test_the_configuration_imports_no_aws_client():
     """celeryconfig and settings read the environment; boto3 comes with the first client, not with them."""
