@@ -20,7 +20,7 @@ import sys
 from botocore.exceptions import ClientError
 
 from .. import aws
-from ..pipeline import ledger, records
+from ..pipeline import ledger, records, store
 from ..settings import DEAD_LETTER_QUEUE, DETECT_QUEUE, EVENTS_DEAD_LETTER_QUEUE, EVENTS_QUEUE, TEXT_QUEUE, settings
 from .errors import error_code, explain, queue_missing
 
@@ -130,10 +130,10 @@ def table(name: str, key: str, range_key: str | None = None, expiry: str | None 
 
 
 def everything() -> None:
-    """Create the bucket, the queues and the tables (ledger, records, results, its TTL enabled), if missing."""
+    """Create the bucket, the queues and the tables (ledger and results, their TTL enabled; records), if missing."""
     bucket(settings.bucket)
     queues()
-    table(settings.ledger_table, ledger.KEY)
+    table(settings.ledger_table, ledger.KEY, expiry=store.EXPIRES)  # a run's item expires (pipeline.store)
     table(settings.records_table, records.HASH, records.RANGE)
     # Celery would create its own on first use, but two workers starting
     # together race to create it; its key is Celery's ("id"). Here, not by the

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from .model import Stage, Status
+
 DETECT_LABELS, DETECT_TEXT = "DetectLabels", "DetectText"
 DEFAULT_REGION = "us-east-1"
 PRICES = {
@@ -47,9 +49,9 @@ def count(counts: dict[str, int], record: dict) -> None:
       never got a result (``pending``, or ``result`` when its run ended without
       it): no call is known to have answered.
     """
-    failed_at = record.get("error", {}).get("stage")
-    counts[DETECT_LABELS] += failed_at in (None, "text")
-    counts[DETECT_TEXT] += bool(record["car"]) and failed_at is None
+    done = record["status"] == Status.DONE
+    counts[DETECT_LABELS] += done or (record["status"] == Status.FAILED and record["error"]["stage"] == Stage.TEXT)
+    counts[DETECT_TEXT] += done and bool(record["car"])
 
 
 def cost(counts: dict[str, int], region: str) -> float:
