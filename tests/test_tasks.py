@@ -46,8 +46,8 @@ def test_a_car_whose_text_failed_stays_a_car_in_its_record(monkeypatch):
     detected = results.detection("k.jpg", bucket="b", key="k.jpg", etag="e", labels=[Label("Car", 99.0)], threshold=90)
     assert tasks.recognize_text.apply((detected,), {"run": "0123456789ab"}).successful()
     (record,) = stored
-    assert record["status"] == "failed" and record["error"] == {"stage": "text", "reason": "k.jpg is truncated"}
     assert (record["car"], record["car_confidence"], record["labels"]) == (True, 99.0, detected["labels"])
+    assert record["status"] == "failed" and record["error"] == {"stage": "text", "reason": "k.jpg is truncated"}
 
 
 def test_permanent_aws_errors_are_not_retried():
