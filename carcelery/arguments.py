@@ -28,7 +28,7 @@ _REF = {"bucket": (str, True), "key": (str, True), "etag": ((str, type(None)), F
 _BOX = {"left": (NUMBER, True), "top": (NUMBER, True), "width": (NUMBER, True), "height": (NUMBER, True)}
 _LABEL = {"name": (str, True), "confidence": (NUMBER, True), "boxes": (list, True)}  # text_regions reads the boxes
 # model.Record; "status" is not required: a record made before it existed is a detection, done.
-_RECORD = {"image": (str, True), "bucket": (str, True), "key": (str, True), "etag": ((str, type(None)), True),
+_RECORD = {"image": (str, True), "bucket": (str, True), "key": (str, True), "etag": ((str, type(None)), False),
            "status": (str, False), "car": (bool, True), "car_confidence": (NUMBER, True),
            "threshold": (NUMBER, False), "labels": (list, True), "text": (list, False)}
 # model.Run; "prefix" is not required: a run without one is of the whole bucket.

@@ -46,8 +46,8 @@ def count(counts: dict[str, int], record: dict) -> None:
     - DetectText: for a car image whose text was read.
     - Nothing for an image that failed at ``detect`` (it could not be read, or
       Rekognition refused it: a refused call is not billed), nor for one that
-      never got a result (``pending``, or ``result`` when its run ended without
-      it): no call is known to have answered.
+      never got a result (pending, or failed at ``result`` when its run ended
+      without it): no call is known to have answered.
     """
     done = record["status"] == Status.DONE
     counts[DETECT_LABELS] += done or (record["status"] == Status.FAILED and record["error"]["stage"] == Stage.TEXT)

@@ -71,11 +71,14 @@ class Failure(TypedDict):
 
 
 class Record(TypedDict):
-    """``bucket`` and ``key``: where the image is in S3; a local file's (``commands.recognize``) has bucket "" and its name."""
+    """``bucket`` and ``key``: where the image is in S3; a local file's (``commands.recognize``) has bucket "" and its name.
+
+    ``etag``: the object's when it was listed; the pipeline's builders always set it (null if not known).
+    """
     image: str
     bucket: str
     key: str
-    etag: str | None
+    etag: NotRequired[str | None]
     status: Status
     car: bool | None
     car_confidence: float
