@@ -16,7 +16,7 @@ ledger (CARCELERY_LEDGER_TABLE), hash ``image``, TTL on ``ttl``:
   "<bucket>/<key>"          an image dispatched: ``etag`` ("" once removed), ``run``,
                             ``sequencer`` (of its S3 event, if one announced it); never expires.
                             Written by the dispatcher once sent; read by each listing. ``ledger``.
-  "run:<run id>"            what run's listing passed over, by reason: ``skipped`` (JSON);
+  "run:<run id>"            what the run's listing passed over, by reason: ``skipped`` (JSON);
                             ``ttl``: it expires with the run's results (CARCELERY_RESULT_EXPIRES).
                             Written by the dispatcher before the run's last part; read by its
                             terminator. ``note_skipped``, ``skipped``.
