@@ -43,7 +43,7 @@ def text(queue_url: str) -> None:
                 ended = True
             else:
                 ref = recognizers.Image(key, functools.partial(images.read, settings.bucket, key))
-                record = {"image": key, "car": True, "text": []}
+                record = results.detection(key, labels=[recognizers.Label(recognizers.CAR, 100.0)], threshold=0.0)
                 records.append(results.with_text(record, recognizer.text(ref)))
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
     results.write(settings.output_dir, sorted(records, key=lambda r: results.natural_key(r["image"])))

@@ -4,7 +4,7 @@
 ``recognize_text``, ``terminate`` or ``watch_run`` cannot run, or None: its
 headers (the ones Celery reads before the task), and its arguments against
 the task's signature and the fields the task reads (a detect_car's ``ref``,
-a recognize_text's detection record, a run). The worker rejects such a
+a recognize_text's detection record, a run: ``pipeline.model``'s shapes). The worker rejects such a
 message (``carcelery.rejecting``): it goes to the dead-letter queue with
 the reason, instead of failing in the task or, later, in the terminator that
 reads what it stored. The checks have the tasks' signatures; a message of
@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from .pipeline.model import Status
 from .pipeline.printable import printable
 
 NUMBER = (int, float)
@@ -25,11 +26,13 @@ NUMBER = (int, float)
 _REF = {"bucket": (str, True), "key": (str, True), "etag": ((str, type(None)), False),
         "run": ((str, type(None)), False)}
 _BOX = {"left": (NUMBER, True), "top": (NUMBER, True), "width": (NUMBER, True), "height": (NUMBER, True)}
-_LABEL = {"name": (str, True), "confidence": (NUMBER, True), "boxes": (list, False)}
+_LABEL = {"name": (str, True), "confidence": (NUMBER, True), "boxes": (list, True)}  # text_regions reads the boxes
+# model.Record; "status" is not required: a record made before it existed is a detection, done.
 _RECORD = {"image": (str, True), "bucket": (str, True), "key": (str, True), "etag": ((str, type(None)), False),
-           "car": (bool, True), "car_confidence": (NUMBER, True), "threshold": (NUMBER, False),
-           "labels": (list, True), "text": (list, False)}
-_RUN = {"id": (str, True), "bucket": (str, True), "prefix": ((str, type(None)), False), "keys": (list, False)}
+           "status": (str, False), "car": (bool, True), "car_confidence": (NUMBER, True),
+           "threshold": (NUMBER, False), "labels": (list, True), "text": (list, False)}
+# model.Run; "prefix" is not required: a run without one is of the whole bucket.
+_RUN = {"id": (str, True), "bucket": (str, True), "prefix": (str, False), "keys": (list, False)}
 # The headers Celery reads in the worker's main process, before the task.
 _HEADERS = {"id": (str, True), "retries": (int, False), "eta": ((str, type(None)), False),
             "expires": ((str, type(None)), False), "root_id": ((str, type(None)), False),
@@ -68,7 +71,7 @@ def _each(values: list, where: str, check: Callable[[Any, str], str | None]) -> 
 
 
 def _label(label: Any, where: str) -> str | None:
-    return _fields(label, where, _LABEL) or _each(label.get("boxes", []), f"{where}.boxes",
+    return _fields(label, where, _LABEL) or _each(label["boxes"], f"{where}.boxes",
                                                   lambda box, at: _fields(box, at, _BOX))
 
 
@@ -91,9 +94,16 @@ def detect_car(ref):
     return _fields(ref, "ref", _REF)
 
 
+def _detected(record: Any, where: str = "record") -> str | None:
+    """Why ``record`` is not a detection recognize_text can read the text of, or None."""
+    problem = _fields(record, where, _RECORD)
+    if problem is None and record.get("status", Status.DONE) != Status.DONE:
+        return f"{where}.status is {record['status']!r}, not 'done': only a detected image's text is read"
+    return problem or _each(record["labels"], f"{where}.labels", _label)
+
+
 def recognize_text(record, run=None):
-    return (_fields(record, "record", _RECORD) or _each(record["labels"], "record.labels", _label)
-            or _optional_text(run, "run"))
+    return _detected(record) or _optional_text(run, "run")
 
 
 def terminate(run):

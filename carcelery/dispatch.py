@@ -29,17 +29,19 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterable, Iterator, TextIO
+from typing import Iterable, Iterator, NotRequired, TextIO
 
 from botocore.exceptions import EndpointConnectionError
+from celery.result import AsyncResult
 
-from .pipeline import ledger, records, runs, images
+from .pipeline import ledger, records, runs, images, store
 from .aws import provision, errors
 from .app import app
 from .pipeline.printable import printable
 from .pipeline.progress import Progress
 from .settings import settings
 from .pipeline.images import S3Image
+from .pipeline.model import Ref, Run
 from .transport import batched_sends
 
 # Seconds between two looks of ``--wait`` at the run (two DynamoDB reads each):
@@ -50,13 +52,21 @@ WAIT_POLL = 1.0
 CHUNK = 1000
 
 
+class Dispatched(Run):
+    """A run as its dispatcher sent it (``dispatch``'s answer); the terminator gets its ``Run`` fields."""
+    images: int
+    skipped: int
+    skipped_by_reason: collections.Counter[str]
+    result: NotRequired[AsyncResult | None]
+
+
 def _task(name: str, *args, **options):
     # By name: carcelery.tasks imports this module (the beat's scans dispatch).
     return app.signature(f"carcelery.tasks.{name}", args=args, **options)
 
 
 def dispatch(bucket: str, prefix: str = "", force: bool = False, stream: TextIO | None = None,
-             if_empty: bool = True, found: Iterable[S3Image] | None = None, keys: list[str] | None = None) -> dict:
+             if_empty: bool = True, found: Iterable[S3Image] | None = None, keys: list[str] | None = None) -> Dispatched:
     """List ``bucket`` under ``prefix`` and send the run.
 
     Parameters:
@@ -82,11 +92,13 @@ def dispatch(bucket: str, prefix: str = "", force: bool = False, stream: TextIO 
       reason: ``images.skip_reason``) and ``result`` (the terminator's AsyncResult; None
       if nothing was sent).
     """
-    run: dict[str, Any] = {"id": uuid.uuid4().hex[:12], "bucket": bucket, "prefix": prefix, "images": 0, "skipped": 0,
-           "skipped_by_reason": collections.Counter()}
+    run: Dispatched = {"id": uuid.uuid4().hex[:12], "bucket": bucket, "prefix": prefix, "images": 0, "skipped": 0,
+                       "skipped_by_reason": collections.Counter()}
+    ended: Run = {"id": run["id"], "bucket": bucket, "prefix": prefix}
+    if keys is not None:
+        ended["keys"] = keys
     # Immutable: the terminator reads the records from the store, not the parts' results.
-    ended = {k: run[k] for k in ("id", "bucket", "prefix")}
-    body = _task("terminate", ended if keys is None else {**ended, "keys": keys}, immutable=True)
+    body = _task("terminate", ended, immutable=True)
     terminator, group_id = body.freeze(uuid.uuid4().hex), uuid.uuid4().hex
     listing = Progress("listed", stream=stream) if stream else None
     sending, held = None, None
@@ -94,7 +106,7 @@ def dispatch(bucket: str, prefix: str = "", force: bool = False, stream: TextIO 
     def send(images: list[S3Image], last: S3Image | None = None) -> None:
         """Send ``images`` and then, the chord's size stored first, its ``last`` image."""
         def one(image: S3Image) -> None:
-            ref = {"bucket": image.bucket, "key": image.key, "etag": image.etag, "run": run["id"]}
+            ref: Ref = {"bucket": image.bucket, "key": image.key, "etag": image.etag, "run": run["id"]}
             _task("detect_car", ref).apply_async(group_id=group_id, group_index=run["images"], chord=body)
             run["images"] += 1
             if sending:
@@ -102,14 +114,14 @@ def dispatch(bucket: str, prefix: str = "", force: bool = False, stream: TextIO 
 
         if not run["images"]:
             # Before the first part: whoever dies, dispatcher or worker, the run ends (carcelery.pipeline.runs).
-            _task("watch_run", body.args[0], group_id, terminator.id).apply_async(**runs.later())
+            _task("watch_run", ended, group_id, terminator.id).apply_async(**runs.later())
         with batched_sends():
             for image in images:
                 one(image)
             if last:
                 # Before the last part is sent: the parts remaining reach 0 with it, and the terminator
                 # reads what the listing, over by now, passed over.
-                runs.note_skipped(run["id"], run["skipped_by_reason"])
+                store.note_skipped(run["id"], run["skipped_by_reason"])
                 app.backend.set_chord_size(group_id, run["images"] + 1)
                 one(last)
         # Sent (the batches flushed): recorded, so that a failed send leaves them to the next scan.
@@ -137,7 +149,7 @@ def dispatch(bucket: str, prefix: str = "", force: bool = False, stream: TextIO 
     if run["images"]:
         run["result"] = app.AsyncResult(terminator.id, parent=app.GroupResult(group_id, []))
     elif if_empty:
-        runs.note_skipped(run["id"], run["skipped_by_reason"])
+        store.note_skipped(run["id"], run["skipped_by_reason"])
         run["result"] = body.delay()  # nothing to recognize: the terminator alone writes the files again
     else:
         run["result"] = None
@@ -156,7 +168,7 @@ def _chunks(images: Iterable[S3Image]) -> Iterator[tuple[list[S3Image], bool]]:
         chunk = following
 
 
-def wait(run: dict, timeout: float, stream: TextIO) -> dict:
+def wait(run: Dispatched, timeout: float, stream: TextIO) -> dict:
     """Wait for the run's terminator, showing the images done as they advance.
 
     Raises:
@@ -167,7 +179,9 @@ def wait(run: dict, timeout: float, stream: TextIO) -> dict:
       The terminator's summary, its failures (``failed``, ``failed_count``) the run's own images'
       (``runs.own_failures``): not those of another run under the same prefix.
     """
-    result, group = run["result"], run["result"].parent
+    result = run["result"]
+    assert result is not None, "a run that sent nothing has nothing to wait for"
+    group = result.parent
     done = Progress("done", total=run["images"], stream=stream) if group else None
     deadline = time.monotonic() + timeout
     while not result.ready():

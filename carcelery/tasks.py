@@ -25,6 +25,7 @@ import json
 import os
 import signal
 import time
+from typing import Callable, cast
 
 from celery.concurrency import get_implementation
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
@@ -34,7 +35,8 @@ from celery.utils.log import get_task_logger
 
 from . import aws, recognizers
 from . import notification_consumer
-from .pipeline import costs, notifications, outputs, records, results, runs, images, stream
+from .pipeline import costs, notifications, outputs, records, results, runs, images, store, stream
+from .pipeline.model import Record, Ref, Run, RunId, Stage
 from .pipeline.printable import printable
 from .aws import errors
 from .app import app
@@ -82,13 +84,13 @@ def _load_models_for_threads(sender, **_):
         _load_models()
 
 
-def _stored(record: dict, run_id: str | None) -> dict:
+def _stored(record: Record, run_id: RunId | None) -> Record:
     # Before the task's result counts as its chord part: the terminator reads it.
     records.put(record, run_id or "")
     return record
 
 
-def _image(ref: dict) -> recognizers.Image:
+def _image(ref: Ref | Record) -> recognizers.Image:
     return recognizers.Image(ref["key"], lambda: images.read(ref["bucket"], ref["key"]),
                              bucket=ref["bucket"], key=ref["key"])
 
@@ -115,7 +117,7 @@ def _given_up(task, exc: Exception, what: str, bucket: str = "", key: str = "") 
     return f"{type(exc).__name__}: {exc} (a programming error in carcelery, not retried)"
 
 
-def _attempt(task, ref: dict, stage: str, work) -> dict:
+def _attempt(task, ref: Ref | Record, stage: Stage, work: Callable[[], Record]) -> Record:
     """``work()``'s record, or at once a failure record naming the reason.
 
     Raises:
@@ -124,7 +126,8 @@ def _attempt(task, ref: dict, stage: str, work) -> dict:
 
     Returns:
       The image's record; for a bad image, a permanent AWS error, a bug, or a
-      transient error on the last try, a failure record (``results.failure``).
+      transient error on the last try, a failure record (``results.failure``; at ``text``,
+      with the detection ``ref`` is).
     """
     started, cpu = time.perf_counter(), _cpu_time()
     try:
@@ -138,7 +141,7 @@ def _attempt(task, ref: dict, stage: str, work) -> dict:
         reason = _given_up(task, exc, f"image={printable(ref['key'])} stage={stage}", ref["bucket"], ref["key"])
     else:
         elapsed, cpu = time.perf_counter() - started, _cpu_time() - cpu
-        if stage == "detect":
+        if stage == Stage.DETECT:
             outcome = f"car={'yes' if record['car'] else 'no'} confidence={record['car_confidence']:.1f}"
         else:
             outcome = f"lines={len(record['text'])}"
@@ -146,11 +149,12 @@ def _attempt(task, ref: dict, stage: str, work) -> dict:
         logger.info("image=%s stage=%s %s time=%.3fs cpu=%.3fs", printable(ref["key"]), stage, outcome, elapsed, cpu)
         return record
     logger.error("image=%s stage=%s failed: %s", printable(ref["key"]), stage, printable(reason))
-    return results.failure(ref["key"], stage, reason, bucket=ref["bucket"], key=ref["key"], etag=ref.get("etag"))
+    return results.failure(ref["key"], stage, reason, bucket=ref["bucket"], key=ref["key"], etag=ref.get("etag"),
+                           detected=cast(Record, ref) if stage == Stage.TEXT else None)
 
 
 @app.task(bind=True, base=Replaceable, name="carcelery.tasks.detect_car", **RETRY)
-def detect_car(self, ref: dict) -> dict:
+def detect_car(self, ref: Ref) -> Record:
     """Instance A: does the image ``ref`` (bucket, key, etag, run) hold a car?
 
     A car image is handed on: this task is replaced by ``recognize_text``
@@ -161,7 +165,7 @@ def detect_car(self, ref: dict) -> dict:
         labels = recognizer().labels(_image(ref))
         return results.detection(ref["key"], bucket=ref["bucket"], key=ref["key"], etag=ref.get("etag"),
                                  labels=labels, threshold=threshold())
-    record = _attempt(self, ref, "detect", work)
+    record = _attempt(self, ref, Stage.DETECT, work)
     if record["car"]:
         try:
             return self.replace(recognize_text.s(record, run=ref.get("run")))
@@ -170,28 +174,29 @@ def detect_car(self, ref: dict) -> dict:
         except Exception as exc:  # sorted below: transient, permanent, or a bug
             if errors.transient(exc):
                 raise errors.Transient(f"image={ref['key']} stage=text: hand-off to Instance B: {exc!r}") from exc
-            record = _not_handed_on(ref, exc)
+            record = _not_handed_on(ref, record, exc)
     return _stored(record, ref.get("run"))
 
 
-def _not_handed_on(ref: dict, exc: Exception) -> dict:
+def _not_handed_on(ref: Ref, detected: Record, exc: Exception) -> Record:
     """The failure record of a car image that could not be handed on to Instance B."""
     failure = errors.permanent(exc, queue=settings.queue_name(TEXT_QUEUE))
     reason = str(failure) if failure else f"{type(exc).__name__}: {exc} (a programming error in carcelery, not retried)"
     logger.error("image=%s stage=text not handed on to Instance B: %s", ref["key"], reason)
-    return results.failure(ref["key"], "text", reason, bucket=ref["bucket"], key=ref["key"], etag=ref.get("etag"))
+    return results.failure(ref["key"], Stage.TEXT, reason, bucket=ref["bucket"], key=ref["key"], etag=ref.get("etag"),
+                           detected=detected)
 
 
 @app.task(bind=True, name="carcelery.tasks.recognize_text", **RETRY)
-def recognize_text(self, record: dict, run: str | None = None) -> dict:
+def recognize_text(self, record: Record, run: RunId | None = None) -> Record:
     """Instance B: read the text of a car image of run ``run``; its record is stored and is this task's result."""
     regions = recognizers.text_regions(record["labels"], settings.text_region)
     work = lambda: results.with_text(record, recognizer().text(_image(record), regions))  # noqa: E731
-    return _stored(_attempt(self, record, "text", work), run)
+    return _stored(_attempt(self, record, Stage.TEXT, work), run)
 
 
 @app.task(name="carcelery.tasks.terminate", **RETRY)
-def terminate(run: dict) -> dict:
+def terminate(run: Run) -> dict:
     """Instance B, the ``-1`` terminator: write the run's output.txt, results.jsonl and report.html.
 
     They are made from the records table, a record at a time: every image of
@@ -204,11 +209,11 @@ def terminate(run: dict) -> dict:
       (``skipped_by_reason``), where the outputs are.
     """
     try:
-        summary = outputs.write(run, settings.output_dir, settings.output_uri)
+        summary = outputs.write(cast(dict, run), settings.output_dir, settings.output_uri)  # it types a run as a dict
     except Exception as exc:  # noqa: BLE001 - a transient error is retried; a permanent one fails the run
         raise runs.written_or_failed(run, exc)  # its context is exc
     summary.update(costs.summary(summary["calls"], settings.recognizer, settings.region))
-    summary["skipped_by_reason"] = runs.skipped(run["id"])
+    summary["skipped_by_reason"] = store.skipped(run["id"])
     passed_over = images.describe_skipped(summary["skipped_by_reason"])
     failed = summary["failed"]
     logger.info("run=%s terminator -1: %d images, %d cars, %d failed%s, output in %s; calls %s, cost %s USD",
@@ -226,7 +231,7 @@ def terminate(run: dict) -> dict:
 
 
 @app.task(name="carcelery.tasks.watch_run")
-def watch_run(run: dict, group_id: str, terminator_id: str, parts_seen: int = -1, since: float | None = None) -> dict:
+def watch_run(run: Run, group_id: str, terminator_id: str, parts_seen: int = -1, since: float | None = None) -> dict:
     """Instance B: look at run ``run`` again later, until its terminator has a result (``carcelery.pipeline.runs``).
 
     Its chord complete but the terminator not sent a look later: sends it. The
@@ -267,10 +272,10 @@ def scan_bucket() -> dict:
     """
     if notification_consumer.queue_url() is not None:
         # Events find what is new within seconds; this is the backfill (removals too).
-        run = stream.backfill(settings.bucket, settings.key_prefix)
-        return {key: run[key] for key in ("id", "images", "skipped", "removed")}
+        backfilled = stream.backfill(settings.bucket, settings.key_prefix)
+        return {key: backfilled[key] for key in ("id", "images", "skipped", "removed")}
     run = dispatch(settings.bucket, settings.key_prefix, if_empty=False)
-    return {key: run[key] for key in ("id", "images", "skipped")}
+    return {"id": run["id"], "images": run["images"], "skipped": run["skipped"]}
 
 
 @app.task(bind=True, name="carcelery.tasks.apply_events", **RETRY)

@@ -19,7 +19,7 @@ RECORDS = [
     results.failure("bad.jpg", "detect", "not an image"),           # nothing billed
     results.failure("car-gone.jpg", "text", "deleted since listed"),  # DetectLabels only
     results.failure("late.jpg", "result", "no result: the run ended"),  # nothing known to be made
-    results.failure("sent.jpg", "pending", "no result yet"),            # nothing known to be made
+    results.pending("sent.jpg", bucket="b", key="sent.jpg", etag="e"),  # nothing known to be made
 ]
 
 

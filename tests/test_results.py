@@ -74,3 +74,13 @@ def test_printable_keeps_ordinary_text_and_is_reversible():
         escaped = printable.printable(text)
         assert escaped.isprintable() and printable.unprintable(escaped) == text
     assert printable.printable("dossier/voiture é 東京: 1.jpg") == "dossier/voiture é 東京: 1.jpg"
+
+
+def test_a_pending_image_is_no_failure_in_the_files(tmp_path):
+    # As the dispatcher stored a pending image before records had a status: another run's, still going.
+    kept = {"image": "2.jpg", "bucket": "b", "key": "2.jpg", "etag": "e", "car": False, "car_confidence": 0.0,
+            "labels": [], "text": [], "error": {"stage": "pending", "reason": "no result yet (run 0123456789ab)"}}
+    counts = results.write(tmp_path, [record("1.jpg", text=["AB 1"]), kept])
+    assert (counts["images"], counts["failed"], counts["failures"]) == (2, 0, [])
+    _, pending = results.read_records(tmp_path)
+    assert pending["status"] == "pending" and pending["car"] is None and "error" not in pending

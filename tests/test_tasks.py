@@ -8,7 +8,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 from carcelery import tasks
 from carcelery.aws import errors
-from carcelery.pipeline import notifications
+from carcelery.pipeline import notifications, results
 from carcelery.recognizers import ImageError, Label
 
 REF = {"bucket": "b", "key": "k.jpg", "etag": "e"}
@@ -30,7 +30,24 @@ def fail(exc):
 def test_image_errors_become_failure_records():
     record = tasks._attempt(FakeTask(0), REF, "detect", fail(ImageError("k.jpg is empty")))
     assert record["error"] == {"stage": "detect", "reason": "k.jpg is empty"}
-    assert record["image"] == "k.jpg" and record["car"] is False and record["etag"] == "e"
+    assert record["image"] == "k.jpg" and record["status"] == "failed" and record["etag"] == "e"
+    assert record["car"] is None, "no detection was made: no decision"
+
+
+def test_a_car_whose_text_failed_stays_a_car_in_its_record(monkeypatch):
+    stored = []
+
+    class Unreadable:
+        def text(self, image, regions):
+            raise ImageError("k.jpg is truncated")
+
+    monkeypatch.setattr(tasks, "recognizer", Unreadable)
+    monkeypatch.setattr(tasks.records, "put", lambda record, run: stored.append(record))
+    detected = results.detection("k.jpg", bucket="b", key="k.jpg", etag="e", labels=[Label("Car", 99.0)], threshold=90)
+    assert tasks.recognize_text.apply((detected,), {"run": "0123456789ab"}).successful()
+    (record,) = stored
+    assert (record["car"], record["car_confidence"], record["labels"]) == (True, 99.0, detected["labels"])
+    assert record["status"] == "failed" and record["error"] == {"stage": "text", "reason": "k.jpg is truncated"}
 
 
 def test_permanent_aws_errors_are_not_retried():

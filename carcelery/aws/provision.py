@@ -130,7 +130,7 @@ def table(name: str, schema: Table) -> None:
 
 
 def everything() -> None:
-    """Create the bucket, the queues and the tables (ledger, records, results, its TTL enabled), if missing."""
+    """Create the bucket, the queues and the tables (ledger and results, their TTL enabled; records), if missing."""
     bucket(settings.bucket)
     queues()
     table(settings.ledger_table, LEDGER)

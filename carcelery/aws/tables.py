@@ -19,8 +19,8 @@ class Table(NamedTuple):
     expiry: str = ""
 
 
-# Which images were dispatched: one item per image, keyed "<bucket>/<key>".
-LEDGER = Table("image")
+# Which images were dispatched, one item per image keyed "<bucket>/<key>", and runs' items (pipeline.store).
+LEDGER = Table("image", expiry="ttl")
 # Every image's record: by bucket, in the object keys' natural order.
 RECORDS = Table("bucket", "order")
 # Celery's result backend's (DynamoDBBackend): its key, and the attribute of its _ttl_field.

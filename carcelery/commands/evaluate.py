@@ -168,7 +168,7 @@ def run_case(case: Case, recognizer: recognizers.Recognizer, threshold: float, r
         labels = recognizer.labels(image)
         labels_s, labels_cpu_s = time.perf_counter() - started, time.process_time() - cpu
         record = results.detection(case.path.name, labels=labels, threshold=threshold)
-        outcome = Outcome(case, record["car"], record["car_confidence"], labels_s, labels_cpu_s)
+        outcome = Outcome(case, bool(record["car"]), record["car_confidence"], labels_s, labels_cpu_s)
         if record["car"]:
             for region in regions:
                 started, cpu = time.perf_counter(), time.process_time()

@@ -16,22 +16,23 @@ from pathlib import Path
 
 from .. import recognizers
 from ..pipeline import results
+from ..pipeline.model import Record, Stage, Status
 from ..pipeline.printable import printable
 from ..settings import settings
 
 
-def analyze(path: Path, recognizer: recognizers.Recognizer, threshold: float) -> dict:
+def analyze(path: Path, recognizer: recognizers.Recognizer, threshold: float) -> Record:
     """The record of one local image: labels, car decision, and text (read on every image, where the pipeline would read it)."""
     image = recognizers.Image(path.name, path.read_bytes)
     try:
         record = results.detection(path.name, labels=recognizer.labels(image), threshold=threshold)
         return results.with_text(record, recognizer.text(image, recognizers.text_regions(record["labels"], settings.text_region)))
     except (recognizers.ImageError, OSError) as exc:
-        return results.failure(path.name, "recognize", str(exc))
+        return results.failure(path.name, Stage.RECOGNIZE, str(exc))
 
 
-def describe(record: dict) -> str:
-    if "error" in record:
+def describe(record: Record) -> str:
+    if record["status"] == Status.FAILED:
         return f"{printable(record['image'])}: FAILED: {printable(record['error']['reason'])}"
     lines = [f"{printable(record['image'])}: {'car' if record['car'] else 'no car'} "
              f"(car confidence {record['car_confidence']:.1f}, threshold {record['threshold']:.0f})"]
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     for path in args.images:
         record = analyze(path, recognizer, threshold)
-        failed += "error" in record
+        failed += record["status"] == Status.FAILED
         print(json.dumps(record) if args.json else describe(record), flush=True)
     return 1 if failed else 0
 

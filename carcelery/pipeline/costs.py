@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from .model import Stage, Status
+
 DETECT_LABELS, DETECT_TEXT = "DetectLabels", "DetectText"
 DEFAULT_REGION = "us-east-1"
 PRICES = {
@@ -44,12 +46,12 @@ def count(counts: dict[str, int], record: dict) -> None:
     - DetectText: for a car image whose text was read.
     - Nothing for an image that failed at ``detect`` (it could not be read, or
       Rekognition refused it: a refused call is not billed), nor for one that
-      never got a result (``pending``, or ``result`` when its run ended without
-      it): no call is known to have answered.
+      never got a result (pending, or failed at ``result`` when its run ended
+      without it): no call is known to have answered.
     """
-    failed_at = record.get("error", {}).get("stage")
-    counts[DETECT_LABELS] += failed_at in (None, "text")
-    counts[DETECT_TEXT] += bool(record["car"]) and failed_at is None
+    done = record["status"] == Status.DONE
+    counts[DETECT_LABELS] += done or (record["status"] == Status.FAILED and record["error"]["stage"] == Stage.TEXT)
+    counts[DETECT_TEXT] += done and bool(record["car"])
 
 
 def cost(counts: dict[str, int], region: str) -> float:

@@ -1,4 +1,4 @@
-"""Which images were already dispatched: a DynamoDB table keyed by bucket and key, holding the ETag.
+"""Which images were already dispatched: the ledger table's image items (``store``'s schema), holding the ETag.
 
 It is what makes a scan dispatch new (or changed) images only, and what keeps
 a second run over the same bucket from paying for the same recognition again.
@@ -18,15 +18,14 @@ from __future__ import annotations
 from typing import Iterable
 
 from .. import aws
-from ..aws.tables import LEDGER
 from ..settings import settings
 from .images import S3Image
-
-KEY = LEDGER.hash  # "<bucket>/<key>"
+from .model import RunId
+from .store import LEDGER_KEY as KEY, image_key
 
 
 def _key(image: S3Image) -> str:
-    return f"{image.bucket}/{image.key}"
+    return image_key(image.bucket, image.key)
 
 
 def _chunks(items: list, size: int) -> Iterable[list]:
@@ -59,7 +58,7 @@ def new(images: list[S3Image], force: bool = False) -> list[S3Image]:
     return [i for i in images if before.get(_key(i)) != i.etag]
 
 
-def record(images: list[S3Image], run_id: str) -> None:
+def record(images: list[S3Image], run_id: RunId) -> None:
     """Record ``images`` as dispatched in run ``run_id``, once they are sent.
 
     Not before: a dispatcher that fails while sending leaves them new, for the
@@ -82,7 +81,7 @@ def removed(images: list[S3Image]) -> None:
     record([S3Image(i.bucket, i.key, "", 0, i.sequencer) for i in images], "")
 
 
-def _item(image: S3Image, run_id: str) -> dict:
+def _item(image: S3Image, run_id: RunId) -> dict:
     item = {KEY: {"S": _key(image)}, "etag": {"S": image.etag}, "run": {"S": run_id}}
     if image.sequencer:
         item["sequencer"] = {"S": image.sequencer}

@@ -1,87 +1,69 @@
-"""The store of result records: a DynamoDB table, one item per image, read back a bucket at a time.
+"""The records table: one record (``model.Record``) per image, read back a bucket at a time.
 
-Hash key ``bucket``, range key ``order``: the object key in natural order
-(``order``), so that a Query pages through a bucket's records in output.txt's
-order (1, 2, ..., 10), any number of them, a page (1 MB) at a time. An item
-holds the record (JSON), the run that wrote it and, until its task ends,
-``pending``: the dispatcher writes a pending item for each image before it
-sends the image's task, and the task replaces it with the image's record. The
+Its items and keys are ``store``'s schema: hash ``bucket``, range ``order``
+(the key in natural order), so that a Query pages through a bucket's records
+in output.txt's order (1, 2, ..., 10), any number of them, a page (1 MB) at a
+time. The dispatcher writes a pending record for each image before it sends
+the image's task, and the task replaces it with the image's record. The
 outputs are made from this table, so they describe the bucket as the store
 knows it, whatever the output folder held before.
+
+Records read back are ``model.record``'s (records kept before ``status`` existed
+read as what they stood for); they are handed out as dicts, the shape their
+readers index.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping, cast
 
 from botocore.exceptions import ClientError
 
 from .. import aws
-from ..aws.tables import RECORDS
-from . import results
+from . import model, results
 from ..settings import settings
 from .images import S3Image
+from .model import RunId, Stage, Status, Stored
+from .store import RECORDS_HASH as HASH, RECORDS_RANGE as RANGE, order, record_key
 
-HASH, RANGE = RECORDS.hash, RECORDS.range
-# DynamoDB's range keys stop at 1024 bytes; S3 keys may be as long.
-ORDER_BYTES = 960
-
-
-def order(key: str) -> str:
-    """A string that sorts (as DynamoDB sorts: by UTF-8 bytes) as ``results.natural_key(key)`` does.
-
-    Each text part, lowercased, ends with "\\x01", below every character of a
-    key; each number is its digits after one character giving their count, so
-    that 9 sorts before 10. The key's hash at the end keeps keys that sort
-    alike (a.jpg, A.jpg) apart.
-    """
-    encoded = []
-    for index, part in enumerate(re.split(r"(\d+)", key)):
-        if index % 2:
-            digits = str(int(part))
-            encoded.append(chr(0x30 + len(digits)) + digits)
-        else:
-            encoded.append(part.lower() + "\x01")
-    head = "".join(encoded).encode()[:ORDER_BYTES].decode(errors="ignore")
-    return f"{head}\x01{hashlib.sha1(key.encode()).hexdigest()}"
-
-
-def _item(record: dict, run_id: str, pending: bool = False) -> dict:
-    item = {HASH: {"S": record["bucket"]}, RANGE: {"S": order(record["key"])},
+def _item(given: Mapping[str, Any], run_id: RunId) -> dict:
+    record = model.record(given)
+    item = {**record_key(given["bucket"], given["key"]),
             "record": {"S": json.dumps(record, sort_keys=True)}, "run": {"S": run_id}}
-    if pending:
+    if record["status"] == Status.PENDING:
         item["pending"] = {"BOOL": True}
     return item
 
 
-def put(record: dict, run_id: str) -> None:
+def _record(item: dict) -> Stored:
+    return cast(Stored, model.record(json.loads(item["record"]["S"])))
+
+
+def put(record: model.Record, run_id: RunId) -> None:
     """Store an image's record (written by its task; a task run twice writes the same)."""
     aws.client("dynamodb").put_item(TableName=settings.records_table, Item=_item(record, run_id))
 
 
-def put_pending(images: Iterable[S3Image], run_id: str) -> None:
+def put_pending(images: Iterable[S3Image], run_id: RunId) -> None:
     """Store a pending record for each of ``images``, which run ``run_id`` is about to send.
 
     Raises:
       botocore.exceptions.ClientError: the table is missing or not writable.
     """
-    put_many((results.failure(image.key, "pending", f"no result yet (run {run_id})",
-                              bucket=image.bucket, key=image.key, etag=image.etag) for image in images),
-             run_id, pending=True)
+    put_many((results.pending(image.key, bucket=image.bucket, key=image.key, etag=image.etag) for image in images),
+             run_id)
 
 
-def put_many(found: Iterable[dict], run_id: str, pending: bool = False) -> None:
-    """Store records ``found`` of run ``run_id``, WRITE_BATCH per request (``pending``: not results yet).
+def put_many(found: Iterable[model.Record], run_id: RunId) -> None:
+    """Store records ``found`` of run ``run_id``, WRITE_BATCH per request.
 
     Raises:
       botocore.exceptions.ClientError: the table is missing or not writable.
     """
     dynamodb, chunk = aws.client("dynamodb"), []
     for record in found:
-        chunk.append({"PutRequest": {"Item": _item(record, run_id, pending=pending)}})
+        chunk.append({"PutRequest": {"Item": _item(record, run_id)}})
         if len(chunk) == aws.WRITE_BATCH:
             aws.batch_write(dynamodb, settings.records_table, chunk)
             chunk = []
@@ -95,60 +77,60 @@ def delete(images: Iterable[S3Image]) -> None:
     Raises:
       botocore.exceptions.ClientError: the table is missing or not writable.
     """
-    requests = [{"DeleteRequest": {"Key": {HASH: {"S": i.bucket}, RANGE: {"S": order(i.key)}}}} for i in images]
+    requests = [{"DeleteRequest": {"Key": record_key(i.bucket, i.key)}} for i in images]
     dynamodb = aws.client("dynamodb")
     for start in range(0, len(requests), aws.WRITE_BATCH):
         aws.batch_write(dynamodb, settings.records_table, requests[start:start + aws.WRITE_BATCH])
 
 
-def _items(bucket: str, prefix: str) -> Iterator[tuple[dict, dict]]:
+def _items(bucket: str, prefix: str) -> Iterator[tuple[dict, Stored]]:
     """(item, record) of ``bucket``'s keys under ``prefix``, in natural order of their keys, page by page."""
     query = {"TableName": settings.records_table, "KeyConditionExpression": "#b = :b",
              "ExpressionAttributeNames": {"#b": HASH}, "ExpressionAttributeValues": {":b": {"S": bucket}},
              "ConsistentRead": True}
     for page in aws.client("dynamodb").get_paginator("query").paginate(**query):
         for item in page["Items"]:
-            record = json.loads(item["record"]["S"])
+            record = _record(item)
             if record["key"].startswith(prefix):
                 yield item, record
 
 
-def read(bucket: str, prefix: str = "") -> Iterator[dict]:
+def read(bucket: str, prefix: str = "") -> Iterator[Stored]:
     """The records of ``bucket`` (keys under ``prefix``), in natural order of their keys, page by page."""
     return (record for _, record in _items(bucket, prefix))
 
 
-def with_runs(bucket: str, prefix: str = "") -> Iterator[tuple[str, dict]]:
+def with_runs(bucket: str, prefix: str = "") -> Iterator[tuple[RunId, Stored]]:
     """(run id, record) of ``bucket``'s records, as ``read``: the run that wrote each one with it."""
     return ((item["run"]["S"], record) for item, record in _items(bucket, prefix))
 
 
-def get(bucket: str, keys: Iterable[str]) -> dict[str, dict | None]:
+def get(bucket: str, keys: Iterable[str]) -> dict[str, Stored | None]:
     """The records of ``bucket``'s ``keys`` now, by ``order`` of each key: None for a key without one (removed).
 
     Raises:
       botocore.exceptions.ClientError: the table is missing or not readable.
     """
-    found: dict[str, dict | None] = {order(key): None for key in keys}
+    found: dict[str, Stored | None] = {order(key): None for key in keys}
     wanted = [{HASH: {"S": bucket}, RANGE: {"S": at}} for at in found]
     for item in aws.batch_get(aws.client("dynamodb"), settings.records_table, wanted):
-        found[item[RANGE]["S"]] = json.loads(item["record"]["S"])
+        found[item[RANGE]["S"]] = _record(item)
     return found
 
 
-def pending(bucket: str, run_id: str, prefix: str = "") -> Iterator[dict]:
+def pending(bucket: str, run_id: RunId, prefix: str = "") -> Iterator[Stored]:
     """The records of ``bucket`` that run ``run_id`` sent and that no task has replaced."""
     return (record for item, record in _items(bucket, prefix)
             if "pending" in item and item["run"]["S"] == run_id)
 
 
-def fail(record: dict, run_id: str, reason: str) -> bool:
+def fail(record: Mapping[str, Any], run_id: RunId, reason: str) -> bool:
     """Store ``record`` as failed with ``reason``, only if it is still pending in run ``run_id``.
 
     Returns:
       Whether it was (a result that came meanwhile stands).
     """
-    failed = results.failure(record["image"], "result", reason, bucket=record["bucket"], key=record["key"],
+    failed = results.failure(record["image"], Stage.RESULT, reason, bucket=record["bucket"], key=record["key"],
                              etag=record.get("etag"))
     try:
         aws.client("dynamodb").put_item(

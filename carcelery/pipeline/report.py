@@ -25,6 +25,7 @@ from typing import Callable, Iterable
 from ..recognizers import imaging
 from ..recognizers import CAR, Box, Image, ImageError
 from ..recognizers.base import same_object
+from .model import Status
 from .printable import printable
 from .results import OUTPUT, REPORT, atomic_file
 
@@ -117,7 +118,9 @@ def _figure(record: dict, picture: str | None) -> str:
     name = html.escape(printable(record["image"]))
     image = (f'<img src="{picture}" alt="{name}">' if picture
              else "<em>(no preview)</em>")
-    if "error" in record:
+    if record["status"] == Status.PENDING:
+        verdict = '<span class="no">no result yet</span> (its run is still going)'
+    elif record["status"] == Status.FAILED:
         verdict = f'<span class="failed">failed at {html.escape(record["error"]["stage"])}:</span> ' \
                   f'{html.escape(printable(record["error"]["reason"]))}'
     elif record["car"]:

@@ -1,11 +1,13 @@
 """Per-image result records, and the files Instance B writes from them.
 
-A record is plain JSON data (it travels through Celery's JSON serializer):
-``image``, ``bucket``, ``key``, ``etag``, ``car``, ``car_confidence``,
-``threshold``, ``labels``, ``text`` and, for an image that failed, ``error``
-(the stage and the reason).
+A record (``model.Record``) is plain JSON data (it travels through Celery's
+JSON serializer): ``image``, ``bucket``, ``key``, ``etag``, ``status`` (done,
+failed, pending), ``car`` (the detection's decision; null if none was made),
+``car_confidence``, ``threshold``, ``labels``, ``text`` and, for an image that
+failed, ``error`` (the stage and the reason). ``detection``, ``with_text``,
+``failure`` and ``pending`` make them.
 
-``output.txt`` has one line per car image in which text was found,
+output.txt`` has one line per car image in which text was found,
 ``<image>: <text lines joined by spaces>``, in natural order (1, 2, ..., 10).
 The image's key and the text come from outside and may hold any character:
 both are written ``printable`` (control characters and backslashes escaped,
@@ -24,9 +26,12 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Iterator, TextIO
+from typing import Any, Iterable, Iterator, Mapping, TextIO, cast
 
-from ..recognizers import Label, TextLine, car_confidence, to_dict
+from .. import recognizers
+from ..recognizers import TextLine, car_confidence, to_dict
+from . import model
+from .model import Record, Stage, Status, record as read_record
 from .printable import printable
 
 OUTPUT = "output.txt"
@@ -38,24 +43,43 @@ MAX_FAILURES = 100
 SEPARATOR, ESCAPED_SEPARATOR = ": ", "\\x3a "
 
 
-def detection(image: str, *, bucket=None, key=None, etag=None, labels: list[Label], threshold: float) -> dict:
-    """The record of an image after car detection."""
+def detection(image: str, *, bucket: str = "", key: str | None = None, etag: str | None = None,
+              labels: list[recognizers.Label], threshold: float) -> Record:
+    """The record of an image after car detection (``key``: ``image`` by default)."""
     confidence = car_confidence(labels)
     return {
-        "image": image, "bucket": bucket, "key": key, "etag": etag,
+        "image": image, "bucket": bucket, "key": image if key is None else key, "etag": etag, "status": Status.DONE,
         "car": confidence >= threshold, "car_confidence": confidence, "threshold": threshold,
-        "labels": [to_dict(label) for label in labels], "text": [],
+        "labels": [cast(model.Label, to_dict(label)) for label in labels], "text": [],
     }
 
 
-def failure(image: str, stage: str, reason: str, *, bucket=None, key=None, etag=None) -> dict:
-    """The record of an image that could not be processed, with why."""
-    return {"image": image, "bucket": bucket, "key": key, "etag": etag, "car": False,
-            "car_confidence": 0.0, "labels": [], "text": [], "error": {"stage": stage, "reason": reason}}
+def failure(image: str, stage: Stage, reason: str, *, bucket: str = "", key: str | None = None,
+            etag: str | None = None, detected: Record | None = None) -> Record:
+    """The record of an image that could not be processed, with why (``key``: ``image`` by default).
+
+    Parameters:
+      detected: the image's detection, if it was made (it failed after: at ``text``): its decision is kept.
+    """
+    found: Record = {"image": image, "bucket": bucket, "key": image if key is None else key, "etag": etag, "status": Status.FAILED,
+                     "car": None, "car_confidence": 0.0, "labels": [], "text": [],
+                     "error": {"stage": stage, "reason": reason}}
+    if detected is not None and detected.get("car") is not None:
+        found["car"], found["car_confidence"] = detected["car"], detected["car_confidence"]
+        found["labels"] = detected["labels"]
+        if "threshold" in detected:
+            found["threshold"] = detected["threshold"]
+    return found
 
 
-def with_text(record: dict, lines: list[TextLine]) -> dict:
-    return {**record, "text": [to_dict(line) for line in lines]}
+def pending(image: str, *, bucket: str, key: str, etag: str | None) -> Record:
+    """The record of an image sent and not yet recognized."""
+    return {"image": image, "bucket": bucket, "key": key, "etag": etag, "status": Status.PENDING,
+            "car": None, "car_confidence": 0.0, "labels": [], "text": []}
+
+
+def with_text(record: Record, lines: list[TextLine]) -> Record:
+    return {**record, "status": Status.DONE, "text": [cast(model.Line, to_dict(line)) for line in lines]}
 
 
 def natural_key(name: str) -> list:
@@ -68,7 +92,7 @@ def natural_key(name: str) -> list:
     return [int(part) if index % 2 else part.lower() + "\x01" for index, part in enumerate(re.split(r"(\d+)", name))]
 
 
-def output_line(record: dict) -> str | None:
+def output_line(record: Mapping[str, Any]) -> str | None:
     """The record's line of output.txt; None unless it is a car image with text.
 
     Its image and text are escaped (the module's docstring): the line holds no
@@ -99,7 +123,7 @@ def write_atomically(path: Path, text: str) -> None:
         handle.write(text)
 
 
-def read_records(folder: Path) -> Iterator[dict]:
+def read_records(folder: Path) -> Iterator[model.Stored]:
     """The records of ``folder``'s results.jsonl, one line at a time (none if there is none)."""
     path = folder / RESULTS
     if not path.exists():
@@ -107,10 +131,10 @@ def read_records(folder: Path) -> Iterator[dict]:
     with path.open(encoding="utf-8") as handle:
         for line in handle:
             if line.strip():
-                yield json.loads(line)
+                yield cast(model.Stored, read_record(json.loads(line)))
 
 
-def write(folder: Path, records: Iterable[dict]) -> dict:
+def write(folder: Path, records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Write results.jsonl and output.txt of ``records``, taken one at a time, into ``folder``.
 
     Parameters:
@@ -118,12 +142,13 @@ def write(folder: Path, records: Iterable[dict]) -> dict:
 
     Returns:
       What they hold: ``images``, ``cars``, ``lines`` (of output.txt), ``failed``
-      (how many) and ``failures`` (image, stage, reason of the first MAX_FAILURES).
+      (how many; not those pending) and ``failures`` (image, stage, reason of the first MAX_FAILURES).
     """
     folder.mkdir(parents=True, exist_ok=True)
     counts: dict[str, Any] = {"images": 0, "cars": 0, "lines": 0, "failed": 0, "failures": []}
     with atomic_file(folder / RESULTS) as results, atomic_file(folder / OUTPUT) as output:
-        for record in records:
+        for given in records:
+            record = read_record(given)
             results.write(json.dumps(record, sort_keys=True) + "\n")
             counts["images"] += 1
             counts["cars"] += bool(record["car"])
@@ -131,7 +156,7 @@ def write(folder: Path, records: Iterable[dict]) -> dict:
             if line is not None:
                 output.write(line + "\n")
                 counts["lines"] += 1
-            if "error" in record:
+            if record["status"] == Status.FAILED:
                 counts["failed"] += 1
                 if len(counts["failures"]) < MAX_FAILURES:
                     counts["failures"].append({"image": record["image"], **record["error"]})

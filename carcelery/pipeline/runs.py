@@ -27,14 +27,13 @@ chord's size never stored) ends at its deadline too, its images not sent
 failed with why.
 
 What the dispatcher's listing passed over (``images.skip_reason``) reaches
-the terminator, which does not list the bucket, through an item of the
-result backend's table (``note_skipped``, ``skipped``), written before the
-run's last task is sent: its summary counts them.
+the terminator, which does not list the bucket, through the run's item in
+the ledger table (``store.note_skipped``, ``store.skipped``), written before
+the run's last task is sent: its summary counts them.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 
@@ -42,12 +41,12 @@ from botocore.exceptions import ClientError
 from celery.canvas import Signature
 from celery.utils.log import get_logger
 
-from .. import aws
 from . import dead_letters, records, results
 from ..app import app
 from ..aws import errors
 from ..backend import Counts, OncePerPartDynamoDBBackend, callback_not_sent
 from ..settings import TEXT_QUEUE, settings
+from .model import Run, Status
 
 logger = get_logger(__name__)
 # The run's terminator: the callback of its chord, ``terminate.si(run)``.
@@ -96,7 +95,7 @@ def terminator_not_sent(sender: OncePerPartDynamoDBBackend, group_id: str, callb
     sender.mark_as_failure(callback.id, RunFailed(reason))
 
 
-def written_or_failed(run: dict, exc: Exception) -> Exception:
+def written_or_failed(run: Run, exc: Exception) -> Exception:
     """What the terminator of ``run`` raises when writing its files failed with ``exc``.
 
     Returns:
@@ -134,13 +133,13 @@ def ended(terminator_id: str) -> str | None:
     return "failed" if result.failed() else None
 
 
-def send_terminator(run: dict, group_id: str, terminator_id: str) -> None:
+def send_terminator(run: Run, group_id: str, terminator_id: str) -> None:
     """Send the chord's own terminator, by its task id (``dispatch --wait`` follows that id)."""
     app.signature(TERMINATOR, args=(run,)).apply_async(task_id=terminator_id)
     app.backend.mark_callback_sent(group_id)
 
 
-def give_up(run: dict, terminator_id: str) -> None:
+def give_up(run: Run, terminator_id: str) -> None:
     """Store the run's failure: its terminator was sent, and had no result a deadline later."""
     reason = (f"run {run['id']}: the terminator (-1, task {terminator_id}) was sent but had not ended "
               f"{settings.run_deadline:.0f} s later (CARCELERY_RUN_DEADLINE); is Instance B's worker running? "
@@ -153,7 +152,7 @@ def overdue(since: float, after: float | None = None) -> bool:
     return time.time() - since >= (settings.run_deadline if after is None else after)
 
 
-def fail_missing(run: dict, sized: bool = True) -> int:
+def fail_missing(run: Run, sized: bool = True) -> int:
     """Store the run's images still pending as failed, with why; how many they were.
 
     ``sized``: whether the dispatcher stored the chord's size, which it does before sending the last image.
@@ -174,7 +173,7 @@ def fail_missing(run: dict, sized: bool = True) -> int:
     return failed
 
 
-def own_failures(run: dict) -> tuple[int, list[dict]]:
+def own_failures(run: Run) -> tuple[int, list[dict]]:
     """How many of run ``run``'s own images failed, and the first ``results.MAX_FAILURES`` of them
     (``image``, ``stage``, ``reason``).
 
@@ -184,7 +183,7 @@ def own_failures(run: dict) -> tuple[int, list[dict]]:
     """
     count, first = 0, list[dict]()
     for run_id, record in records.with_runs(run["bucket"], run.get("prefix", "")):
-        if run_id == run["id"] and "error" in record:
+        if run_id == run["id"] and record["status"] == Status.FAILED:
             count += 1
             if len(first) < results.MAX_FAILURES:
                 first.append({"image": record["image"], **record["error"]})
@@ -200,24 +199,3 @@ def _dead_letters() -> list[dict]:
             raise
         return []
 
-
-def _skipped_key(run_id: str) -> dict:
-    return {"id": {"S": f"carcelery-run-{run_id}-skipped"}}
-
-
-def note_skipped(run_id: str, skipped: dict[str, int]) -> None:
-    """Store what run ``run_id``'s listing passed over, by reason, for its terminator; nothing if nothing.
-
-    It expires with the backend's items (CARCELERY_RESULT_EXPIRES).
-    """
-    if any(skipped.values()):
-        aws.client("dynamodb").put_item(TableName=settings.results_table, Item={
-            **_skipped_key(run_id), "skipped": {"S": json.dumps(skipped, sort_keys=True)},
-            "ttl": {"N": str(int(time.time() + settings.result_expires))}})
-
-
-def skipped(run_id: str) -> dict[str, int]:
-    """What run ``run_id``'s listing passed over, by reason (``note_skipped``)."""
-    item = aws.client("dynamodb").get_item(TableName=settings.results_table, Key=_skipped_key(run_id),
-                                           ConsistentRead=True).get("Item")
-    return json.loads(item["skipped"]["S"]) if item else {}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 CAR = "Car"
 # Rekognition's label; the local recognizer gives it to plate-like lines of text.
@@ -129,7 +129,7 @@ def same_object(a: Box, b: Box) -> bool:
     return common / (a.width * a.height + b.width * b.height - common) >= SAME_OBJECT
 
 
-def text_regions(labels: list[dict], region: str) -> list[Box]:
+def text_regions(labels: Sequence[Mapping[str, Any]], region: str) -> list[Box]:
     """Where a car image's text is read (CARCELERY_TEXT_REGION), from its record's labels.
 
     ``vehicles``: the boxes of its ``Car`` and ``License Plate`` labels; ``image``
