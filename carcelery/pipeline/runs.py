@@ -73,27 +73,6 @@ def not_sent(run_id: str, exc: Exception) -> str | None:
     return None if failure is None else f"run {run_id}: the terminator (-1) was not sent: {failure}"
 
 
-def written_or_failed(run: dict, exc: Exception) -> Exception:
-    """What the terminator of ``run`` raises when writing its files failed with ``exc``.
-
-    Returns:
-      ``errors.Transient`` (Celery retries the terminator), ``RunFailed`` naming the
-      call, resource, missing permission and fix, or ``exc`` itself (a bug).
-    """
-    if errors.transient(exc):
-        return errors.Transient(f"run {run['id']}: the terminator: {exc!r}")
-    call = getattr(exc, "operation_name", "")
-    if errors.action(call).startswith("dynamodb:"):
-        failure = errors.permanent(exc, table=settings.records_table)
-    elif call == "PutObject":  # the upload to CARCELERY_OUTPUT_URI
-        failure = errors.permanent(exc, settings.output_uri[len("s3://"):].partition("/")[0])
-    else:
-        failure = errors.permanent(exc, run["bucket"])
-    if failure is None:
-        return exc
-    return RunFailed(f"run {run['id']}: the terminator could not write the run's files: {failure}")
-
-
 def progress(group_id: str, parts_seen: int, since: float | None) -> tuple[Any, float]:
     """(the chord's counts, ``backend.Counts`` (typed Any: that module imports this one); when its count last moved) of chord ``group_id``,
     seen ``parts_seen`` parts at ``since``."""
