@@ -76,9 +76,18 @@ def _load_models_for_threads(sender, **_):
         _load_models()
 
 
-def _stored(record: dict, run_id: str | None) -> dict:
-    # Before the task's result counts as its chord part: the terminator reads it.
-    records.put(record, run_id or "")
+def _stored(task: Guarded, record: dict, run_id: str | None) -> dict:
+    """``record`` stored, before the task's result counts as its chord part: the terminator reads it.
+
+    Raises:
+      aws.errors.Transient: the write failed for a moment; Celery retries the task.
+      aws.errors.Failure: the write failed for good (its line logged): no record can say so.
+    """
+    try:
+        records.put(record, run_id or "")
+    except Exception as exc:  # sorted by the policy: retried, or raised as the failure it is
+        raise task.given_up(exc, f"image={printable(record['image'])} record",
+                            table=settings.records_table) from exc
     return record
 
 
@@ -113,7 +122,8 @@ def _attempt(task: Guarded, ref: dict, stage: str, work) -> dict:
     return record
 
 
-@app.task(bind=True, base=Replaceable, name="carcelery.tasks.detect_car")
+# A failure an image task raises (its record's write refused) is logged by the policy: Celery's expected errors.
+@app.task(bind=True, base=Replaceable, name="carcelery.tasks.detect_car", throws=(errors.Failure,))
 def detect_car(self, ref: dict) -> dict:
     """Instance A: does the image ``ref`` (bucket, key, etag, run) hold a car?
 
@@ -133,15 +143,15 @@ def detect_car(self, ref: dict) -> dict:
             raise
         except Exception as exc:  # noqa: BLE001 - the hand-off to Instance B: retried, or a failure record
             record = self.image_failed(ref, "text", exc, queue=settings.queue_name(TEXT_QUEUE))
-    return _stored(record, ref.get("run"))
+    return _stored(self, record, ref.get("run"))
 
 
-@app.task(bind=True, base=Guarded, name="carcelery.tasks.recognize_text")
+@app.task(bind=True, base=Guarded, name="carcelery.tasks.recognize_text", throws=(errors.Failure,))
 def recognize_text(self, record: dict, run: str | None = None) -> dict:
     """Instance B: read the text of a car image of run ``run``; its record is stored and is this task's result."""
     regions = recognizers.text_regions(record["labels"], settings.text_region)
     work = lambda: results.with_text(record, recognizer().text(_image(record), regions))  # noqa: E731
-    return _stored(_attempt(self, record, "text", work), run)
+    return _stored(self, _attempt(self, record, "text", work), run)
 
 
 # RunFailed is the run's failure, its line logged by the policy: Celery's expected error (``throws``), no traceback.

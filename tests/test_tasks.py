@@ -225,3 +225,24 @@ def test_events_that_cannot_be_applied_go_to_the_dead_letters_in_s3s_form_with_w
     result, calls, aside = events_applied(monkeypatch, denied)
     assert len(calls) == 1 and aside[0][1].startswith("HeadObject on bucket")
     assert "the credentials lack s3:GetObject" in aside[0][1]
+
+
+def test_a_records_write_that_fails_for_a_moment_is_retried_and_one_refused_is_named(monkeypatch, caplog):
+    writes = []
+
+    def put(record, run):
+        writes.append(record["image"])
+        if len(writes) < 3:
+            raise TRANSIENT
+        if len(writes) == 3:
+            raise ClientError({"Error": {"Code": "AccessDeniedException"}, "ResponseMetadata": {"HTTPStatusCode": 400}},
+                              "PutItem")
+
+    monkeypatch.setattr(tasks, "recognizer", lambda: SimpleNamespace(labels=lambda image: [Label("Tree", 99.0)]))
+    monkeypatch.setattr(tasks, "threshold", lambda: 50.0)
+    monkeypatch.setattr(tasks.records, "put", put)
+    result = tasks.detect_car.apply((REF,))
+    assert len(writes) == 3 and isinstance(result.result, errors.Permanent)
+    assert (f"image=k.jpg record failed: PutItem on table {tasks.settings.records_table} failed (AccessDeniedException): "
+            "the credentials lack dynamodb:PutItem") in caplog.text
+    assert tasks.detect_car.apply((REF,)).successful() and len(writes) == 4
