@@ -273,7 +273,8 @@ def apply_events(self, batch: list[dict]) -> dict:
         done = stream.apply(batch)
     except Exception as exc:  # noqa: BLE001 - sorted by the policy: retried, or set aside with why
         reason = str(self.given_up(exc, f"events={len(batch)}", settings.bucket))
-        logger.error("events: %d set aside in %s", len(batch), settings.queue_name(EVENTS_DEAD_LETTER_QUEUE))
+        # Where they went: the failure's one line is the policy's.
+        logger.info("events: %d set aside in %s", len(batch), settings.queue_name(EVENTS_DEAD_LETTER_QUEUE))
         s3events.set_aside(json.dumps(events.notification(batch)), reason)
         return {"runs": [], "images": 0, "removed": 0, "dropped": len(batch), "error": reason}
     logger.info("events: %d in, runs %s: %d images sent, %d removed, %d dropped (duplicates, older, not images)",
