@@ -145,7 +145,7 @@ JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_
                     max_leaves=8)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(status=st.integers(0, 999), body=JSON | st.fixed_dictionaries({"__type": JSON, "message": JSON}))
 def test_any_answer_of_a_failed_receive_is_sorted_once_into_one_type(status, body):
     """Whatever JSON SQS (or a proxy) answers, the receive's error is read and sorted, never raising."""
