@@ -10,7 +10,8 @@ image (``recognizers.ImageError``) and a task that ran out of time
   backoff of 1, 2, 4, 8, 16 s at most, full jitter: throttled workers do not
   retry in step), ``MAX_RETRIES`` times;
 - anything else (permanent, a bug, a bad image, out of time, transient on the
-  last try) is the work's failure, a ``errors.Failure``: logged in one line
+  last try) is the work's failure, an ``errors.Failure`` (a bad image: its
+  ``ImageError``), a type whose ``str()`` is its reason: logged in one line
   (a bug with its traceback, once) and returned, for the task to record
   (an image's failure record: ``image_failed``), set aside, or raise.
 
@@ -43,8 +44,8 @@ class Guarded(Task):
     """A task whose errors are sorted by the one policy: retried by Celery when transient, else a failure.
 
     Celery's own retry options are its class attributes (a task may set its
-    own: ``@app.task(base=Guarded, max_retries=0)``). Its names are not Celery's
-    ``Task``'s (``tests/test_tasks.py`` checks).
+    own: ``@app.task(base=Guarded, max_retries=0)``). Its other names are not
+    Celery's ``Task``'s (``tests/test_tasks.py`` checks).
     """
 
     autoretry_for = (errors.Transient,)
