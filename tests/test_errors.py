@@ -159,3 +159,17 @@ def test_failures_are_one_line_and_travel():
         again = pickle.loads(pickle.dumps(failure))  # noqa: S301 - our own object: Celery's pool pickles exceptions
         assert isinstance(failure, errors.Failure) and str(again) == str(failure)
     assert errors.permanent(client_error("AccessDenied")).kind is errors.Kind.DENIED
+
+
+def test_only_sort_decides_what_is_transient():
+    """The one policy: no other module asks ``transient`` itself (a copy of the sorting, as tasks, runs, acks,
+    receiving and the dispatcher each had)."""
+    import ast
+    from pathlib import Path
+
+    package = Path(errors.__file__).parents[1]
+    asking = [f"{path.relative_to(package.parent)}:{node.lineno}" for path in sorted(package.rglob("*.py"))
+              if path != Path(errors.__file__)
+              for node in ast.walk(ast.parse(path.read_text()))
+              if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "transient"]
+    assert asking == [], f"sort errors with aws.errors.sort: {asking}"
