@@ -3,169 +3,33 @@
     python -m carcelery.dispatch [--from DIR] [--bucket B] [--prefix P] [--force] [--wait]
 
 Shows progress on stderr while it lists, sends and (with ``--wait``) waits: a
-bar on a terminal, a line every few seconds otherwise.
-
-Per image, ``detect_car`` (sent ten per SQS request), which hands a car image on to ``recognize_text``; the chord's
-callback is the ``-1`` terminator, delivered to Instance B's queue, and
-``watch_run`` ends the run if its parts stop coming (CARCELERY_RUN_DEADLINE).
-Each image gets a pending record in the records table before its task is
-sent. Images dispatched before with the same ETag are skipped unless ``--force``.
-
-The bucket is listed, checked against the ledger, recorded as pending and sent
-CHUNK images at a time, so the dispatcher's memory does not grow with the
-bucket. The chord's tasks are sent one by one with its group id and callback,
-as Celery's ``chord`` sends them, but without building the list of every
-task's signature and result first; the chord's size is stored before its last
-task is sent, as Celery does.
+bar on a terminal, a line every few seconds otherwise. ``--from`` uploads a
+folder's images into the bucket first. The run is built and sent by
+``carcelery.pipeline.sending`` (the library); this is the command.
 """
 
 from __future__ import annotations
 
 import argparse
-import collections
-import itertools
 import json
 import sys
 import time
-import uuid
 from pathlib import Path
-from typing import Iterable, Iterator, NotRequired, TextIO
+from typing import TextIO
 
 from botocore.exceptions import EndpointConnectionError
-from celery.result import AsyncResult
 
-from .pipeline import ledger, records, runs, images, store
-from .aws import provision, errors
+from .aws import errors, provision
 from .app import app
+from .pipeline import images, runs
 from .pipeline.printable import printable
 from .pipeline.progress import Progress
+from .pipeline.sending import Dispatched, dispatch
 from .settings import settings
-from .pipeline.images import S3Image
-from .pipeline.model import Ref, Run
-from .transport import batched_sends
 
 # Seconds between two looks of ``--wait`` at the run (two DynamoDB reads each):
 # at 0.5 s they were a tenth of the requests of a run of 200 images.
 WAIT_POLL = 1.0
-# Images listed, checked against the ledger, recorded as pending and sent at a
-# time: the dispatcher holds two chunks, whatever the bucket's size.
-CHUNK = 1000
-
-
-class Dispatched(Run):
-    """A run as its dispatcher sent it (``dispatch``'s answer); the terminator gets its ``Run`` fields."""
-    images: int
-    skipped: int
-    skipped_by_reason: collections.Counter[str]
-    result: NotRequired[AsyncResult | None]
-
-
-def _task(name: str, *args, **options):
-    # By name: carcelery.tasks imports this module (the beat's scans dispatch).
-    return app.signature(f"carcelery.tasks.{name}", args=args, **options)
-
-
-def dispatch(bucket: str, prefix: str = "", force: bool = False, stream: TextIO | None = None,
-             if_empty: bool = True, found: Iterable[S3Image] | None = None, keys: list[str] | None = None) -> Dispatched:
-    """List ``bucket`` under ``prefix`` and send the run.
-
-    Parameters:
-      bucket, prefix: where the images are.
-      force: send images already dispatched with the same ETag too.
-      found: these images instead of the bucket's listing (those S3 events announced).
-      keys: the keys whose records the run changes (``found``'s, and those removed): the terminator
-        then updates the outputs with them alone (``pipeline.index``); None: a run of the whole bucket.
-      stream: where to show progress while listing and sending (None: nowhere).
-      if_empty: with nothing to recognize, send the terminator alone (it writes
-        the files again); otherwise send nothing (the beat's scans).
-
-    Raises:
-      botocore.exceptions.ClientError: the bucket or the ledger is missing or not reachable
-        (``errors.explain`` says which, and the fix); nothing has been sent then, unless
-        it was the ledger's write, after sending: the next scan sends those images again.
-      kombu.exceptions.ChannelError: SQS refused messages; the images are not recorded
-        as dispatched, so the next scan sends them again.
-
-    Returns:
-      The run: ``id``, ``bucket``, ``prefix``, ``images`` (count sent), ``skipped``
-      (already dispatched), ``skipped_by_reason`` (objects the listing passed over, by
-      reason: ``images.skip_reason``) and ``result`` (the terminator's AsyncResult; None
-      if nothing was sent).
-    """
-    run: Dispatched = {"id": uuid.uuid4().hex[:12], "bucket": bucket, "prefix": prefix, "images": 0, "skipped": 0,
-                       "skipped_by_reason": collections.Counter()}
-    ended: Run = {"id": run["id"], "bucket": bucket, "prefix": prefix}
-    if keys is not None:
-        ended["keys"] = keys
-    # Immutable: the terminator reads the records from the store, not the parts' results.
-    body = _task("terminate", ended, immutable=True)
-    terminator, group_id = body.freeze(uuid.uuid4().hex), uuid.uuid4().hex
-    listing = Progress("listed", stream=stream) if stream else None
-    sending, held = None, None
-
-    def send(images: list[S3Image], last: S3Image | None = None) -> None:
-        """Send ``images`` and then, the chord's size stored first, its ``last`` image."""
-        def one(image: S3Image) -> None:
-            ref: Ref = {"bucket": image.bucket, "key": image.key, "etag": image.etag, "run": run["id"]}
-            _task("detect_car", ref).apply_async(group_id=group_id, group_index=run["images"], chord=body)
-            run["images"] += 1
-            if sending:
-                sending.update(run["images"])
-
-        if not run["images"]:
-            # Before the first part: whoever dies, dispatcher or worker, the run ends (carcelery.pipeline.runs).
-            _task("watch_run", ended, group_id, terminator.id).apply_async(**runs.later())
-        with batched_sends():
-            for image in images:
-                one(image)
-            if last:
-                # Before the last part is sent: the parts remaining reach 0 with it, and the terminator
-                # reads what the listing, over by now, passed over.
-                store.note_skipped(run["id"], run["skipped_by_reason"])
-                app.backend.set_chord_size(group_id, run["images"] + 1)
-                one(last)
-        # Sent (the batches flushed): recorded, so that a failed send leaves them to the next scan.
-        ledger.record(images + ([last] if last else []), run["id"])
-
-    for chunk, final in _chunks(images.list_images(bucket, prefix, run["skipped_by_reason"]) if found is None else found):
-        if listing:
-            listing.update(listing.done + len(chunk))
-        todo = ledger.new(chunk, force)
-        run["skipped"] += len(chunk) - len(todo)
-        if not todo:
-            continue
-        if stream and sending is None:
-            sending = Progress("sent", total=len(todo) if final else None, stream=stream)
-        records.put_pending(todo, run["id"])
-        # The last image waits until it is known to be the last one.
-        send(([held] if held else []) + todo[:-1], last=todo[-1] if final else None)
-        held = None if final else todo[-1]
-    if held:
-        send([], last=held)
-    if listing:
-        listing.close()
-    if sending:
-        sending.close()
-    if run["images"]:
-        run["result"] = app.AsyncResult(terminator.id, parent=app.GroupResult(group_id, []))
-    elif if_empty:
-        store.note_skipped(run["id"], run["skipped_by_reason"])
-        run["result"] = body.delay()  # nothing to recognize: the terminator alone writes the files again
-    else:
-        run["result"] = None
-    return run
-
-
-def _chunks(images: Iterable[S3Image]) -> Iterator[tuple[list[S3Image], bool]]:
-    """``images`` CHUNK at a time, each with whether it is the last one (an empty one if there are none)."""
-    images = iter(images)
-    chunk = list(itertools.islice(images, CHUNK))
-    while True:
-        following = list(itertools.islice(images, CHUNK))
-        yield chunk, not following
-        if not following:
-            return
-        chunk = following
 
 
 def wait(run: Dispatched, timeout: float, stream: TextIO) -> dict:
@@ -225,11 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     except EndpointConnectionError as exc:
         print(f"error: {errors.unreachable(exc)}", file=sys.stderr)
         return 2
-    except Exception as exc:  # known AWS errors become one clear line
-        reason = errors.explain(exc, args.bucket)
-        if reason is None:
+    except Exception as exc:  # a permanent AWS error becomes one clear line (the one policy: errors.sort)
+        failure = errors.sort(exc, args.bucket)
+        if not isinstance(failure, errors.Permanent):
             raise
-        print(f"error: {reason}", file=sys.stderr)
+        print(f"error: {failure}", file=sys.stderr)
         return 2
     passed_over = images.describe_skipped(run["skipped_by_reason"])
     print(f"run {run['id']}: dispatched {run['images']} images from s3://{args.bucket}/{args.prefix}"
@@ -247,11 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     except runs.RunFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 4
-    except Exception as exc:  # known AWS errors become one clear line
-        reason = errors.explain(exc, table=settings.results_table)
-        if reason is None:
+    except Exception as exc:  # a permanent AWS error becomes one clear line (the one policy: errors.sort)
+        failure = errors.sort(exc, table=settings.results_table)
+        if not isinstance(failure, errors.Permanent):
             raise
-        print(f"error: run {run['id']} was sent, but cannot be followed: {reason}", file=sys.stderr)
+        print(f"error: run {run['id']} was sent, but cannot be followed: {failure}", file=sys.stderr)
         return 2
     passed_over = images.describe_skipped(summary["skipped_by_reason"])
     print(f"run {summary['run']}: {summary['images']} images, {summary['cars']} cars, "

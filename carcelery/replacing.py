@@ -12,14 +12,16 @@ received tasks are its succeeded, failed and replaced ones.
 
 from __future__ import annotations
 
-from celery import Task
 from celery.exceptions import Ignore
+
+from .policy import Guarded
 
 REPLACED = "task-replaced"
 
 
-class Replaceable(Task):
-    """A task class whose replacement is an event (``REPLACED``), when the worker sends task events."""
+class Replaceable(Guarded):
+    """A task class whose replacement is an event (``REPLACED``), when the worker sends task events;
+    its errors sorted by the one policy (``carcelery.policy``)."""
 
     def on_replace(self, sig):
         try:

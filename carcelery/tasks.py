@@ -10,12 +10,13 @@ parts stopped coming (``carcelery.pipeline.runs``). ``scan_bucket`` is the beat'
 periodic scan for new images; ``apply_events`` makes runs of S3's events
 (``carcelery.pipeline.stream``), gathered by Instance A's worker (``carcelery.notification_consumer``).
 
-A task never raises for a bad image, a permanent AWS error or a bug: it
-stores a record with ``error`` set, at once, so the chord still completes and
-the failure is written down. Transient errors (``aws.errors.transient``) are
-retried by Celery (``RETRY``: exponential backoff, full jitter), MAX_RETRIES
-times; then the image fails too. ``apply_events`` is retried the same way; a
-batch it cannot apply goes to the events' dead-letter queue with the reason.
+Every task is a ``policy.Guarded``: the one error policy. A transient error
+is retried by Celery (exponential backoff, full jitter), ``policy.MAX_RETRIES``
+times; anything else, or a transient error on the last try, is a failure: an
+image task stores a record with ``error`` set, at once, so the chord still
+completes and the failure is written down; a batch ``apply_events`` cannot
+apply goes to the events' dead-letter queue with the reason; a terminator
+that cannot write the run's files fails the run (``runs.RunFailed``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import time
 from typing import Callable, cast
 
 from celery.concurrency import get_implementation
-from celery.exceptions import Ignore, SoftTimeLimitExceeded
+from celery.exceptions import Ignore
 from celery.concurrency.thread import TaskPool as ThreadPool
 from celery.signals import worker_init, worker_process_init
 from celery.utils.log import get_task_logger
@@ -40,19 +41,12 @@ from .pipeline.model import Record, Ref, Run, RunId, Stage
 from .pipeline.printable import printable
 from .aws import errors
 from .app import app
-from .dispatch import dispatch
+from .pipeline.sending import dispatch
+from .policy import Guarded
 from .replacing import Replaceable
 from .settings import EVENTS_DEAD_LETTER_QUEUE, TEXT_QUEUE, settings
 
 logger = get_task_logger(__name__)
-
-MAX_RETRIES = 5
-# Celery's retry options for the image tasks: 1, 2, 4, 8, 16 s at most between
-# tries, each a random fraction of that (full jitter: throttled workers do not
-# retry in step).
-RETRY = {"autoretry_for": (errors.Transient,), "max_retries": MAX_RETRIES,
-         "retry_backoff": True, "retry_backoff_max": 60, "retry_jitter": True}
-
 
 def recognizer() -> recognizers.Recognizer:
     return recognizers.get(settings.recognizer)
@@ -84,9 +78,18 @@ def _load_models_for_threads(sender, **_):
         _load_models()
 
 
-def _stored(record: Record, run_id: RunId | None) -> Record:
-    # Before the task's result counts as its chord part: the terminator reads it.
-    records.put(record, run_id or "")
+def _stored(task: Guarded, record: Record, run_id: RunId | None) -> Record:
+    """``record`` stored, before the task's result counts as its chord part: the terminator reads it.
+
+    Raises:
+      aws.errors.Transient: the write failed for a moment; Celery retries the task.
+      aws.errors.Failure: the write failed for good (its line logged): no record can say so.
+    """
+    try:
+        records.put(record, run_id or "")
+    except Exception as exc:  # sorted by the policy: retried, or raised as the failure it is
+        raise task.given_up(exc, f"image={printable(record['image'])} record",
+                            table=settings.records_table) from exc
     return record
 
 
@@ -99,61 +102,31 @@ def _image(ref: Ref | Record) -> recognizers.Image:
 _cpu_time = time.thread_time if settings.pool == "threads" else time.process_time
 
 
-def _given_up(task, exc: Exception, what: str, bucket: str = "", key: str = "") -> str:
-    """Why ``exc`` ends the work ``what`` of ``task`` for good, in one line: the tasks' one error policy.
-
-    Raises:
-      aws.errors.Transient: ``exc`` is transient and the task has retries left; Celery retries it (``RETRY``).
-    """
-    if errors.transient(exc):
-        if task.request.retries < task.max_retries:
-            logger.warning("%s transient error, retrying: %r", what, exc)
-            raise errors.Transient(f"{what}: {exc!r}") from exc
-        return f"{type(exc).__name__}: {exc} (gave up after {task.max_retries} retries)"
-    if (permanent := errors.permanent(exc, bucket, key)) is not None:
-        return str(permanent)
-    # A bug: the same work would fail the same way again. Its traceback, once, in the log.
-    logger.exception("%s failed with a programming error", what)
-    return f"{type(exc).__name__}: {exc} (a programming error in carcelery, not retried)"
-
-
-def _attempt(task, ref: Ref | Record, stage: Stage, work: Callable[[], Record]) -> Record:
-    """``work()``'s record, or at once a failure record naming the reason.
+def _attempt(task: Guarded, ref: Ref | Record, stage: Stage, work: Callable[[], Record]) -> Record:
+    """``work()``'s record, or at once a failure record naming the reason (``Guarded.image_failed``).
 
     Raises:
       aws.errors.Transient: ``work`` failed with a transient error and the task has
-        retries left; Celery retries it (``RETRY``).
-
-    Returns:
-      The image's record; for a bad image, a permanent AWS error, a bug, or a
-      transient error on the last try, a failure record (``results.failure``; at ``text``,
-      with the detection ``ref`` is).
+        retries left; Celery retries it.
     """
     started, cpu = time.perf_counter(), _cpu_time()
     try:
         record = work()
-    except recognizers.ImageError as exc:
-        reason = str(exc)
-    except SoftTimeLimitExceeded:
-        reason = (f"ran longer than {settings.task_time_limit:g} s (CARCELERY_TASK_TIME_LIMIT); "
-                  f"raise it if this image's {stage} is expected to take longer")
-    except Exception as exc:  # noqa: BLE001 - sorted by _given_up: transient, permanent, or a bug
-        reason = _given_up(task, exc, f"image={printable(ref['key'])} stage={stage}", ref["bucket"], ref["key"])
+    except Exception as exc:  # noqa: BLE001 - sorted by the policy: retried, or a failure record
+        # At text, ``ref`` is the detection: its car decision stays in the failure record.
+        return task.image_failed(ref, stage, exc, detected=cast(Record, ref) if stage == Stage.TEXT else None)
+    elapsed, cpu = time.perf_counter() - started, _cpu_time() - cpu
+    if stage == Stage.DETECT:
+        outcome = f"car={'yes' if record['car'] else 'no'} confidence={record['car_confidence']:.1f}"
     else:
-        elapsed, cpu = time.perf_counter() - started, _cpu_time() - cpu
-        if stage == Stage.DETECT:
-            outcome = f"car={'yes' if record['car'] else 'no'} confidence={record['car_confidence']:.1f}"
-        else:
-            outcome = f"lines={len(record['text'])}"
-        # cpu below time: the process waited (for S3, or for a core).
-        logger.info("image=%s stage=%s %s time=%.3fs cpu=%.3fs", printable(ref["key"]), stage, outcome, elapsed, cpu)
-        return record
-    logger.error("image=%s stage=%s failed: %s", printable(ref["key"]), stage, printable(reason))
-    return results.failure(ref["key"], stage, reason, bucket=ref["bucket"], key=ref["key"], etag=ref.get("etag"),
-                           detected=cast(Record, ref) if stage == Stage.TEXT else None)
+        outcome = f"lines={len(record['text'])}"
+    # cpu below time: the process waited (for S3, or for a core).
+    logger.info("image=%s stage=%s %s time=%.3fs cpu=%.3fs", printable(ref["key"]), stage, outcome, elapsed, cpu)
+    return record
 
 
-@app.task(bind=True, base=Replaceable, name="carcelery.tasks.detect_car", **RETRY)
+# A failure an image task raises (its record's write refused) is logged by the policy: Celery's expected errors.
+@app.task(bind=True, base=Replaceable, name="carcelery.tasks.detect_car", throws=(errors.Failure,))
 def detect_car(self, ref: Ref) -> Record:
     """Instance A: does the image ``ref`` (bucket, key, etag, run) hold a car?
 
@@ -171,32 +144,22 @@ def detect_car(self, ref: Ref) -> Record:
             return self.replace(recognize_text.s(record, run=ref.get("run")))
         except Ignore:  # replace's way of ending this task, once the hand-off is sent
             raise
-        except Exception as exc:  # sorted below: transient, permanent, or a bug
-            if errors.transient(exc):
-                raise errors.Transient(f"image={ref['key']} stage=text: hand-off to Instance B: {exc!r}") from exc
-            record = _not_handed_on(ref, record, exc)
-    return _stored(record, ref.get("run"))
+        except Exception as exc:  # noqa: BLE001 - the hand-off to Instance B: retried, or a failure record
+            record = self.image_failed(ref, Stage.TEXT, exc, queue=settings.queue_name(TEXT_QUEUE), detected=record)
+    return _stored(self, record, ref.get("run"))
 
 
-def _not_handed_on(ref: Ref, detected: Record, exc: Exception) -> Record:
-    """The failure record of a car image that could not be handed on to Instance B."""
-    failure = errors.permanent(exc, queue=settings.queue_name(TEXT_QUEUE))
-    reason = str(failure) if failure else f"{type(exc).__name__}: {exc} (a programming error in carcelery, not retried)"
-    logger.error("image=%s stage=text not handed on to Instance B: %s", ref["key"], reason)
-    return results.failure(ref["key"], Stage.TEXT, reason, bucket=ref["bucket"], key=ref["key"], etag=ref.get("etag"),
-                           detected=detected)
-
-
-@app.task(bind=True, name="carcelery.tasks.recognize_text", **RETRY)
+@app.task(bind=True, base=Guarded, name="carcelery.tasks.recognize_text", throws=(errors.Failure,))
 def recognize_text(self, record: Record, run: RunId | None = None) -> Record:
     """Instance B: read the text of a car image of run ``run``; its record is stored and is this task's result."""
     regions = recognizers.text_regions(record["labels"], settings.text_region)
     work = lambda: results.with_text(record, recognizer().text(_image(record), regions))  # noqa: E731
-    return _stored(_attempt(self, record, Stage.TEXT, work), run)
+    return _stored(self, _attempt(self, record, Stage.TEXT, work), run)
 
 
-@app.task(name="carcelery.tasks.terminate", **RETRY)
-def terminate(run: Run) -> dict:
+# RunFailed is the run's failure, its line logged by the policy: Celery's expected error (``throws``), no traceback.
+@app.task(bind=True, base=Guarded, name="carcelery.tasks.terminate", throws=(runs.RunFailed,))
+def terminate(self, run: Run) -> dict:
     """Instance B, the ``-1`` terminator: write the run's output.txt, results.jsonl and report.html.
 
     They are made from the records table, a record at a time: every image of
@@ -210,8 +173,9 @@ def terminate(run: Run) -> dict:
     """
     try:
         summary = outputs.write(cast(dict, run), settings.output_dir, settings.output_uri)  # it types a run as a dict
-    except Exception as exc:  # noqa: BLE001 - a transient error is retried; a permanent one fails the run
-        raise runs.written_or_failed(run, exc)  # its context is exc
+    except Exception as exc:  # sorted by the policy: retried, or the run's failure
+        failure = self.given_up(exc, f"run={run['id']} terminator", **_written_to(run, exc))
+        raise runs.RunFailed(f"run {run['id']}: the terminator could not write the run's files: {failure}") from exc
     summary.update(costs.summary(summary["calls"], settings.recognizer, settings.region))
     summary["skipped_by_reason"] = store.skipped(run["id"])
     passed_over = images.describe_skipped(summary["skipped_by_reason"])
@@ -230,14 +194,32 @@ def terminate(run: Run) -> dict:
     return summary
 
 
-@app.task(name="carcelery.tasks.watch_run")
-def watch_run(run: Run, group_id: str, terminator_id: str, parts_seen: int = -1, since: float | None = None) -> dict:
+def _written_to(run: Run, exc: Exception) -> dict[str, str]:
+    """What the terminator's failed call was made on: the records table, the output bucket or the run's bucket."""
+    # PutObject is the upload to CARCELERY_OUTPUT_URI; the terminator's other S3 calls read the run's bucket.
+    output = getattr(exc, "operation_name", "") == "PutObject"
+    return {"bucket": settings.output_uri[len("s3://"):].partition("/")[0] if output else run["bucket"],
+            "table": settings.records_table}
+
+
+# A failure is logged by the policy, a bug's traceback with it: Celery's expected errors (``throws``).
+@app.task(bind=True, base=Guarded, name="carcelery.tasks.watch_run", throws=(errors.Failure,))
+def watch_run(self, run: Run, group_id: str, terminator_id: str, parts_seen: int = -1,
+              since: float | None = None) -> dict:
     """Instance B: look at run ``run`` again later, until its terminator has a result (``carcelery.pipeline.runs``).
 
     Its chord complete but the terminator not sent a look later: sends it. The
     terminator sent but without a result a deadline later: the run failed. No
-    part done for the deadline: ends the run with what it has.
+    part done for the deadline: ends the run with what it has. A transient error
+    is retried (the policy): a look that fails for a moment does not leave the run unwatched.
     """
+    try:
+        return _look(run, group_id, terminator_id, parts_seen, since)
+    except Exception as exc:  # sorted by the policy: retried, or raised as the failure it is
+        raise self.given_up(exc, f"run={run['id']} watch_run", table=settings.results_table) from exc
+
+
+def _look(run: Run, group_id: str, terminator_id: str, parts_seen: int, since: float | None) -> dict:
     ended = runs.ended(terminator_id)
     if ended:
         return {"run": run["id"], "ended": ended}
@@ -261,8 +243,9 @@ def watch_run(run: Run, group_id: str, terminator_id: str, parts_seen: int = -1,
     return {"run": run["id"], "ended": False}
 
 
-@app.task(name="carcelery.tasks.scan_bucket")
-def scan_bucket() -> dict:
+# Not retried: the beat's next scan is its retry. A failure is logged by the policy (``throws``).
+@app.task(bind=True, base=Guarded, name="carcelery.tasks.scan_bucket", max_retries=0, throws=(errors.Failure,))
+def scan_bucket(self) -> dict:
     """The beat's scan: dispatch the images that are new or changed since they were last dispatched.
 
     With S3 events on (their queue exists), the backfill: the same, and the
@@ -270,26 +253,31 @@ def scan_bucket() -> dict:
 
     Nothing new, nothing sent: a terminator alone would write the bucket's files again at every scan.
     """
-    if notification_consumer.queue_url() is not None:
-        # Events find what is new within seconds; this is the backfill (removals too).
-        backfilled = stream.backfill(settings.bucket, settings.key_prefix)
-        return {key: backfilled[key] for key in ("id", "images", "skipped", "removed")}
-    run = dispatch(settings.bucket, settings.key_prefix, if_empty=False)
-    return {"id": run["id"], "images": run["images"], "skipped": run["skipped"]}
+    try:
+        if notification_consumer.queue_url() is not None:
+            # Events find what is new within seconds; this is the backfill (removals too).
+            run = stream.backfill(settings.bucket, settings.key_prefix)
+            return {key: run[key] for key in ("id", "images", "skipped", "removed")}
+        sent = dispatch(settings.bucket, settings.key_prefix, if_empty=False)
+        return {key: sent[key] for key in ("id", "images", "skipped")}
+    except Exception as exc:  # sorted by the policy: raised as the failure it is
+        raise self.given_up(exc, f"scan of s3://{settings.bucket}/{settings.key_prefix}", settings.bucket,
+                            table=settings.ledger_table) from exc
 
 
-@app.task(bind=True, name="carcelery.tasks.apply_events", **RETRY)
+@app.task(bind=True, base=Guarded, name="carcelery.tasks.apply_events")
 def apply_events(self, batch: list[dict]) -> dict:
     """Instance A: a batch of S3 events (``carcelery.pipeline.notifications``) applied: removals, and one run of what is new.
 
-    A transient error is retried as the image tasks' are (``RETRY``); a batch that cannot be applied
+    A transient error is retried as the image tasks' are (the policy); a batch that cannot be applied
     goes to the events' dead-letter queue, in S3's form, with the reason: never lost.
     """
     try:
         done = stream.apply(batch)
-    except Exception as exc:  # noqa: BLE001 - sorted by _given_up: transient, permanent, or a bug
-        reason = _given_up(self, exc, f"events={len(batch)}", settings.bucket)
-        logger.error("events: %d to %s: %s", len(batch), settings.queue_name(EVENTS_DEAD_LETTER_QUEUE), reason)
+    except Exception as exc:  # noqa: BLE001 - sorted by the policy: retried, or set aside with why
+        reason = str(self.given_up(exc, f"events={len(batch)}", settings.bucket))
+        # Where they went: the failure's one line is the policy's.
+        logger.info("events: %d set aside in %s", len(batch), settings.queue_name(EVENTS_DEAD_LETTER_QUEUE))
         notification_consumer.set_aside(json.dumps(notifications.notification(batch)), reason)
         return {"runs": [], "images": 0, "removed": 0, "dropped": len(batch), "error": reason}
     logger.info("events: %d in, runs %s: %d images sent, %d removed, %d dropped (duplicates, older, not images)",

@@ -134,3 +134,42 @@ def test_the_resource_named_is_the_failed_calls():
     found = errors.permanent(client_error("AccessDenied", "CreateQueue", 403), "images")
     assert str(found).startswith("CreateQueue failed (AccessDenied): the credentials lack sqs:CreateQueue")
     assert errors.permanent(client_error("AccessDenied", "ListObjectsV2", 403), "images").resource == "bucket 'images'"
+
+
+@pytest.mark.parametrize("exc, sorted_as", [
+    (client_error("SlowDown", "GetObject", 503), errors.Transient),
+    (EndpointConnectionError(endpoint_url="http://127.0.0.1:1"), errors.Transient),
+    (ConnectionResetError(), errors.Transient),
+    (client_error("AccessDenied"), errors.Permanent),
+    (NoCredentialsError(), errors.Permanent),
+    (KeyError("labels"), errors.Bug),
+])
+def test_sort_is_the_one_policy_and_its_answers_are_types(exc, sorted_as):
+    found = errors.sort(exc, "b", "k.jpg")
+    assert type(found) is sorted_as
+    assert (found.__cause__ is exc) if sorted_as is not errors.Permanent else found.call in ("GetObject", "")
+    assert errors.sort(found) is found, "sorted once: a sorted error is what it is"
+
+
+def test_failures_are_one_line_and_travel():
+    bug, exhausted = errors.Bug.of(KeyError("labels")), errors.Exhausted.of(ConnectionResetError("reset"), 5)
+    assert str(bug) == "KeyError: 'labels' (a programming error in carcelery, not retried)"
+    assert str(exhausted) == "ConnectionResetError: reset (gave up after 5 retries)"
+    for failure in (bug, exhausted, errors.permanent(client_error("AccessDenied"), "b", "k.jpg")):
+        again = pickle.loads(pickle.dumps(failure))  # noqa: S301 - our own object: Celery's pool pickles exceptions
+        assert isinstance(failure, errors.Failure) and str(again) == str(failure)
+    assert errors.permanent(client_error("AccessDenied")).kind is errors.Kind.DENIED
+
+
+def test_only_sort_decides_what_is_transient():
+    """The one policy: no other module asks ``transient`` itself (a copy of the sorting, as tasks, runs, acks,
+    receiving and the dispatcher each had)."""
+    import ast
+    from pathlib import Path
+
+    package = Path(errors.__file__).parents[1]
+    asking = [f"{path.relative_to(package.parent)}:{node.lineno}" for path in sorted(package.rglob("*.py"))
+              if path != Path(errors.__file__)
+              for node in ast.walk(ast.parse(path.read_text()))
+              if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "transient"]
+    assert asking == [], f"sort errors with aws.errors.sort: {asking}"

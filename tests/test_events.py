@@ -500,7 +500,7 @@ def test_a_retried_batch_names_its_removals_again(monkeypatch):
 
     calls = []
     monkeypatch.setattr(stream, "remove", lambda images: calls.append(("remove", [i.key for i in images])))
-    monkeypatch.setattr("carcelery.dispatch.dispatch", lambda bucket, prefix, **kw: calls.append(("run", kw["keys"]))
+    monkeypatch.setattr(stream, "dispatch", lambda bucket, prefix, **kw: calls.append(("run", kw["keys"]))
                         or {"id": "r"})
     stream.apply(batch[:1])
     assert calls == [("remove", ["1.jpg"]), ("run", ["1.jpg"])]

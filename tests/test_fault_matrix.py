@@ -42,8 +42,8 @@ SAMPLE = ([(call, "denied") for call in CALLS]
           + [(call, ("transient", "throttle")[(index // 2 + _DAY // 2) % 2]) for index, call in enumerate(_OTHERS)
              if index % 2 == _DAY % 2])
 # Cells whose lines do not name the denied permission yet, and why: a defect of the code, kept in sight.
-UNNAMED = {("dynamodb:PutItem", "denied"): "the record's write denied, the task raises a ClientError (a traceback in "
-                                           "worker B's log) and the summary says only 'no result yet'"}
+UNNAMED = {("dynamodb:PutItem", "denied"): "the record's write denied: the worker's log names it in one line, but no "
+                                           "record can carry it, and the summary says only 'no result yet'"}
 
 
 def test_every_call_has_an_expected_cell_under_every_fault_and_no_other():

@@ -6,7 +6,7 @@ library code that must still mention the name (the caller that makes the overrid
 that sets or reads it). An upgrade that renames, drops, reshapes or stops
 calling one of them fails here with a message naming the row. Names are the
 libraries' (``module:Class.name``), not carcelery's module layout, but for
-``made``: carcelery's class by its public path, or the emulator's patch.
+``made``: carcelery's class by its public path, its function that relies on it, or the emulator's patch.
 
 Rows ``why="uses"`` are private names that overrides call or read: they fail
 loudly when they go, but maybe only on a rare path (a rollback, a retry).
@@ -49,6 +49,7 @@ DISPATCHER = "moto.moto_server.werkzeug_app:DomainDispatcherApplication"
 FLOWER_BROKER, OURS_FLOWER = "flower.utils.broker", "carcelery.commands.flower_broker"
 SQS_RESPONSE = "moto.sqs.responses:SQSResponse"
 CONSUMER, REJECTING = "celery.worker.consumer.consumer:Consumer", "carcelery.rejecting:Consumer"
+SENDING = "carcelery.pipeline.sending:dispatch"
 
 DEBTS = [
     # kombu's SQS transport (carcelery.transport).
@@ -138,6 +139,23 @@ DEBTS = [
     Debt(f"{DYNAMO}:DynamoDBBackend._key_field", BACKEND, "uses", None, ()),
     Debt(f"{BASE}:Backend._get_result_meta", BACKEND, "uses",
          "self, result, state, traceback, request, format_date, encode", ()),
+    # The run's hand-built chord (carcelery.pipeline.sending, which says why not Celery's chord): each part sent
+    # with the message options Celery's chord gives it, the chord's size stored before the last part, and each
+    # part's group and body read back by the backend from the task's request.
+    Debt("celery.app.base:Celery.send_task", SENDING, "uses", "self, name, args, kwargs, countdown, eta, task_id, "
+         "producer, connection, router, result_cls, expires, publisher, link, link_error, add_to_parent, group_id, "
+         "group_index, retries, chord, reply_to, time_limit, soft_time_limit, root_id, parent_id, route_name, shadow, "
+         "chain, task_type, replaced_task_nesting, **options", ("celery.app.task:Task.apply_async",)),
+    Debt("celery.app.amqp:AMQP.as_task_v2", SENDING, "uses", "self, task_id, name, args, kwargs, countdown, eta, "
+         "group_id, group_index, expires, retries, chord, callbacks, errbacks, reply_to, time_limit, soft_time_limit, "
+         "create_sent_event, root_id, parent_id, shadow, chain, now, timezone, origin, ignore_result, argsrepr, "
+         "kwargsrepr, stamped_headers, replaced_task_nesting, **options",
+         (("celery.app.base:Celery.send_task", "countdown, eta, group_id, group_index,\n            expires, retries, chord"),
+          ("celery.app.amqp:AMQP.as_task_v2", "'group': group_id"), ("celery.app.amqp:AMQP.as_task_v2", "'group_index': group_index"),
+          ("celery.app.amqp:AMQP.as_task_v2", "'chord': chord"))),
+    Debt(f"{BASE}:Backend.set_chord_size", SENDING, "uses", "self, group_id, chord_size", ("celery.canvas:group._apply_tasks",)),
+    Debt("celery.app.task:Context.group", BACKEND, "uses", None, (f"{BASE}:BaseKeyValueStoreBackend.on_chord_part_return",)),
+    Debt("celery.app.task:Context.chord", BACKEND, "uses", None, (f"{BASE}:Backend.mark_as_done", f"{BASE}:Backend.mark_as_failure")),
     # moto and waitress, in the emulator (carcelery.embedded.emulator).
     Debt(f"{MOTO_SQS}:unix_time_millis", f"{EMULATOR}:_sqs_clock", "speed", "dt", ("moto.sqs.models:Message.visible",)),
     Debt(f"{SQS_BACKEND}.is_message_valid_based_on_retention_period", f"{EMULATOR}:_sqs_retention_check", "speed",

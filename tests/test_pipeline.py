@@ -77,7 +77,7 @@ def _sending(task, **sends):
 def test_images_not_sent_are_not_recorded_as_dispatched(emulator, bucket, seed_dir, monkeypatch):
     from kombu.exceptions import ChannelError
 
-    from carcelery import dispatch as dispatcher
+    from carcelery.pipeline import sending as dispatcher
     from carcelery.pipeline import ledger, images
 
     images.upload_folder(seed_dir, bucket, "")
@@ -96,7 +96,7 @@ def test_the_dispatcher_sends_a_chunk_at_a_time_and_stores_the_size_before_the_l
                                                                                     monkeypatch):
     from carcelery import app
     from carcelery.pipeline import ledger, images
-    from carcelery import dispatch as dispatcher
+    from carcelery.pipeline import sending as dispatcher
 
     s3 = aws.client("s3")
     for n in range(1, 8):

@@ -1,11 +1,14 @@
 """The transport's own behaviour: events only while watched, quiet close, kombu's queue deletion, no prefetch limit."""
 
+import json
 import time
 import uuid
 
 import kombu
 import pytest
 from botocore.exceptions import ClientError
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from kombu.transport import SQS
 
 from carcelery import aws, transport
@@ -135,3 +138,19 @@ def test_a_failed_asynchronous_receive_is_sorted_as_botocore_would(body, status,
         assert str(errors.permanent(error, queue="q-text")) == (
             "ReceiveMessage on queue q-text failed (AccessDenied): the credentials lack sqs:ReceiveMessage; "
             "grant it (deploy/iam-policy.json, docs/aws.md)")
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3),
+                    max_leaves=8)
+
+
+@settings(max_examples=100, deadline=None)
+@given(status=st.integers(0, 999), body=JSON | st.fixed_dictionaries({"__type": JSON, "message": JSON}))
+def test_any_answer_of_a_failed_receive_is_sorted_once_into_one_type(status, body):
+    """Whatever JSON SQS (or a proxy) answers, the receive's error is read and sorted, never raising."""
+    from carcelery.aws import errors
+    from carcelery.transport.receiving import _client_error
+
+    error = _client_error(Exception(f"Request HTTP Error  HTTP {status}  Whatever ({json.dumps(body).encode()})"))
+    assert type(errors.sort(error, queue="q-text")) in (errors.Transient, errors.Permanent, errors.Bug)

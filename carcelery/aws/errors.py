@@ -1,14 +1,17 @@
-"""AWS errors as types: a permanent failure names the call, the resource, the missing permission and the fix.
+"""Errors as types: carcelery's one error policy, and a permanent failure naming the call, resource, permission and fix.
 
-Every failure of an AWS call is one of three:
+``sort`` is the one place an error is sorted, for the tasks (``carcelery.policy``),
+the transport and the dispatcher alike. Every error is one of three:
 
-- **transient** (``transient``): what botocore's own standard retry mode
+- **transient** (``Transient``): what botocore's own standard retry mode
   retries (throttling, 5xx, timeouts, connection errors); trying again later
   can succeed;
-- **permanent** (``permanent`` gives a ``Permanent``): any other answer of an
-  AWS service (denied, missing, invalid) and missing or refused credentials;
-  no retry can fix it;
-- anything else is a programming error, as final as a permanent one.
+- **permanent** (``Permanent``): any other answer of an AWS service (denied,
+  missing, invalid) and missing or refused credentials; no retry can fix it;
+- **a bug** (``Bug``): anything else, a programming error, as final as a permanent one.
+
+``Permanent`` and ``Bug`` are ``Failure``s, as is ``Exhausted``: a transient
+error that outlasted its retries. A failure's ``str()`` is the one line to show.
 
 The codes with a fix of their own are those of the service models
 (botocore/data/{s3,sqs,dynamodb,rekognition,sns}/*/service-2.json) for the
@@ -18,6 +21,7 @@ services; ``tests/test_storage.py`` checks them against the models.
 
 from __future__ import annotations
 
+import enum
 import functools
 from types import SimpleNamespace
 
@@ -95,7 +99,21 @@ _RETRYABLE = standard.OrRetryChecker([standard.TransientRetryableChecker(), stan
                                       standard.ThrottlingStatusCodeChecker()])
 
 
-class Permanent(Exception):
+class Failure(Exception):
+    """What no retry will fix; ``str()`` is the one line to show (a record's reason, a log line)."""
+
+
+class Kind(enum.StrEnum):
+    """Why AWS refused a call for good (a ``Permanent``'s ``kind``)."""
+
+    DENIED = "denied"  # the credentials lack a permission
+    CREDENTIALS = "credentials"  # missing, refused or expired credentials
+    MISSING = "missing"  # no such bucket, object, queue or table
+    IMAGE = "image"  # the image, not the service (Rekognition's answer about it)
+    REFUSED = "refused"  # any other refusal
+
+
+class Permanent(Failure):
     """A failed AWS call that no retry can fix.
 
     Attributes:
@@ -104,14 +122,14 @@ class Permanent(Exception):
       code: AWS's error code (``AccessDenied``).
       permission: the IAM action that was missing (``s3:GetObject``) when the call was denied, else "".
       fix: what to do about it, in words.
-      kind: ``denied``, ``credentials``, ``missing``, ``image`` (the image, not the service) or ``refused``.
+      kind: why, a ``Kind``.
 
     ``str()`` is the one line to show: call, resource, missing permission and fix.
     """
 
-    def __init__(self, call: str, resource: str, code: str, fix: str, kind: str, permission: str = ""):
+    def __init__(self, call: str, resource: str, code: str, fix: str, kind: Kind, permission: str = ""):
         self.call, self.resource, self.code, self.fix, self.kind, self.permission = \
-            call, resource, code, fix, kind, permission
+            call, resource, code, fix, Kind(kind), permission
         where = " on ".join(part for part in (call, resource) if part)
         super().__init__(f"{where} failed ({code}): {fix}" if where else fix)
 
@@ -119,12 +137,56 @@ class Permanent(Exception):
         return type(self), (self.call, self.resource, self.code, self.fix, self.kind, self.permission)
 
 
-class Transient(Exception):
-    """A failure that a later try can fix (see ``transient``), raised for Celery to retry the task.
+class Bug(Failure):
+    """A programming error in carcelery: the same work would fail the same way again."""
 
-    The tasks name it in Celery's ``autoretry_for``; its message names what failed
-    and the error, and ``__cause__`` is the error itself.
+    @classmethod
+    def of(cls, exc: BaseException) -> Bug:
+        return cls(f"{type(exc).__name__}: {exc} (a programming error in carcelery, not retried)")
+
+
+class Exhausted(Failure):
+    """A transient error that was still there after the last retry."""
+
+    @classmethod
+    def of(cls, exc: BaseException, retries: int) -> Exhausted:
+        return cls(f"{type(exc).__name__}: {exc} (gave up after {retries} retries)")
+
+
+class Transient(Exception):
+    """An error that a later try can fix (see ``transient``), raised for Celery to retry the task.
+
+    The tasks name it in Celery's ``autoretry_for`` (``carcelery.policy``); its message
+    names what failed and the error, and ``__cause__`` is the error itself.
     """
+
+
+def sort(exc: BaseException, bucket: str = "", key: str = "", *, queue: str = "",
+         table: str = "") -> Transient | Failure:
+    """``exc`` sorted by carcelery's one error policy: what a later try may fix, or the failure it is.
+
+    Parameters:
+      exc: what a call (or the code around it) raised.
+      bucket, key, queue, table: the resource it was called on, as far as the caller knows it
+        (``permanent``'s).
+
+    Returns:
+      ``Transient`` (its ``__cause__`` is ``exc``): a later try can succeed;
+      ``Permanent``: AWS answered and no retry can fix it; ``Bug``: anything else.
+      A ``Failure`` or ``Transient`` given is returned as it is (sorted before).
+    """
+    if isinstance(exc, (Failure, Transient)):
+        return exc
+    if transient(exc):
+        sorted_ = Transient(f"{type(exc).__name__}: {exc}")
+        sorted_.__cause__ = exc
+        return sorted_
+    found = permanent(exc, bucket, key, queue=queue, table=table)
+    if found is not None:
+        return found
+    bug = Bug.of(exc)
+    bug.__cause__ = exc
+    return bug
 
 
 def error_code(exc: BaseException) -> str:
@@ -205,7 +267,7 @@ def permanent(exc: BaseException, bucket: str = "", key: str = "", *, queue: str
         return exc
     if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
         return Permanent("", "", type(exc).__name__, "no AWS credentials found; configure them (aws configure, "
-                         "or an instance role) or use the emulator", "credentials")
+                         "or an instance role) or use the emulator", Kind.CREDENTIALS)
     if not isinstance(exc, ClientError) or transient(exc):
         return None
     code, call = error_code(exc), exc.operation_name
@@ -214,15 +276,15 @@ def permanent(exc: BaseException, bucket: str = "", key: str = "", *, queue: str
         needed = action(call)
         what = f"the credentials lack {needed}" if needed else "access was denied"
         return Permanent(call, resource, code, f"{what}; grant it (deploy/iam-policy.json, docs/aws.md)",
-                         "denied", needed)
+                         Kind.DENIED, needed)
     if code in CREDENTIALS:
-        return Permanent(call, resource, code, CREDENTIALS[code], "credentials")
+        return Permanent(call, resource, code, CREDENTIALS[code], Kind.CREDENTIALS)
     if code in MISSING:
-        return Permanent(call, resource, code, MISSING[code], "missing")
+        return Permanent(call, resource, code, MISSING[code], Kind.MISSING)
     if code in IMAGE:
-        return Permanent(call, resource, code, f"the image {IMAGE[code]}", "image")
+        return Permanent(call, resource, code, f"the image {IMAGE[code]}", Kind.IMAGE)
     message = exc.response.get("Error", {}).get("Message") or "no message"
-    return Permanent(call, resource, code, f"AWS refused the request: {message}", "refused")
+    return Permanent(call, resource, code, f"AWS refused the request: {message}", Kind.REFUSED)
 
 
 def explain(exc: BaseException, bucket: str = "", key: str = "", *, queue: str = "", table: str = "") -> str | None:

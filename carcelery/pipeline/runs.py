@@ -75,8 +75,8 @@ class RunFailed(Exception):
 
 def not_sent(run_id: str, exc: Exception) -> str | None:
     """Why run ``run_id``'s terminator could not be sent, in one line, if no retry can fix ``exc``; None if one may."""
-    failure = errors.permanent(exc, queue=settings.queue_name(TEXT_QUEUE))
-    return None if failure is None else f"run {run_id}: the terminator (-1) was not sent: {failure}"
+    failure = errors.sort(exc, queue=settings.queue_name(TEXT_QUEUE))
+    return f"run {run_id}: the terminator (-1) was not sent: {failure}" if isinstance(failure, errors.Permanent) else None
 
 
 @callback_not_sent.connect
@@ -93,27 +93,6 @@ def terminator_not_sent(sender: OncePerPartDynamoDBBackend, group_id: str, callb
         return
     logger.error("run=%s failed: %s", run_id, reason)
     sender.mark_as_failure(callback.id, RunFailed(reason))
-
-
-def written_or_failed(run: Run, exc: Exception) -> Exception:
-    """What the terminator of ``run`` raises when writing its files failed with ``exc``.
-
-    Returns:
-      ``errors.Transient`` (Celery retries the terminator), ``RunFailed`` naming the
-      call, resource, missing permission and fix, or ``exc`` itself (a bug).
-    """
-    if errors.transient(exc):
-        return errors.Transient(f"run {run['id']}: the terminator: {exc!r}")
-    call = getattr(exc, "operation_name", "")
-    if errors.action(call).startswith("dynamodb:"):
-        failure = errors.permanent(exc, table=settings.records_table)
-    elif call == "PutObject":  # the upload to CARCELERY_OUTPUT_URI
-        failure = errors.permanent(exc, settings.output_uri[len("s3://"):].partition("/")[0])
-    else:
-        failure = errors.permanent(exc, run["bucket"])
-    if failure is None:
-        return exc
-    return RunFailed(f"run {run['id']}: the terminator could not write the run's files: {failure}")
 
 
 def progress(group_id: str, parts_seen: int, since: float | None) -> tuple[Counts, float]:

@@ -38,6 +38,7 @@ from ..aws.errors import error_code
 from ..settings import settings
 from . import ledger, notifications, records
 from .images import S3Image, is_image_key, list_images
+from .sending import dispatch
 
 
 def _current(event: dict) -> S3Image | None:
@@ -84,8 +85,6 @@ def apply(batch: list[dict]) -> dict:
     Returns:
       ``runs`` (their ids), ``images`` (sent), ``removed`` and ``dropped`` (counts).
     """
-    from ..dispatch import dispatch  # the dispatcher imports the tasks, which import this module
-
     send, removed, dropped = sort(batch)
     remove(removed)
     runs = []
@@ -110,8 +109,6 @@ def backfill(bucket: str, prefix: str = "") -> dict:
     Returns:
       The run (``dispatch``'s), with ``removed`` (count); a second run, the terminator alone, wrote the files if any were.
     """
-    from ..dispatch import dispatch
-
     listed: set[str] = set()
 
     def listing() -> Iterator[S3Image]:

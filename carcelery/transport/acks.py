@@ -142,13 +142,14 @@ class GatheredAcks(Mixin):
             try:
                 failed = self.sqs(queue=queue).delete_message_batch(QueueUrl=url, Entries=entries).get("Failed", [])
             except Exception as exc:
-                if not errors.transient(exc):  # permanent, or a bug: raised, as kombu's basic_ack raises
-                    permanent = errors.permanent(exc, queue=name)
-                    if permanent is None:
-                        raise
-                    if permanent.kind == "denied":
-                        raise SQS.AccessDeniedQueueException(str(permanent)) from exc
-                    raise permanent from exc
+                # Sorted by the one policy; permanent, or a bug: raised, as kombu's basic_ack raises.
+                failure = errors.sort(exc, queue=name)
+                if isinstance(failure, errors.Bug):
+                    raise
+                if isinstance(failure, errors.Permanent):
+                    if failure.kind is errors.Kind.DENIED:
+                        raise SQS.AccessDeniedQueueException(str(failure)) from exc
+                    raise failure from exc
                 failed = [{"Id": e["Id"], "SenderFault": False, "Message": f"{type(exc).__name__}: {exc}"}
                           for e in entries]
             refused = [f for f in failed if f.get("SenderFault")]

@@ -57,15 +57,15 @@ class Receiving(Mixin):
         """A receive of queue ``url`` failed with ``exc``: ``callback`` (its answer's handler) gets no
         messages, so that the next receive comes after the polling interval; or the worker stops."""
         error, name = _client_error(exc), url.rsplit("/", 1)[-1]
-        if errors.transient(error):
+        failure = errors.sort(error, queue=name)  # the one policy
+        if isinstance(failure, errors.Transient):
             logger.warning("ReceiveMessage on queue %s failed (%s): receiving again", name, errors.error_code(error))
             callback({})  # an answer without messages
             return
-        failure = errors.permanent(error, queue=name)
-        if failure is not None:
+        if isinstance(failure, errors.Permanent):
             logger.error("%s: the worker stops", failure)
-        # Out of the event loop, as kombu's own errors go: the worker stops (a bug too).
-        self.hub.call_soon(_raise, failure or exc)
+        # Out of the event loop, as kombu's own errors go: the worker stops (a bug too, as it is).
+        self.hub.call_soon(_raise, exc if isinstance(failure, errors.Bug) else failure)
 
     # Debt: overrides kombu's private `Channel._on_messages_ready` (5.7.0): its asynchronous
     # client's answer to a 5xx is [] (no messages), which kombu's reads as a dict; and a message
