@@ -64,16 +64,24 @@ def _upload(folder: Path, uri: str, where: str) -> str:
     return f"s3://{bucket}/{prefix}{where}/"
 
 
-def run_records(run: dict, folder: Path) -> Iterator[dict]:
-    """The records a run changed, in natural order: a run of events' own (its keys'), or all of ``folder``'s."""
-    if "keys" not in run:
-        return results.read_records(folder)
-    now = records.get(run["bucket"], run["keys"])
-    return (record for order in sorted(now) if (record := now[order]) is not None)
+def _settle(where: index.Location, uri: str, run_id: str) -> None:
+    """After run ``run_id``'s files went to ``latest/`` at ``uri``: if latest.json names a later run (whose upload
+    ended first), put that run's files back there, until the run named is the one whose files are there."""
+    bucket, prefix = _location(uri)
+    s3 = aws.client("s3")
+    for _ in range(index.ATTEMPTS):
+        named = index.shown(where).run
+        if named == run_id:
+            return
+        for name in FILES:
+            s3.copy_object(Bucket=bucket, Key=f"{prefix}{LATEST}/{name}",
+                           CopySource={"Bucket": bucket, "Key": f"{prefix}{RUNS}/{named}/{name}"})
+        run_id = named
 
 
-def _publish(held: index.Index, run: dict, root: Path, uri: str, epoch: str, version: int) -> str | None:
-    """Make ``latest`` show run ``run`` (``version`` of ``epoch``), here and at ``uri``, unless a later run's is there.
+def _publish(copy: index.Copy, where: index.Location, made: index.Manifest, run_id: str, root: Path,
+             uri: str) -> str | None:
+    """Make ``latest`` show run ``run_id`` (which made manifest ``made``), here and at ``uri``, unless a later run's is there.
 
     Outputs only move forward: a terminator that ends after a later run's (its
     report took longer) leaves ``latest`` to that run, here and in S3; its own
@@ -84,24 +92,22 @@ def _publish(held: index.Index, run: dict, root: Path, uri: str, epoch: str, ver
     Returns:
       Where at ``uri`` the run's files are (None without ``uri``).
     """
-    folder = root / RUNS / run["id"]
-    newest = held.epoch == epoch and version > held.published
-    if newest:
-        held.published = version
-        _link(root / LATEST, Path(RUNS) / run["id"])
+    if copy.epoch == made.epoch and made.version > copy.published:
+        copy.published = made.version
+        _link(root / LATEST, Path(RUNS) / run_id)
         for name in FILES:
             if not (root / name).is_symlink():
                 _link(root / name, Path(LATEST) / name)
-        index.save(held)  # linked: so it stays, whatever the uploads below meet
-        retention.prune_here(root / RUNS, settings.keep_runs, run["id"])
+        retention.prune_here(root / RUNS, settings.keep_runs, run_id)
     if not uri:
         return None
     bucket, prefix = _location(uri)
-    retention.mark_s3(bucket, f"{prefix}{RUNS}/{run['id']}/", version)
-    uploaded = _upload(folder, uri, f"{RUNS}/{run['id']}")
-    if newest and index.publish(run["bucket"], run.get("prefix", ""), epoch, version):  # no other host's later run
-        _upload(folder, uri, LATEST)
-        retention.prune_s3(bucket, f"{prefix}{RUNS}/", settings.keep_runs, run["id"])
+    retention.mark_s3(bucket, f"{prefix}{RUNS}/{run_id}/", made.version)
+    uploaded = _upload(root / RUNS / run_id, uri, f"{RUNS}/{run_id}")
+    if index.publish(where, made.epoch, made.version, run_id):  # no other host's later run
+        _upload(root / RUNS / run_id, uri, LATEST)
+        _settle(where, uri, run_id)
+        retention.prune_s3(bucket, f"{prefix}{RUNS}/", settings.keep_runs, run_id)
     return uploaded
 
 
@@ -110,47 +116,55 @@ def write(run: dict, root: Path, uri: str = "") -> dict:
 
     Raises:
       ValueError: the run's id is not one the dispatcher makes (it names a folder).
+      ConfigError: on AWS without ``uri`` (the index is kept there).
       botocore.exceptions.ClientError: the records table or the S3 bucket of ``uri`` is not reachable.
+      aws.errors.Transient: other hosts' runs kept replacing the index while this one wrote.
     """
-    if not re.fullmatch(r"[0-9a-f]{12}", run["id"]):
-        raise ValueError(f"run id {run['id']!r} is not 12 hex digits; runs are made by python -m carcelery.dispatch")
-    folder = root / RUNS / run["id"]
-    bucket, prefix = run["bucket"], run.get("prefix", "")
+    run_id, bucket, prefix, keys = run["id"], run["bucket"], run.get("prefix", ""), run.get("keys")
+    if not re.fullmatch(r"[0-9a-f]{12}", run_id):
+        raise ValueError(f"run id {run_id!r} is not 12 hex digits; runs are made by python -m carcelery.dispatch")
+    folder = root / RUNS / run_id
+    where = index.location(bucket, prefix, uri)
     calls = costs.calls()
+    own: list[dict] = []  # a run of events': its records, read once, for its report
 
-    def counted(pairs: Iterator[tuple[str, dict]]) -> Iterator[dict]:
-        # (run id, record): the records, the calls counted of this run's.
-        for run_id, record in pairs:
-            if run_id == run["id"]:
+    def change(manifest: index.Manifest) -> list[dict]:
+        """The segments of ``manifest`` with the run's records, read now (after the manifest)."""
+        calls.update(costs.calls())
+        own.clear()
+        if keys is not None and manifest.etag:
+            changed = records.get(bucket, keys)
+            own.extend(record for order in sorted(changed) if (record := changed[order]) is not None)
+            for record in own:
                 costs.count(calls, record)
-            yield record
+            return index.update(copy, where, manifest.segments, changed)
+        wanted = {records.order(key) for key in keys or ()}
 
-    epoch, version = index.claim(bucket, prefix)
-    where = index.folder(root, bucket, prefix)
-    with index.locked(where) as held:
-        if "keys" in run and (held.epoch, held.version) == (epoch, version - 1):
-            changed = records.get(bucket, run["keys"])
-            for record in changed.values():
-                if record is not None:
+        def counted(pairs: Iterator[tuple[str, dict]]) -> Iterator[dict]:
+            # (run id, record): the records; this run's calls counted, a run of events' own kept.
+            for writer, record in pairs:
+                if writer == run_id:
                     costs.count(calls, record)
-            index.update(held, changed)
-        elif held.epoch != epoch or held.version < version:
-            index.rebuild(held, counted(records.with_runs(bucket, prefix)))
-        else:  # a later run's rebuild holds this one's records already: its calls, counted
-            for _ in counted(records.with_runs(bucket, prefix)):
-                pass
-        index.holds(held, epoch, version)
-        counts = index.join(held, folder)
+                if wanted and records.order(record["key"]) in wanted:
+                    own.append(record)
+                yield record
+        return index.rebuild(copy, where, counted(records.with_runs(bucket, prefix)))
+
+    with index.locked(index.folder(root, bucket, prefix)) as copy:
+        made, replaced = index.run(copy, where, change)
+        index.discard(copy, where, [segment["name"] for segment in replaced])
+        index.tidy(copy, made)
+        counts = index.join(copy, made, folder)
     # Imported here: the dispatcher imports the tasks for their names, and the
     # report's imaging libraries would add a seventh of a second to its start.
     from . import report
 
-    page = report.write(folder, run["id"], run_records(run, folder), counts,
+    page = report.write(folder, run_id, own if keys is not None else results.read_records(folder), counts,
                         read=lambda r: images.read(r["bucket"], r["key"]))
-    with index.locked(where) as held:  # of this host's terminators, one publishes at a time
-        output_uri = _publish(held, run, root, uri, epoch, version)
+    with index.locked(index.folder(root, bucket, prefix)) as copy:  # of this host's terminators, one publishes at a time
+        output_uri = _publish(copy, where, made, run_id, root, uri)
     return {
-        "run": run["id"], "bucket": run["bucket"], "prefix": run.get("prefix", ""),
+        "run": run_id, "bucket": bucket, "prefix": prefix,
         "images": counts["images"], "cars": counts["cars"], "lines": counts["lines"],
         "failed": counts["failures"], "failed_count": counts["failed"], "calls": calls,
         "output_dir": str(folder.resolve()), "report": str(page.resolve()),
