@@ -26,7 +26,8 @@ of them. Every run's outputs go to CARCELERY_OUTPUT_URI (``s3://bench-outputs/
 carcelery/``) and a line is timed when it is in ``latest/output.txt`` there.
 The emulator counts the records table's Query pages of the bucket (its fault
 hook, a delay of 0 s): ``whole_reads`` is how many times a run read the whole
-bucket (pages counted over the pages of one read).
+bucket (pages counted over the pages of one read); ``runs_per_host``, the runs
+each host ended (its log's terminator lines), the first one's included.
 """
 
 from __future__ import annotations
@@ -206,8 +207,8 @@ def index_cost(size: int, workdir: Path) -> dict:
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket=OUTPUTS)
         aws.client = lambda service: s3
-        copy = index.Copy(workdir / f"index-{size}")
-        copy.folder.mkdir(parents=True)
+        copy = workdir / f"index-{size}"
+        copy.mkdir(parents=True)
         try:
             started = time.perf_counter()
             made = index.Manifest("bench", 1, index.rebuild(copy, where, (record(f"{n}.jpg") for n in range(size))))
@@ -284,7 +285,9 @@ def main(argv: list[str] | None = None) -> int:
             if pages:
                 from carcelery.embedded import faults as hook
 
-                got.update(b_workers=args.b_workers, whole_reads=hook.hits(faults)[0] / pages, pages_per_read=pages)
+                ended = {name: stack.log(name).count("terminator -1") for name in stack.procs if name.startswith("worker_b")}
+                got.update(b_workers=args.b_workers, whole_reads=hook.hits(faults)[0] / pages, pages_per_read=pages,
+                           runs_per_host=ended)
             figures["events"][backend] = {**got, "first_run_s": first}
             print(f"events, {backend}: {json.dumps(figures['events'][backend])}", flush=True)
         # Events off: no notification, no queue; the beat at its default interval.

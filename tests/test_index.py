@@ -14,7 +14,7 @@ class Held:
     """A local copy and the segments of an index at WHERE, as one run after another leaves them."""
 
     def __init__(self, folder):
-        self.copy, self.segments = index.Copy(folder), []
+        self.copy, self.segments = folder, []
         folder.mkdir(parents=True, exist_ok=True)
 
     def rebuild(self, found):

@@ -15,7 +15,7 @@ from test_pipeline import own_stack
 from carcelery import aws
 from carcelery.aws import provision
 from carcelery.embedded.demo import Stack
-from carcelery.pipeline import index, outputs, records, report, results
+from carcelery.pipeline import index, latest, outputs, records, report, results
 from carcelery.recognizers import CAR, Label, TextLine
 from carcelery.settings import settings
 
@@ -83,7 +83,7 @@ def run(*keys):
 
 def keeping(monkeypatch, keep):
     """CARCELERY_KEEP_RUNS=``keep`` for the terminators of this test."""
-    monkeypatch.setattr(outputs, "settings", dataclasses.replace(settings, keep_runs=keep))
+    monkeypatch.setattr(latest, "settings", dataclasses.replace(settings, keep_runs=keep))
 
 
 def lines(root):
@@ -112,8 +112,7 @@ def test_after_a_new_store_each_run_of_events_shows_its_change(tmp_path, use, in
     assert lines(tmp_path) == ["B.jpg: B"], "the removal of A changed nothing"
     manifest = index.read(WHERE)
     assert manifest.version == 3 and segments_in_s3(index_s3) == sorted(s["name"] for s in manifest.segments)
-    held = json.loads((index.folder(tmp_path, "b", "") / index.COPY).read_text())
-    assert held == {"epoch": manifest.epoch, "published": 3}
+    assert json.loads((tmp_path / latest.SHOWN).read_text()) == {"epoch": manifest.epoch, "version": 3}
 
 
 def test_runs_alternating_between_two_hosts_read_their_own_records_once(tmp_path, use):

@@ -3,7 +3,6 @@
     <CARCELERY_OUTPUT_URI>index/<digest of the bucket and prefix>/          (``location``)
       manifest.json     epoch, version; per segment: its name, first record's order, counts, ``split``
       segments/<name>   a segment: its results.jsonl, then its output.txt (``split``: the first's bytes)
-      latest.json       epoch, version and id of the run whose files ``<prefix>latest/`` holds
 
 Without CARCELERY_OUTPUT_URI, on the embedded default, the location is
 ``s3://carcelery-outputs/index/`` in the emulator's S3 (the bucket made when
@@ -28,17 +27,16 @@ from the bucket's records (``records.with_runs``). The cost of a run of 10
 images is 10 records read and at most 10 segments rewritten, whatever the
 bucket holds.
 
-The version is the manifest's: each run that replaces it takes the next one.
-``latest`` shows a run only if its version is above the one shown: for
-``<prefix>latest/``, latest.json's (replaced with ``If-Match`` too); for this
-host's folder, the copy's.
+The version is the manifest's: each run that replaces it takes the next one,
+and ``latest`` shows a run only if its version is above the one shown
+(``latest``). A location's first manifest starts an epoch (a new emulator's S3
+is a new one), in which versions count from 1.
 
 The local copy, CARCELERY_OUTPUT_DIR/index/<digest>/, holds the segments this
-host has fetched or written (a folder each: results.jsonl, output.txt; a name
-never changes, so a segment is fetched once) and copy.json (the epoch, and the
-version of the run this host's ``latest`` shows). A run's output.txt and
-results.jsonl are the segments' files joined, as bytes. Terminators of one
-host take turns on the copy (a file lock).
+host has fetched or written, a folder each (results.jsonl, output.txt): a name
+never changes, so a segment is fetched once, and one no manifest names is
+deleted. A run's output.txt and results.jsonl are the segments' files joined,
+as bytes. Terminators of one host take turns on the copy (a file lock).
 """
 
 from __future__ import annotations
@@ -47,7 +45,6 @@ import bisect
 import contextlib
 import fcntl
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -61,16 +58,15 @@ from botocore.exceptions import ClientError
 from .. import aws
 from ..aws.errors import Transient, error_code
 from ..settings import ConfigError, settings
-from . import records, results
+from . import conditional, records, results
 
 log = logging.getLogger(__name__)
 INDEX = "index"
-MANIFEST, LATEST, SEGMENTS, COPY = "manifest.json", "latest.json", "segments/", "copy.json"
+MANIFEST, SEGMENTS = "manifest.json", "segments/"
 EMULATOR_BUCKET = "carcelery-outputs"  # the embedded default's location, without CARCELERY_OUTPUT_URI
 SEGMENT = 500  # records per segment when cut; one grows to twice this before it is split
 COUNTS = ("images", "cars", "lines", "failed")
 ATTEMPTS = 20  # tries of a run against other hosts' runs before its terminator is retried (Transient)
-LOST = ("PreconditionFailed", "ConditionalRequestConflict")  # S3: the object is no longer the one read
 
 
 class Stale(Exception):
@@ -93,25 +89,6 @@ class Manifest:
     etag: str | None = None  # of the object read; None: there is none yet
 
 
-@dataclass
-class Shown:
-    """latest.json: the run whose files ``<prefix>latest/`` holds."""
-
-    epoch: str = ""
-    version: int = 0
-    run: str = ""
-    etag: str | None = None
-
-
-@dataclass
-class Copy:
-    """This host's copy of an index: its folder, and the run its ``latest`` shows (epoch, version)."""
-
-    folder: Path
-    epoch: str = ""
-    published: int = 0
-
-
 def _digest(bucket: str, prefix: str) -> str:
     return hashlib.sha1(f"{bucket}/{prefix}".encode()).hexdigest()[:16]
 
@@ -131,84 +108,60 @@ def location(bucket: str, prefix: str, uri: str) -> Location:
     return Location(EMULATOR_BUCKET, f"{INDEX}/{_digest(bucket, prefix)}/")
 
 
-def _get(where: Location, name: str) -> tuple[bytes, str] | None:
-    """(body, ETag) of object ``name`` of ``where``; None if there is none."""
-    s3 = aws.client("s3")
-    try:
-        answer = s3.get_object(Bucket=where.bucket, Key=f"{where.prefix}{name}")
-    except ClientError as exc:
-        if error_code(exc) == "NoSuchKey":
-            return None
-        if error_code(exc) == "NoSuchBucket" and where.bucket == EMULATOR_BUCKET and settings.target == "emulator":
-            # Imported here: provision imports the pipeline's modules.
-            from ..aws import provision
-
-            provision.bucket(EMULATOR_BUCKET)
-            return None
-        raise
-    return answer["Body"].read(), answer["ETag"]
-
-
-def _put_if(where: Location, name: str, held: dict, etag: str | None) -> bool:
-    """Put ``held`` as JSON object ``name`` of ``where`` if it is still the one of ``etag`` (None: none yet).
-
-    Returns:
-      Whether it was (False: another run replaced it since it was read).
-    """
-    condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
-    try:
-        aws.client("s3").put_object(Bucket=where.bucket, Key=f"{where.prefix}{name}", Body=json.dumps(held).encode(),
-                                    ContentType="application/json", **condition)
-    except ClientError as exc:
-        if error_code(exc) in LOST:
-            return False
-        raise
-    return True
-
-
 def read(where: Location) -> Manifest:
     """The manifest of ``where`` now, with its ETag (none yet: an empty one of a new epoch)."""
-    found = _get(where, MANIFEST)
+    try:
+        found = conditional.get(where.bucket, f"{where.prefix}{MANIFEST}")
+    except ClientError as exc:
+        if not (error_code(exc) == "NoSuchBucket" and where.bucket == EMULATOR_BUCKET):
+            raise
+        # Imported here: provision imports the pipeline's modules.
+        from ..aws import provision
+
+        provision.bucket(EMULATOR_BUCKET)
+        found = None
     if found is None:
         return Manifest(uuid.uuid4().hex)
-    held = json.loads(found[0])
-    return Manifest(held["epoch"], held["version"], held["segments"], found[1])
+    return Manifest(found[0]["epoch"], found[0]["version"], found[0]["segments"], found[1])
 
 
 def commit(where: Location, base: Manifest, segments: list[dict]) -> Manifest | None:
     """Replace ``base`` (the manifest read) with one of ``segments``, the next version; None if another run did first."""
     made = Manifest(base.epoch, base.version + 1, segments)
-    if not _put_if(where, MANIFEST, {"epoch": made.epoch, "version": made.version, "segments": segments}, base.etag):
-        return None
-    return made
+    held = {"epoch": made.epoch, "version": made.version, "segments": segments}
+    return made if conditional.put_if(where.bucket, f"{where.prefix}{MANIFEST}", held, base.etag) else None
 
 
-def run(copy: Copy, where: Location, change: Callable[[Manifest], list[dict]]) -> tuple[Manifest, list[dict]]:
-    """Apply a run's changes to the index of ``where``: ``change`` (which reads the run's records and makes
-    their segments) on the manifest read, until its manifest is the one S3 keeps.
+def run(here: Path, where: Location, change: Callable[[Path, Manifest], list[dict]], into: Path) -> tuple[Manifest, dict]:
+    """Apply a run's changes to the index of ``where`` and write its files into folder ``into``.
+
+    ``change`` (which reads the run's records and makes their segments in the
+    copy) is applied to the manifest read, until its manifest is the one S3
+    keeps; then the segments it replaced are deleted, and the files are the
+    segments' joined. ``here``: the copy's folder, this terminator's alone meanwhile.
 
     Returns:
-      The manifest the run made, and the manifest's segments it replaced.
+      The manifest the run made, and what the files hold (``join``).
 
     Raises:
       aws.errors.Transient: other runs replaced the manifest ATTEMPTS times in a row.
     """
-    for _ in range(ATTEMPTS):
-        base = read(where)
-        try:
-            fetch(copy, where, base)
-            segments = change(base)
-        except Stale:
-            continue
-        made = commit(where, base, segments)
-        named = {segment["name"] for segment in segments}
-        kept = {segment["name"] for segment in base.segments}
-        if made is None:  # another run's manifest is there: this one's segments are garbage
-            discard(copy, where, sorted(named - kept))
-            continue
-        if copy.epoch != made.epoch:  # another store: this host's latest counts from 0 in it
-            copy.epoch, copy.published = made.epoch, 0
-        return made, [segment for segment in base.segments if segment["name"] not in named]
+    with locked(here) as copy:
+        for _ in range(ATTEMPTS):
+            base = read(where)
+            try:
+                fetch(copy, where, base)
+                segments = change(copy, base)
+            except Stale:
+                continue
+            made = commit(where, base, segments)
+            named = {segment["name"] for segment in segments}
+            if made is None:  # another run's manifest is there: this one's segments are garbage
+                discard(copy, where, sorted(named - {segment["name"] for segment in base.segments}))
+                continue
+            discard(copy, where, [segment["name"] for segment in base.segments if segment["name"] not in named])
+            tidy(copy, made)
+            return made, join(copy, made, into)
     raise Transient(f"the outputs' index at s3://{where.bucket}/{where.prefix} was replaced by other runs "
                     f"{ATTEMPTS} times while this one wrote")
 
@@ -219,50 +172,49 @@ def folder(root: Path, bucket: str, prefix: str) -> Path:
 
 
 @contextlib.contextmanager
-def locked(where: Path) -> Iterator[Copy]:
-    """The copy in folder ``where``, this process's alone until the block ends; saved if the block ends well."""
+def locked(where: Path) -> Iterator[Path]:
+    """The copy in folder ``where``, this process's alone until the block ends."""
     where.mkdir(parents=True, exist_ok=True)
     with open(where / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        path = where / COPY
-        held = json.loads(path.read_text()) if path.exists() else {}
-        copy = Copy(where, held.get("epoch", ""), held.get("published", 0))
-        yield copy
-        results.write_atomically(path, json.dumps({"epoch": copy.epoch, "published": copy.published}))
+        yield where
 
 
-def fetch(copy: Copy, where: Location, manifest: Manifest) -> None:
+def fetch(copy: Path, where: Location, manifest: Manifest) -> None:
     """Put the segments of ``manifest`` that ``copy`` lacks into it, from S3.
 
     Raises:
       Stale: one is gone (another run replaced the manifest and deleted it).
     """
     for segment in manifest.segments:
-        if (copy.folder / segment["name"]).is_dir():
+        if (copy / segment["name"]).is_dir():
             continue
-        found = _get(where, f"{SEGMENTS}{segment['name']}")
-        if found is None:
-            raise Stale(segment["name"])
-        temporary = copy.folder / f".{segment['name']}.{uuid.uuid4().hex}"
+        try:
+            body = aws.client("s3").get_object(Bucket=where.bucket, Key=f"{where.prefix}{SEGMENTS}{segment['name']}")["Body"].read()
+        except ClientError as exc:
+            if error_code(exc) == "NoSuchKey":
+                raise Stale(segment["name"]) from exc
+            raise
+        temporary = copy / f".{segment['name']}.{uuid.uuid4().hex}"
         temporary.mkdir()
-        (temporary / results.RESULTS).write_bytes(found[0][:segment["split"]])
-        (temporary / results.OUTPUT).write_bytes(found[0][segment["split"]:])
-        os.replace(temporary, copy.folder / segment["name"])
+        (temporary / results.RESULTS).write_bytes(body[:segment["split"]])
+        (temporary / results.OUTPUT).write_bytes(body[segment["split"]:])
+        os.replace(temporary, copy / segment["name"])
 
 
-def _write(copy: Copy, where: Location, chunk: list[tuple[str, dict]]) -> dict:
+def _write(copy: Path, where: Location, chunk: list[tuple[str, dict]]) -> dict:
     """A new segment of ``chunk`` ((order, record), in order), in S3 and in ``copy``: its manifest entry."""
     name = uuid.uuid4().hex
-    temporary = copy.folder / f".{name}"
+    temporary = copy / f".{name}"
     counts = results.write(temporary, (record for _, record in chunk))
     jsonl, txt = (temporary / results.RESULTS).read_bytes(), (temporary / results.OUTPUT).read_bytes()
     aws.client("s3").put_object(Bucket=where.bucket, Key=f"{where.prefix}{SEGMENTS}{name}", Body=jsonl + txt)
-    os.replace(temporary, copy.folder / name)
+    os.replace(temporary, copy / name)
     return {"name": name, "first": chunk[0][0], **{k: counts[k] for k in COUNTS}, "failures": counts["failures"],
             "split": len(jsonl)}
 
 
-def _cut(copy: Copy, where: Location, ordered: Iterable[tuple[str, dict]], size: int | None = None) -> list[dict]:
+def _cut(copy: Path, where: Location, ordered: Iterable[tuple[str, dict]], size: int | None = None) -> list[dict]:
     """New segments of ``ordered`` ((order, record), in order), ``size`` (SEGMENT) records each."""
     size, made, chunk = size or SEGMENT, [], []
     for item in ordered:
@@ -275,10 +227,10 @@ def _cut(copy: Copy, where: Location, ordered: Iterable[tuple[str, dict]], size:
     return made
 
 
-def discard(copy: Copy, where: Location, names: list[str]) -> None:
+def discard(copy: Path, where: Location, names: list[str]) -> None:
     """Delete segments ``names`` from S3 and from ``copy``; a deletion refused is logged (the run goes on)."""
     for name in names:
-        shutil.rmtree(copy.folder / name, ignore_errors=True)
+        shutil.rmtree(copy / name, ignore_errors=True)
     try:
         for at in range(0, len(names), 1000):  # DeleteObjects' most
             aws.client("s3").delete_objects(Bucket=where.bucket, Delete={"Quiet": True, "Objects": [
@@ -288,20 +240,20 @@ def discard(copy: Copy, where: Location, names: list[str]) -> None:
                     "s3:DeleteObject there)", where.bucket, where.prefix, exc)
 
 
-def tidy(copy: Copy, manifest: Manifest) -> None:
+def tidy(copy: Path, manifest: Manifest) -> None:
     """Delete from ``copy`` the segments ``manifest`` does not name (other hosts' runs replaced them)."""
     named = {segment["name"] for segment in manifest.segments}
-    for path in copy.folder.iterdir():
+    for path in copy.iterdir():
         if path.is_dir() and not path.name.startswith(".") and path.name not in named:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def rebuild(copy: Copy, where: Location, found: Iterable[dict]) -> list[dict]:
+def rebuild(copy: Path, where: Location, found: Iterable[dict]) -> list[dict]:
     """The segments of ``found`` (every record of the bucket, in natural order), written."""
     return _cut(copy, where, ((records.order(r["key"]), r) for r in found))
 
 
-def update(copy: Copy, where: Location, segments: list[dict], changes: dict[str, dict | None]) -> list[dict]:
+def update(copy: Path, where: Location, segments: list[dict], changes: dict[str, dict | None]) -> list[dict]:
     """``segments`` with ``changes`` (by order: the record now, or None for one removed) put in those they fall in."""
     segments, firsts = list(segments), [segment["first"] for segment in segments]
     touched: dict[int, dict[str, dict | None]] = {}
@@ -310,14 +262,14 @@ def update(copy: Copy, where: Location, segments: list[dict], changes: dict[str,
     for at in sorted(touched, reverse=True):  # from the end: the positions before stay put
         old = segments[at:at + 1]
         held: dict[str, dict | None] = {records.order(r["key"]): r for s in old
-                                        for r in results.read_records(copy.folder / s["name"])}
+                                        for r in results.read_records(copy / s["name"])}
         held.update(touched[at])
         kept = sorted((order, r) for order, r in held.items() if r is not None)
         segments[at:at + 1] = _cut(copy, where, kept, SEGMENT if len(kept) > 2 * SEGMENT else max(len(kept), 1))
     return segments
 
 
-def join(copy: Copy, manifest: Manifest, into: Path) -> dict:
+def join(copy: Path, manifest: Manifest, into: Path) -> dict:
     """Write results.jsonl and output.txt into folder ``into``: ``manifest``'s segments' files joined; what they hold.
 
     Returns:
@@ -328,33 +280,9 @@ def join(copy: Copy, manifest: Manifest, into: Path) -> dict:
     with results.atomic_file(into / results.RESULTS) as jsonl, results.atomic_file(into / results.OUTPUT) as txt:
         for segment in manifest.segments:
             for name, handle in ((results.RESULTS, jsonl), (results.OUTPUT, txt)):
-                with open(copy.folder / segment["name"] / name, encoding="utf-8") as part:
+                with open(copy / segment["name"] / name, encoding="utf-8") as part:
                     shutil.copyfileobj(part, handle)
             for k in COUNTS:
                 counts[k] += segment[k]
             counts["failures"] += segment["failures"][:results.MAX_FAILURES - len(counts["failures"])]
     return counts
-
-
-def shown(where: Location) -> Shown:
-    """latest.json of ``where``: the run ``<prefix>latest/`` shows (none yet: version 0)."""
-    found = _get(where, LATEST)
-    if found is None:
-        return Shown()
-    return Shown(**json.loads(found[0]), etag=found[1])
-
-
-def publish(where: Location, epoch: str, version: int, run_id: str) -> bool:
-    """Whether run ``run_id`` (``version`` of ``epoch``) is newer than the one ``<prefix>latest/`` shows; if so,
-    latest.json names it now.
-
-    Raises:
-      aws.errors.Transient: other runs replaced latest.json ATTEMPTS times in a row.
-    """
-    for _ in range(ATTEMPTS):
-        now = shown(where)
-        if now.epoch == epoch and now.version >= version:
-            return False
-        if _put_if(where, LATEST, {"epoch": epoch, "version": version, "run": run_id}, now.etag):
-            return True
-    raise Transient(f"s3://{where.bucket}/{where.prefix}{LATEST} was replaced by other runs {ATTEMPTS} times")
