@@ -157,6 +157,8 @@ def run(here: Path, where: Location, change: Callable[[Path, Manifest], list[dic
             made = commit(where, base, segments)
             named = {segment["name"] for segment in segments}
             if made is None:  # another run's manifest is there: this one's segments are garbage
+                log.info("index: s3://%s/%s%s version %d replaced by another run first: this run's changes again",
+                         where.bucket, where.prefix, MANIFEST, base.version + 1)
                 discard(copy, where, sorted(named - {segment["name"] for segment in base.segments}))
                 continue
             discard(copy, where, [segment["name"] for segment in base.segments if segment["name"] not in named])

@@ -15,8 +15,8 @@ A run's version is the index's manifest's that it made (``index``): a
 terminator that ends after a later run's (its report took longer) leaves
 ``latest`` to that run, here (``.shown``, under a file lock) and in S3
 (latest.json, replaced only if unchanged: ``conditional``). Two hosts may
-upload ``latest/`` at once: the one whose run latest.json does not name puts
-that run's files back after its own (``_settle``). Where a run is made
+copy into ``latest/`` at once: each copies the run latest.json names, until it
+names the run it copied (``_settle``). Where a run is made
 ``latest``, the old runs' folders there are pruned (``retention``).
 """
 
@@ -31,8 +31,10 @@ import uuid
 from pathlib import Path
 from typing import Iterator
 
+from botocore.exceptions import ClientError
+
 from .. import aws
-from ..aws.errors import Transient
+from ..aws.errors import Transient, error_code
 from ..settings import settings
 from . import conditional, results, retention
 
@@ -99,17 +101,21 @@ def _claim(bucket: str, key: str, epoch: str, version: int, run_id: str) -> bool
 
 
 def _settle(bucket: str, prefix: str, run_id: str) -> None:
-    """After run ``run_id``'s files went to ``latest/``: while latest.json names another run (whose upload
-    ended first), put that run's files there."""
+    """Copy the files of the run latest.json names into ``latest/`` (in S3, no upload), again while it names
+    another run than the one copied last (``run_id``): two hosts may copy at once, the later run's stay."""
     s3 = aws.client("s3")
     for _ in range(ATTEMPTS):
         found = conditional.get(bucket, f"{prefix}{LATEST_JSON}")
         if found is None or found[0]["run"] == run_id:
             return
         run_id = found[0]["run"]
-        for name in FILES:
-            s3.copy_object(Bucket=bucket, Key=f"{prefix}{LATEST}/{name}",
-                           CopySource={"Bucket": bucket, "Key": f"{prefix}{RUNS}/{run_id}/{name}"})
+        try:
+            for name in FILES:
+                s3.copy_object(Bucket=bucket, Key=f"{prefix}{LATEST}/{name}",
+                               CopySource={"Bucket": bucket, "Key": f"{prefix}{RUNS}/{run_id}/{name}"})
+        except ClientError as exc:  # pruned by a later run's terminator: latest.json names that one now
+            if error_code(exc) not in ("NoSuchKey", "404"):
+                raise
 
 
 def publish(root: Path, run_id: str, epoch: str, version: int, uri: str) -> str | None:
@@ -135,8 +141,7 @@ def publish(root: Path, run_id: str, epoch: str, version: int, uri: str) -> str 
         _upload(root / RUNS / run_id, bucket, f"{prefix}{RUNS}/{run_id}/")
         there = _claim(bucket, f"{prefix}{LATEST_JSON}", epoch, version, run_id)
         if there:
-            _upload(root / RUNS / run_id, bucket, f"{prefix}{LATEST}/")
-            _settle(bucket, prefix, run_id)
+            _settle(bucket, prefix, "")
     # Pruned last, where this run is latest: the run latest shows is this one.
     if here:
         retention.prune_here(root / RUNS, settings.keep_runs, run_id)

@@ -23,7 +23,9 @@ newest runs that ended, here and under ``<prefix>runs/`` (``retention``).
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -31,6 +33,7 @@ from . import costs, images, index, latest, records
 from .latest import FILES, LATEST, RUNS
 
 __all__ = ["FILES", "LATEST", "RUNS", "write"]
+log = logging.getLogger(__name__)
 
 
 def write(run: dict, root: Path, uri: str = "") -> dict:
@@ -76,9 +79,14 @@ def write(run: dict, root: Path, uri: str = "") -> dict:
                 yield record
         return index.rebuild(copy, where, counted(records.with_runs(bucket, prefix)))
 
+    started = time.monotonic()
     made, counts = index.run(index.folder(root, bucket, prefix), where, change, folder)
+    indexed = time.monotonic()
     page = report.write(folder, run_id, shown, counts, read=lambda r: images.read(r["bucket"], r["key"]))
+    reported = time.monotonic()
     output_uri = latest.publish(root, run_id, made.epoch, made.version, uri)
+    log.info("run=%s outputs: index version %d in %.2f s, report %.2f s, published %.2f s", run_id, made.version,
+             indexed - started, reported - indexed, time.monotonic() - reported)
     return {
         "run": run_id, "bucket": bucket, "prefix": prefix,
         "images": counts["images"], "cars": counts["cars"], "lines": counts["lines"],
