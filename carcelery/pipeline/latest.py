@@ -4,7 +4,7 @@
       runs/<run id>/output.txt, results.jsonl, report.html
       latest -> runs/<run id>                  (the newest run that ended here)
       output.txt, results.jsonl, report.html -> latest/...
-      .shown                                   epoch and version of the run ``latest`` shows
+      index/shown.json                         epoch and version of the run ``latest`` shows
 
     <CARCELERY_OUTPUT_URI>
       runs/<run id>/...                        every run's files (with its ``.version-<n>``, ``retention``)
@@ -13,7 +13,7 @@
 
 A run's version is the index's manifest's that it made (``index``): a
 terminator that ends after a later run's (its report took longer) leaves
-``latest`` to that run, here (``.shown``, under a file lock) and in S3
+``latest`` to that run, here (shown.json, under a file lock) and in S3
 (latest.json, replaced only if unchanged: ``conditional``). Two hosts may
 copy into ``latest/`` at once: each copies the run latest.json names, until it
 names the run it copied (``_settle``). Where a run is made
@@ -37,10 +37,11 @@ from .. import aws
 from ..aws.errors import Transient, error_code
 from ..settings import settings
 from . import conditional, results, retention
+from .index import INDEX
 
 RUNS, LATEST = "runs", "latest"
 FILES = (results.OUTPUT, results.RESULTS, results.REPORT)
-SHOWN, LATEST_JSON = ".shown", "latest.json"
+SHOWN, LATEST_JSON = Path(INDEX) / "shown.json", "latest.json"  # SHOWN: beside the copies of the index
 ATTEMPTS = 20  # tries against other hosts' runs before the terminator is retried (Transient)
 
 
@@ -70,11 +71,11 @@ def _upload(folder: Path, bucket: str, under: str) -> None:
 
 @contextlib.contextmanager
 def _shown_here(root: Path) -> Iterator[dict]:
-    """``root``'s .shown ({"epoch", "version"}), this process's alone until the block ends; saved then."""
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / f"{SHOWN}.lock", "w") as lock:
+    """``root``'s index/shown.json ({"epoch", "version"}), this process's alone until the block ends; saved then."""
+    path = root / SHOWN
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        path = root / SHOWN
         held = json.loads(path.read_text()) if path.exists() else {"epoch": "", "version": 0}
         yield held
         results.write_atomically(path, json.dumps(held))
