@@ -243,10 +243,11 @@ def discard(copy: Path, where: Location, names: list[str]) -> None:
 
 
 def tidy(copy: Path, manifest: Manifest) -> None:
-    """Delete from ``copy`` the segments ``manifest`` does not name (other hosts' runs replaced them)."""
+    """Delete from ``copy`` the segments ``manifest`` does not name (other hosts' runs replaced them), and
+    what a terminator that died left half-written (the copy is this one's alone meanwhile)."""
     named = {segment["name"] for segment in manifest.segments}
     for path in copy.iterdir():
-        if path.is_dir() and not path.name.startswith(".") and path.name not in named:
+        if path.is_dir() and path.name not in named:
             shutil.rmtree(path, ignore_errors=True)
 
 
