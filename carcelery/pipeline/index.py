@@ -83,6 +83,8 @@ class Location:
 
 @dataclass
 class Manifest:
+    """manifest.json: which segments, in order, hold the index's records; its version within its epoch."""
+
     epoch: str = ""
     version: int = 0
     segments: list[dict] = field(default_factory=list)  # {"name", "first" (order), counts..., "failures", "split"}
