@@ -1,11 +1,13 @@
 """The outputs' index: a run's update gives the files a rebuild would, and reads the segments it touches alone."""
 
+import dataclasses
 import random
 
 import pytest
 
 from carcelery.pipeline import index, records, results
 from carcelery.recognizers import CAR, Label, TextLine
+from carcelery.settings import ConfigError, settings
 
 WHERE = index.Location("outputs-bucket", "o/index/d/")  # in the ``index_s3`` fixture's bucket
 
@@ -91,3 +93,13 @@ def test_a_run_of_ten_reads_the_segments_it_falls_in_not_the_bucket(tmp_path, mo
     assert 0 < len(read) <= 2 * index.SEGMENT, f"{len(read)} records read for a run of 10 in a store of 5,000"
     lines = (tmp_path / "out" / results.OUTPUT).read_text().splitlines()
     assert len(lines) == 5010 and lines[2000:2003] == ["2000.jpg: ABC 123", "2000a.jpg: ABC 123", "2001.jpg: ABC 123"]
+
+
+def test_the_location_is_under_the_output_uri_or_the_emulators_and_on_aws_needs_the_uri(monkeypatch):
+    where = index.location("images", "cars/", "s3://outs/carcelery/")
+    assert where.bucket == "outs" and where.prefix.startswith("carcelery/index/") and where.prefix.endswith("/")
+    assert index.location("images", "", "").bucket == index.EMULATOR_BUCKET
+    assert index.location("images", "cars/", "s3://outs/") != index.location("images", "", "s3://outs/")
+    monkeypatch.setattr(index, "settings", dataclasses.replace(settings, target="aws"))
+    with pytest.raises(ConfigError, match="CARCELERY_OUTPUT_URI"):
+        index.location("images", "", "")
