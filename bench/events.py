@@ -1,6 +1,7 @@
 """New uploads to output.txt: S3 events against the beat's scan, on a bucket already holding many processed images.
 
     python -m bench.events [--uploads 300] [--rate 10] [--preload 20000] [--backends noop,latency] [--json FILE]
+                           [--b-workers 3 --skip-beat]
 
 In one run, on a fresh emulator of its own (a free loopback port):
 1. the bucket gets ``--preload`` images, with their records and ledger entries
@@ -18,6 +19,15 @@ In one run, on a fresh emulator of its own (a free loopback port):
    the records it read, beside a rebuild (what a run of the whole bucket does
    after reading every record).
 Prints p50, p95 and max per backend and way; ``--json`` writes the figures.
+
+``--b-workers N`` (N > 1): Instance B is N workers, each a host of its own
+(its own output folder), as an Auto Scaling group gives; the runs land on any
+of them. Every run's outputs go to CARCELERY_OUTPUT_URI (``s3://bench-outputs/
+carcelery/``) and a line is timed when it is in ``latest/output.txt`` there.
+The emulator counts the records table's Query pages of the bucket (its fault
+hook, a delay of 0 s): ``whole_reads`` is how many times a run read the whole
+bucket (pages counted over the pages of one read); ``runs_per_host``, the runs
+each host ended (its log's terminator lines), the first one's included.
 """
 
 from __future__ import annotations
@@ -36,6 +46,8 @@ from pathlib import Path
 from .pipeline import SEED, free_port
 
 BUCKET = "bench-events"
+OUTPUTS = "bench-outputs"
+OUTPUT_URI = f"s3://{OUTPUTS}/carcelery/"
 LATENCY = "0.3"
 
 
@@ -58,10 +70,33 @@ def preload(count: int) -> None:
 
 
 def lines_of(stack) -> set[str]:
+    """The names output.txt has a line of: the stack's folder's, or with several hosts the URI's ``latest/``."""
+    from carcelery import aws
     from carcelery.pipeline import results
 
+    if stack.env.get("CARCELERY_OUTPUT_URI"):
+        try:
+            text = aws.client("s3").get_object(Bucket=OUTPUTS, Key=f"carcelery/latest/{results.OUTPUT}")["Body"].read()
+        except aws.client("s3").exceptions.NoSuchKey:
+            return set()
+        return {line.split(":", 1)[0] for line in text.decode().splitlines()}
     path = stack.output_dir / results.OUTPUT
     return {line.split(":", 1)[0] for line in path.open(encoding="utf-8")} if path.exists() else set()
+
+
+def whole_read_rule(faults: Path) -> int:
+    """Count the records table's Query pages of the bucket (a delay of 0 s); the pages of one whole read."""
+    from carcelery.embedded import faults as hook
+    from carcelery.pipeline import records
+    from carcelery.settings import settings
+
+    rule = {"call": "dynamodb:Query", "match": [settings.records_table, BUCKET], "fault": "delay", "seconds": 0}
+    hook.write_rules(faults, [rule])
+    for _ in records.read(BUCKET):
+        pass
+    pages = hook.hits(faults)[0]
+    hook.write_rules(faults, [rule])  # counts from 0 again
+    return pages
 
 
 def expected(names: list[str], backend: str) -> list[str]:
@@ -89,7 +124,7 @@ def uploads(stack, tag: str, count: int, rate: float, backend: str, timeout: flo
         while not done.is_set() and len(seen) < len(watched):
             path = stack.output_dir / "output.txt"
             mtime = path.stat().st_mtime_ns if path.exists() else None
-            if mtime != last:
+            if mtime != last or stack.env.get("CARCELERY_OUTPUT_URI"):
                 last, now = mtime, time.time()
                 for name in lines_of(stack) & watched:
                     if name not in seen and name in put_at:
@@ -125,18 +160,34 @@ def wait_for_line(stack, name: str, timeout: float = 600) -> float:
     return time.time() - started
 
 
-def workers(stack, backend: str) -> None:
-    for name in ("worker_a", "worker_b"):
-        if name in stack.procs:
-            stack.stop(name)
+def workers(stack, backend: str, hosts: int = 1) -> None:
+    """Instance A's worker and Instance B's: ``hosts`` of them, each with an output folder of its own."""
+    for name in [name for name in stack.procs if name.startswith("worker_")]:
+        stack.stop(name)
     stack.env.update(CARCELERY_RECOGNIZER=backend, CARCELERY_LATENCY=LATENCY)
     stack.env.pop("CARCELERY_POOL", None)
     stack.start_worker("worker_a", "detect", None)
-    stack.start_worker("worker_b", "text", None)
+    if hosts == 1:
+        stack.start_worker("worker_b", "text", None)
+        return
+    shared = stack.env["CARCELERY_OUTPUT_DIR"]
+    try:
+        for host in range(1, hosts + 1):
+            stack.env["CARCELERY_OUTPUT_DIR"] = str(stack.workdir / f"b{host}" / "output")
+            stack.start_worker(f"worker_b{host}", "text", None)
+    finally:
+        stack.env["CARCELERY_OUTPUT_DIR"] = shared
 
 
 def index_cost(size: int, workdir: Path) -> dict:
-    """Seconds and records read of a run of 10 new images on an index of ``size`` records, and of a rebuild."""
+    """Seconds and records read of a run of 10 new images on an index of ``size`` records, and of a rebuild.
+
+    In this process: S3 is moto's in-process mock (no HTTP), the local copy in ``workdir``.
+    """
+    import boto3
+    from moto import mock_aws
+
+    from carcelery import aws
     from carcelery.pipeline import index, records, results
     from carcelery.recognizers import CAR, Label, TextLine
 
@@ -144,12 +195,7 @@ def index_cost(size: int, workdir: Path) -> dict:
         return results.with_text(results.detection(key, bucket=BUCKET, key=key, etag="e", labels=[Label(CAR, 99.0)],
                                                    threshold=90.0), [TextLine("ABC 123", 99.0)])
 
-    where = workdir / f"index-{size}"
-    started = time.perf_counter()
-    with index.locked(where) as held:
-        index.rebuild(held, (record(f"{n}.jpg") for n in range(size)))
-        rebuild_s = time.perf_counter() - started
-        index.join(held, workdir / f"out-{size}")
+    where, client = index.Location(OUTPUTS, f"index-{size}/"), aws.client
     read, reading = [], results.read_records
 
     def counted(folder):
@@ -157,17 +203,27 @@ def index_cost(size: int, workdir: Path) -> dict:
             read.append(1)
             yield record
 
-    results.read_records = counted
-    try:
-        new = [f"{size // 2 + n}a.jpg" for n in range(10)]
-        started = time.perf_counter()
-        with index.locked(where) as held:
-            index.update(held, {records.order(k): record(k) for k in new})
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket=OUTPUTS)
+        aws.client = lambda service: s3
+        copy = workdir / f"index-{size}"
+        copy.mkdir(parents=True)
+        try:
+            started = time.perf_counter()
+            made = index.Manifest("bench", 1, index.rebuild(copy, where, (record(f"{n}.jpg") for n in range(size))))
+            rebuild_s = time.perf_counter() - started
+            index.join(copy, made, workdir / f"out-{size}")
+            results.read_records = counted
+            new = [f"{size // 2 + n}a.jpg" for n in range(10)]
+            started = time.perf_counter()
+            made = index.Manifest("bench", 2, index.update(copy, where, made.segments,
+                                                           {records.order(k): record(k) for k in new}))
             updated_s = time.perf_counter() - started
-            index.join(held, workdir / f"out-{size}")
-        run_s = time.perf_counter() - started
-    finally:
-        results.read_records = reading
+            index.join(copy, made, workdir / f"out-{size}")
+            run_s = time.perf_counter() - started
+        finally:
+            results.read_records, aws.client = reading, client
     return {"records": size, "rebuild_s": rebuild_s, "update_s": updated_s, "update_and_join_s": run_s,
             "records_read": len(read), "results_jsonl_mb": (workdir / f"out-{size}" / results.RESULTS).stat().st_size / 1e6}
 
@@ -180,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backends", default="noop,latency")
     parser.add_argument("--index-sizes", default="20000,100000", help="records of the index measured alone")
     parser.add_argument("--skip-uploads", action="store_true", help="measure the index alone")
+    parser.add_argument("--b-workers", type=int, default=1, help="Instance B workers, a host each (outputs to S3)")
+    parser.add_argument("--skip-beat", action="store_true", help="measure S3 events alone")
+    parser.add_argument("--timeout", type=float, default=120, help="seconds the last upload's line is waited for")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="carcelery-bench-events-"))
@@ -187,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update({"CARCELERY_TARGET": "emulator", "CARCELERY_QUEUE_PREFIX": "bench-",
                        "CARCELERY_EMULATOR_PORT": str(free_port()), "CARCELERY_BUCKET": BUCKET,
                        "CARCELERY_MONITORING": "off", "CARCELERY_OUTPUT_DIR": str(workdir / "output")})
+    if args.b_workers > 1:
+        os.environ.update({"CARCELERY_OUTPUT_URI": OUTPUT_URI, "CARCELERY_EMULATOR_FAULTS": str(workdir / "faults.json")})
     for name in ("CARCELERY_SCAN_INTERVAL", "CARCELERY_KEY_PREFIX"):
         os.environ.pop(name, None)
     from carcelery import aws
@@ -211,19 +272,32 @@ def main(argv: list[str] | None = None) -> int:
         figures["preload_s"] = time.monotonic() - started
         done = stack.run("carcelery.aws.provision", "--events")
         assert done.returncode == 0, done.stderr
+        faults = Path(stack.env.get("CARCELERY_EMULATOR_FAULTS", workdir / "faults.json"))
+        if args.b_workers > 1:
+            from carcelery.aws import provision
+
+            provision.bucket(OUTPUTS)
         for backend in backends:
-            workers(stack, backend)
+            workers(stack, backend, args.b_workers)
+            pages = whole_read_rule(faults) if args.b_workers > 1 else 0
             first = wait_for_line(stack, f"first-{backend}.jpg")
-            got = uploads(stack, f"ev-{backend}", args.uploads, args.rate, backend, timeout=120)
+            got = uploads(stack, f"ev-{backend}", args.uploads, args.rate, backend, timeout=args.timeout)
+            if pages:
+                from carcelery.embedded import faults as hook
+
+                ended = {name: stack.log(name).count("terminator -1") for name in stack.procs if name.startswith("worker_b")}
+                got.update(b_workers=args.b_workers, whole_reads=hook.hits(faults)[0] / pages, pages_per_read=pages,
+                           runs_per_host=ended)
             figures["events"][backend] = {**got, "first_run_s": first}
             print(f"events, {backend}: {json.dumps(figures['events'][backend])}", flush=True)
         # Events off: no notification, no queue; the beat at its default interval.
-        aws.client("s3").put_bucket_notification_configuration(Bucket=BUCKET, NotificationConfiguration={})
-        sqs = aws.client("sqs")
-        sqs.delete_queue(QueueUrl=sqs.get_queue_url(QueueName=settings.queue_name(EVENTS_QUEUE))["QueueUrl"])
-        stack.start("beat", ["-m", "celery", "-A", "carcelery", "beat", "--loglevel", "INFO",
-                             "--schedule", str(workdir / "beat-schedule")], "beat: Starting")
-        for backend in backends:
+        if not args.skip_beat:
+            aws.client("s3").put_bucket_notification_configuration(Bucket=BUCKET, NotificationConfiguration={})
+            sqs = aws.client("sqs")
+            sqs.delete_queue(QueueUrl=sqs.get_queue_url(QueueName=settings.queue_name(EVENTS_QUEUE))["QueueUrl"])
+            stack.start("beat", ["-m", "celery", "-A", "carcelery", "beat", "--loglevel", "INFO",
+                                 "--schedule", str(workdir / "beat-schedule")], "beat: Starting")
+        for backend in [] if args.skip_beat else backends:
             workers(stack, backend)
             got = uploads(stack, f"beat-{backend}", args.uploads, args.rate, backend, timeout=300)
             figures["beat"][backend] = got
@@ -234,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     for way in ("events", "beat"):
         for backend, got in figures[way].items():
             print(f"  {way:<7}{backend:<10}{got['arrived']:>7}{got.get('p50_s', 0):>8.2f}"
-                  f"{got.get('p95_s', 0):>8.2f}{got.get('max_s', 0):>8.2f}")
+                  f"{got.get('p95_s', 0):>8.2f}{got.get('max_s', 0):>8.2f}"
+                  + (f"  {got['whole_reads']:.1f} whole-bucket reads" if "whole_reads" in got else ""))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     return 0

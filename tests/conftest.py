@@ -89,6 +89,21 @@ def bucket(emulator) -> str:
     return name
 
 
+@pytest.fixture
+def index_s3(monkeypatch):
+    """S3 in this process (moto's ``mock_aws``), for unit tests: bucket ``outputs-bucket``; ``aws.client`` is its client."""
+    import boto3
+    from moto import mock_aws
+
+    from carcelery import aws
+
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="outputs-bucket")
+        monkeypatch.setattr(aws, "client", lambda service: client)
+        yield client
+
+
 class Faults:
     """The emulator's injected faults (``carcelery.embedded.faults``): ``set(rule, ...)``, ``hits()``."""
 

@@ -9,31 +9,29 @@ from concurrent.futures import ThreadPoolExecutor
 import boto3
 import pytest
 from test_events import wait_until
-from test_index import record
+from test_index import WHERE, record
 from test_pipeline import own_stack
 
 from carcelery import aws
 from carcelery.aws import provision
 from carcelery.embedded.demo import Stack
-from carcelery.pipeline import index, outputs, records, report, results
+from carcelery.pipeline import index, latest, outputs, records, report, results
 from carcelery.recognizers import CAR, Label, TextLine
 from carcelery.settings import settings
 
 
 class Store:
-    """The records table and the ledger's counter, in memory; another Store is another store (a new epoch)."""
+    """The records table in memory, and what was read of it: ``whole`` reads, and the keys of each ``get``."""
 
     def __init__(self):
-        self.epoch, self.version, self.records = uuid.uuid4().hex, 0, {}
-
-    def claim(self, bucket, prefix):
-        self.version += 1
-        return self.epoch, self.version
+        self.records, self.whole, self.got = {}, 0, []
 
     def with_runs(self, bucket, prefix=""):
+        self.whole += 1
         return (("r", self.records[key]) for key in sorted(self.records, key=results.natural_key))
 
     def get(self, bucket, keys):
+        self.got.append(sorted(keys))
         return {records.order(key): self.records.get(key) for key in keys}
 
 
@@ -47,13 +45,21 @@ def unread(monkeypatch):
 
 
 @pytest.fixture
-def use(monkeypatch, unread):
-    """``use(store)``: the terminators' store from now on."""
+def use(monkeypatch, unread, index_s3):
+    """``use(store)``: the terminators' store from now on; the index in S3 (moto), at WHERE's bucket."""
+    monkeypatch.setattr(index, "location", lambda bucket, prefix, uri: WHERE)
+
     def using(store):
-        for module, name in ((index, "claim"), (records, "with_runs"), (records, "get")):
+        for module, name in ((records, "with_runs"), (records, "get")):
             monkeypatch.setattr(module, name, getattr(store, name))
         return store
     return using
+
+
+def segments_in_s3(client):
+    """The names of the index's segments in S3."""
+    found = client.list_objects_v2(Bucket=WHERE.bucket, Prefix=f"{WHERE.prefix}{index.SEGMENTS}").get("Contents", [])
+    return sorted(item["Key"].rpartition("/")[2] for item in found)
 
 
 def slowed(monkeypatch, slow_run):
@@ -77,7 +83,7 @@ def run(*keys):
 
 def keeping(monkeypatch, keep):
     """CARCELERY_KEEP_RUNS=``keep`` for the terminators of this test."""
-    monkeypatch.setattr(outputs, "settings", dataclasses.replace(settings, keep_runs=keep))
+    monkeypatch.setattr(latest, "settings", dataclasses.replace(settings, keep_runs=keep))
 
 
 def lines(root):
@@ -85,13 +91,15 @@ def lines(root):
     return path.read_text().splitlines() if path.exists() else []
 
 
-def test_after_a_new_store_each_run_of_events_shows_its_change(tmp_path, use):
+def test_after_a_new_store_each_run_of_events_shows_its_change(tmp_path, use, index_s3):
     old = use(Store())
     for n in range(1, 4):
         old.records[f"{n}.jpg"] = record(f"{n}.jpg", f"OLD{n}")
         outputs.write(run(), tmp_path)
     assert lines(tmp_path) == ["1.jpg: OLD1", "2.jpg: OLD2", "3.jpg: OLD3"]
-    # The emulator started again with the same output folder: a new store, whose counter starts at 1 again.
+    # The emulator started again with the same output folder: a new store and a new S3, whose index counts from 1.
+    for item in index_s3.list_objects_v2(Bucket=WHERE.bucket)["Contents"]:
+        index_s3.delete_object(Bucket=WHERE.bucket, Key=item["Key"])
     new = use(Store())
     new.records["A.jpg"] = record("A.jpg", "A")
     outputs.write(run("A.jpg"), tmp_path)
@@ -102,8 +110,46 @@ def test_after_a_new_store_each_run_of_events_shows_its_change(tmp_path, use):
     del new.records["A.jpg"]
     outputs.write(run("A.jpg"), tmp_path)
     assert lines(tmp_path) == ["B.jpg: B"], "the removal of A changed nothing"
-    held = json.loads((index.folder(tmp_path, "b", "") / "index.json").read_text())
-    assert (held["epoch"], held["version"], held["published"]) == (new.epoch, 3, 3)
+    manifest = index.read(WHERE)
+    assert manifest.version == 3 and segments_in_s3(index_s3) == sorted(s["name"] for s in manifest.segments)
+    assert json.loads((tmp_path / latest.SHOWN).read_text()) == {"epoch": manifest.epoch, "version": 3}
+
+
+def test_runs_alternating_between_two_hosts_read_their_own_records_once(tmp_path, use):
+    # Two Instance B hosts (two output folders), one store: the runs of events land on either.
+    store, hosts = use(Store()), [tmp_path / "one", tmp_path / "two"]
+    store.records.update({f"{n}.jpg": record(f"{n}.jpg", f"OLD{n}") for n in range(1, 6)})
+    outputs.write(run(), hosts[0])  # a dispatch: the whole bucket
+    for n in range(6, 12):
+        store.records[f"{n}.jpg"] = record(f"{n}.jpg", f"NEW{n}")
+        outputs.write(run(f"{n}.jpg"), hosts[n % 2])
+    assert store.whole == 1, "a run of events read the whole bucket"
+    assert store.got == [[f"{n}.jpg"] for n in range(6, 12)], "a run of events read other records, or its own twice"
+    whole = [f"{n}.jpg: {'OLD' if n < 6 else 'NEW'}{n}" for n in range(1, 12)]
+    assert lines(hosts[1]) == whole and lines(hosts[0]) == whole[:-1]
+
+
+def test_a_run_that_loses_the_race_to_another_host_applies_its_records_to_the_winners(tmp_path, use, monkeypatch, index_s3):
+    store, one, two = use(Store()), tmp_path / "one", tmp_path / "two"
+    store.records["1.jpg"] = record("1.jpg", "ONE")
+    outputs.write(run(), one)
+    getting, late = store.get, run("5.jpg")
+
+    def overtaken(bucket, keys):  # while host one reads its records, host two's run replaces the manifest
+        if keys == ["4.jpg"] and not store.got:
+            store.records["5.jpg"] = record("5.jpg", "FIVE")
+            outputs.write(late, two)
+        return getting(bucket, keys)
+    monkeypatch.setattr(records, "get", overtaken)
+    store.records["4.jpg"] = record("4.jpg", "FOUR")
+    slow = run("4.jpg")
+    outputs.write(slow, one)
+    both = "1.jpg: ONE\n4.jpg: FOUR\n5.jpg: FIVE\n"
+    assert (one / outputs.RUNS / slow["id"] / results.OUTPUT).read_text() == both, "host two's record lost"
+    assert lines(one) == both.splitlines()
+    manifest = index.read(WHERE)
+    assert manifest.version == 3 and segments_in_s3(index_s3) == sorted(s["name"] for s in manifest.segments), \
+        "the lost attempt's segments left in S3"
 
 
 def test_a_terminator_that_ends_after_a_later_runs_leaves_latest_to_it(tmp_path, use, monkeypatch):
@@ -222,8 +268,8 @@ def test_after_the_emulator_starts_again_each_run_of_events_reaches_output_txt(t
     def remove(key):
         s3.delete_object(Bucket=settings.bucket, Key=key)
 
-    lives = [  # (what is done, the images output.txt shows then): the old store's three runs, then the new one's
-        [(upload, "1.jpg", ["1.jpg"]), (upload, "2.jpg", ["1.jpg", "2.jpg"]), (upload, "3.jpg", ["1.jpg", "2.jpg", "3.jpg"])],
+    lives = [  # (what is done, the images output.txt shows then): the old store's run (version 1), then the new one's
+        [(upload, "1.jpg", ["1.jpg"])],
         [(upload, "A.jpg", ["A.jpg"]), (upload, "B.jpg", ["A.jpg", "B.jpg"]), (remove, "A.jpg", ["B.jpg"])],
     ]
     with stack:

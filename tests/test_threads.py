@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from carcelery import aws, recognizers
-from carcelery.pipeline import outputs
+from carcelery.pipeline import latest
 from carcelery.recognizers.imaging import decode
 from carcelery.recognizers.local import WHOLE
 
@@ -97,7 +97,7 @@ def test_terminators_in_two_threads_of_one_process_link_the_outputs_at_once(tmp_
     def link(target):
         try:
             for _ in range(300):
-                outputs._link(tmp_path / "latest", Path(target))
+                latest._link(tmp_path / "latest", Path(target))
         except OSError as exc:
             errors.append(exc)
 

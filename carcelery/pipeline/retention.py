@@ -7,7 +7,7 @@ terminator whose report takes long, or another host's upload), and is never
 deleted. Of the runs that ended, the newest by when their report was written
 are kept, and the one ``latest`` shows whatever its age. S3 gives that time
 to the second, so a run's folder there also holds an empty ``.version-<n>``,
-its version (``index.claim``): of two reports of one second, the later run's
+its version (the index manifest's it made, ``index``): of two reports of one second, the later run's
 is the newer. Only the terminator that has just made its run ``latest``
 prunes, so the run ``latest`` shows is its own.
 
