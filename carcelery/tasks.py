@@ -172,7 +172,7 @@ def terminate(self, run: Run) -> dict:
       (``skipped_by_reason``), where the outputs are.
     """
     try:
-        summary = outputs.write(cast(dict, run), settings.output_dir, settings.output_uri)  # it types a run as a dict
+        summary = outputs.write(run, settings.output_dir, settings.output_uri)
     except Exception as exc:  # sorted by the policy: retried, or the run's failure
         failure = self.given_up(exc, f"run={run['id']} terminator", **_written_to(run, exc))
         raise runs.RunFailed(f"run {run['id']}: the terminator could not write the run's files: {failure}") from exc

@@ -31,12 +31,13 @@ from typing import Iterator
 
 from . import costs, images, index, latest, records
 from .latest import FILES, LATEST, RUNS
+from .model import Run
 
 __all__ = ["FILES", "LATEST", "RUNS", "write"]
 log = logging.getLogger(__name__)
 
 
-def write(run: dict, root: Path, uri: str = "") -> dict:
+def write(run: Run, root: Path, uri: str = "") -> dict:
     """Write run ``run``'s files from the records table into ``root`` (and to ``uri``); the run's summary.
 
     Raises:
