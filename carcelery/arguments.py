@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .pipeline.model import Status
-from .pipeline.printable import printable
+from .printable import json_kind, printable
 
 NUMBER = (int, float)
 # (type or types, required) per field; None: JSON null.
@@ -38,15 +38,6 @@ _HEADERS = {"id": (str, True), "retries": (int, False), "eta": ((str, type(None)
             "expires": ((str, type(None)), False), "root_id": ((str, type(None)), False),
             "parent_id": ((str, type(None)), False), "group": ((str, type(None)), False),
             "timelimit": ((list, type(None)), False)}
-_KINDS = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
-          float: "a number", type(None): "null"}
-
-
-def json_kind(value: Any) -> str:
-    """What a decoded JSON value is, in JSON's words (an object, an array, a string, ...)."""
-    return _KINDS.get(type(value), type(value).__name__)
-
-
 def _is(value: Any, types: type | tuple) -> bool:
     # JSON's true is no number (Python's bool is an int).
     return isinstance(value, types) and not (isinstance(value, bool) and bool not in

@@ -22,7 +22,7 @@ from botocore.exceptions import EndpointConnectionError
 from .aws import errors, provision
 from .app import app
 from .pipeline import images, runs
-from .pipeline.printable import printable
+from .printable import printable
 from .pipeline.progress import Progress
 from .pipeline.sending import Dispatched, dispatch
 from .settings import settings

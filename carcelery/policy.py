@@ -28,7 +28,7 @@ from celery.utils.log import get_task_logger
 from .aws import errors
 from .pipeline import results
 from .pipeline.model import Record, Ref, Stage
-from .pipeline.printable import printable
+from .printable import printable
 from .recognizers import ImageError
 from .settings import settings
 

@@ -24,7 +24,7 @@ from kombu.message import Message
 from vine import promise
 
 from . import arguments
-from .pipeline.printable import printable
+from .printable import printable
 from .transport.dead_letters import Unrunnable, mark
 
 logger = get_logger(__name__)

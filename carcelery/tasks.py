@@ -38,7 +38,7 @@ from . import aws, recognizers
 from . import notification_consumer
 from .pipeline import costs, notifications, outputs, records, results, runs, images, store, stream
 from .pipeline.model import Record, Ref, Run, RunId, Stage
-from .pipeline.printable import printable
+from .printable import printable
 from .aws import errors
 from .app import app
 from .pipeline.sending import dispatch

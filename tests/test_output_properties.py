@@ -4,7 +4,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from carcelery.pipeline import records, results
-from carcelery.pipeline.printable import printable, unprintable
+from carcelery.printable import printable, unprintable
 
 # S3 keys are UTF-8 (no lone surrogates); short enough that records.order keeps them whole.
 KEYS = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=40)

@@ -3,7 +3,8 @@
 import re
 
 from carcelery import aws
-from carcelery.pipeline import printable, results
+from carcelery import printable
+from carcelery.pipeline import results
 
 # Every character a key may hold that could garble a line (moto refuses a key with a newline:
 # its URL routes do not match one; tests/test_results.py writes such a key with the real writer).

@@ -1,4 +1,5 @@
-from carcelery.pipeline import printable, results
+from carcelery import printable
+from carcelery.pipeline import results
 from carcelery.recognizers import Box, Label, TextLine
 
 

@@ -22,7 +22,7 @@ from botocore.exceptions import EndpointConnectionError
 
 from ..aws.errors import explain, unreachable
 from ..pipeline.dead_letters import RedriveFailed, messages, redrive
-from ..pipeline.printable import printable
+from ..printable import printable
 from ..settings import DEAD_LETTER_QUEUE, settings
 
 

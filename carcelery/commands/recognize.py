@@ -17,7 +17,7 @@ from pathlib import Path
 from .. import recognizers
 from ..pipeline import results
 from ..pipeline.model import Record, Stage, Status
-from ..pipeline.printable import printable
+from ..printable import printable
 from ..settings import settings
 
 

@@ -26,7 +26,7 @@ from ..recognizers import imaging
 from ..recognizers import CAR, Box, Image, ImageError
 from ..recognizers.base import same_object
 from .model import Status
-from .printable import printable
+from ..printable import printable
 from .results import OUTPUT, REPORT, atomic_file
 
 THUMBNAIL = 480  # long side, pixels

@@ -11,7 +11,7 @@ output.txt`` has one line per car image in which text was found,
 ``<image>: <text lines joined by spaces>``, in natural order (1, 2, ..., 10).
 The image's key and the text come from outside and may hold any character:
 both are written ``printable`` (control characters and backslashes escaped,
-``carcelery.pipeline.printable``), and a ``: `` in the key is written
+``carcelery.printable``), and a ``: `` in the key is written
 ``\\x3a `` (``:`` escaped), so that a line is split at its first ``: `` and no
 key or text can split a line or forge one. ``results.jsonl`` has every
 image's record, exact (JSON escapes what it must). Both are written
@@ -32,7 +32,7 @@ from .. import recognizers
 from ..recognizers import TextLine, car_confidence, to_dict
 from . import model
 from .model import Record, Stage, Status, record as read_record
-from .printable import printable
+from ..printable import printable
 
 OUTPUT = "output.txt"
 RESULTS = "results.jsonl"

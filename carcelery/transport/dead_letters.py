@@ -39,9 +39,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 from kombu.log import get_logger
 
-from ..arguments import json_kind
 from ..aws import errors
-from ..pipeline.printable import printable
+from ..printable import json_kind, printable
 from ..settings import DEAD_LETTER_QUEUE, EVENTS_DEAD_LETTER_QUEUE, EVENTS_QUEUE
 
 logger = get_logger(__name__)

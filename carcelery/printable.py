@@ -1,4 +1,4 @@
-"""Text from outside (S3 keys, recognized text) made safe to print on one line.
+"""Text from outside (S3 keys, recognized text) made safe to print on one line; what a JSON value is, in words.
 
 An S3 key may hold any character, and a recognizer may read any: a newline
 would split a line of output.txt or of a log in two (and forge the second), a
@@ -19,6 +19,7 @@ escaping is reversible: ``unprintable`` gives the text back (it is
 from __future__ import annotations
 
 import re
+from typing import Any
 
 _SPECIAL = re.compile(r"[\x00-\x1f\x7f-\x9f\\\u2028\u2029]")
 _NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r", "\\": "\\\\"}
@@ -39,3 +40,12 @@ def printable(text: str) -> str:
 def unprintable(text: str) -> str:
     """The text ``printable`` was given (any ``\\x``, ``\\u``, ``\\t``, ``\\n``, ``\\r``, ``\\\\`` escape undone)."""
     return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
+
+
+_KINDS = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
+          float: "a number", type(None): "null"}
+
+
+def json_kind(value: Any) -> str:
+    """What a decoded JSON value is, in JSON's words (an object, an array, a string, ...)."""
+    return _KINDS.get(type(value), type(value).__name__)
