@@ -106,7 +106,7 @@ CALLS = (
     Call("dynamodb:PutItem", "workers: 1.jpg's record", ("{records}", "{bucket}", "1.jpg")),
     Call("dynamodb:Query", "terminator: reads the run's records", ("{bucket}",)),
     Call("dynamodb:TransactWriteItems", "workers: chord counting", ("{results}",)),
-    Call("dynamodb:GetItem", "dispatch --wait, terminator, watch_run: counts, results", ("{results}",)),
+    Call("dynamodb:GetItem", "dispatch --wait, watch_run: counts, results", ("{results}",)),
     Call("rekognition:DetectLabels", "worker A: is 1.jpg a car", ("{bucket}", "1.jpg")),
     Call("rekognition:DetectText", "worker B: 1.jpg's text", ("{bucket}", "1.jpg")),
     Call("s3:HeadObject", "worker A, S3 events on: is an event's 1.jpg there (transient, throttle: 6 times)",

@@ -62,8 +62,9 @@ def wait(run: Dispatched, timeout: float, stream: TextIO) -> dict:
     # Not its parents: they are the run's images, and reading each one's result
     # back would be one request per image; their failures are in the records.
     summary = result.get(follow_parents=False)
-    if summary.get("failed_count"):
-        # The files' failures may be another run's under the same prefix: a second read, only then.
+    if summary.get("failed_count") or summary.get("pending"):
+        # The files' failures and pending images may be another run's under the same prefix: a second
+        # read, only then. Its own images still pending are failures: their tasks could not store a result.
         summary["failed_count"], summary["failed"] = runs.own_failures(run)
     return summary
 
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as exc:  # a permanent AWS error becomes one clear line (the one policy: errors.sort)
         failure = errors.sort(exc, args.bucket)
-        if not isinstance(failure, errors.Permanent):
+        if not isinstance(failure, (errors.Permanent, errors.Misconfigured)):
             raise
         print(f"error: {failure}", file=sys.stderr)
         return 2

@@ -173,3 +173,10 @@ def test_only_sort_decides_what_is_transient():
               for node in ast.walk(ast.parse(path.read_text()))
               if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "transient"]
     assert asking == [], f"sort errors with aws.errors.sort: {asking}"
+
+
+def test_a_setting_carcelery_cannot_run_with_is_misconfigured_not_a_bug():
+    from carcelery.settings import ConfigError
+
+    found = errors.sort(ConfigError("CARCELERY_X is not set: set it"))
+    assert isinstance(found, errors.Misconfigured) and str(found) == "CARCELERY_X is not set: set it"

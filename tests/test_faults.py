@@ -135,12 +135,25 @@ def test_missing_credentials_are_named(authenticating_aws, tmp_path):
     assert done.returncode == 2 and done.stderr.startswith("error: no AWS credentials found")
 
 
+@pytest.mark.integration
+def test_on_aws_without_the_output_uri_the_dispatcher_names_it_and_sends_nothing(emulator, bucket, seed_dir, tmp_path):
+    endpoint = f"http://127.0.0.1:{emulator.env['CARCELERY_EMULATOR_PORT']}"
+    aws.client("s3").put_object(Bucket=bucket, Key="2.jpg", Body=(seed_dir / "2.jpg").read_bytes())
+    stack = Stack(tmp_path, aws_env(endpoint, AWS_ACCESS_KEY_ID="AKIAEXAMPLEEXAMPLE12", AWS_SECRET_ACCESS_KEY="x"))
+    done = stack.run("carcelery.dispatch", "--bucket", bucket)
+    assert (done.returncode, done.stderr) == (2, "error: the outputs' index is kept under CARCELERY_OUTPUT_URI, which "
+                                                 "is not set: set it to s3://bucket/prefix/ (the stack's OutputLocation)\n")
+    from carcelery.pipeline import records as stored
+
+    assert list(stored.read(bucket)) == [], "nothing sent"
+
+
 def test_the_secret_never_reaches_a_log(emulator, bucket, seed_dir, tmp_path):
     # The AWS code path (standard credential chain) against the emulator, with a secret to look for.
     secret = f"s3cr3t-{uuid.uuid4().hex}"
     endpoint = f"http://127.0.0.1:{emulator.env['CARCELERY_EMULATOR_PORT']}"
     env = aws_env(endpoint, AWS_ACCESS_KEY_ID="AKIAEXAMPLEEXAMPLE12", AWS_SECRET_ACCESS_KEY=secret,
-                  CARCELERY_RECOGNIZER="noop")
+                  CARCELERY_RECOGNIZER="noop", CARCELERY_OUTPUT_URI=f"s3://{bucket}/outputs/")
     with own_stack(tmp_path, **env) as stack:
         assert stack.run("carcelery.aws.provision").returncode == 0
         stack.start_worker("worker_a", "detect", 1, "--loglevel", "DEBUG")

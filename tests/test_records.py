@@ -51,3 +51,15 @@ def test_a_run_past_its_deadline_stores_its_missing_images_as_failed_with_why(em
     assert got["2.jpg"]["error"]["stage"] == "result"
     assert got["2.jpg"]["error"]["reason"].startswith(f"no result: no part of run {run} was done for ")
     assert runs.fail_missing({"id": run, "bucket": bucket, "prefix": ""}) == 0, "once"
+
+
+def test_an_ended_runs_own_images_still_pending_are_its_failures_and_another_runs_are_not(emulator):
+    from carcelery.pipeline import runs
+
+    bucket, run, other = f"r-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex[:12], uuid.uuid4().hex[:12]
+    records.put_pending([S3Image(bucket, "1.jpg", "e", 1), S3Image(bucket, "2.jpg", "e", 1)], run)
+    records.put_pending([S3Image(bucket, "sub/3.jpg", "e", 1)], other)  # a run over a narrower prefix, going
+    records.put(results.detection("1.jpg", bucket=bucket, key="1.jpg", etag="e", labels=[], threshold=70), run)
+    count, failed = runs.own_failures({"id": run, "bucket": bucket, "prefix": ""})
+    assert (count, [f["image"] for f in failed]) == (1, ["2.jpg"])
+    assert failed[0]["reason"].startswith("no result stored")

@@ -82,6 +82,6 @@ def test_a_pending_image_is_no_failure_in_the_files(tmp_path):
     kept = {"image": "2.jpg", "bucket": "b", "key": "2.jpg", "etag": "e", "car": False, "car_confidence": 0.0,
             "labels": [], "text": [], "error": {"stage": "pending", "reason": "no result yet (run 0123456789ab)"}}
     counts = results.write(tmp_path, [record("1.jpg", text=["AB 1"]), kept])
-    assert (counts["images"], counts["failed"], counts["failures"]) == (2, 0, [])
+    assert (counts["images"], counts["failed"], counts["failures"], counts["pending"]) == (2, 0, [], 1)
     _, pending = results.read_records(tmp_path)
     assert pending["status"] == "pending" and pending["car"] is None and "error" not in pending

@@ -28,7 +28,7 @@ from types import SimpleNamespace
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError, PartialCredentialsError
 from botocore.retries import standard
 
-from ..settings import settings
+from ..settings import ConfigError, settings
 
 # Refusals of a call the credentials are not allowed to make: the fix is a permission.
 DENIED = frozenset({
@@ -145,6 +145,10 @@ class Bug(Failure):
         return cls(f"{type(exc).__name__}: {exc} (a programming error in carcelery, not retried)")
 
 
+class Misconfigured(Failure):
+    """A setting carcelery cannot run with (a ``settings.ConfigError``); ``str()`` names it and the fix."""
+
+
 class Exhausted(Failure):
     """A transient error that was still there after the last retry."""
 
@@ -172,11 +176,14 @@ def sort(exc: BaseException, bucket: str = "", key: str = "", *, queue: str = ""
 
     Returns:
       ``Transient`` (its ``__cause__`` is ``exc``): a later try can succeed;
-      ``Permanent``: AWS answered and no retry can fix it; ``Bug``: anything else.
+      ``Permanent``: AWS answered and no retry can fix it; ``Misconfigured``: a setting is wrong;
+      ``Bug``: anything else.
       A ``Failure`` or ``Transient`` given is returned as it is (sorted before).
     """
     if isinstance(exc, (Failure, Transient)):
         return exc
+    if isinstance(exc, ConfigError):
+        return Misconfigured(str(exc))
     if transient(exc):
         sorted_ = Transient(f"{type(exc).__name__}: {exc}")
         sorted_.__cause__ = exc

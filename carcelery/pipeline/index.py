@@ -65,7 +65,7 @@ INDEX = "index"
 MANIFEST, SEGMENTS = "manifest.json", "segments/"
 EMULATOR_BUCKET = "carcelery-outputs"  # the embedded default's location, without CARCELERY_OUTPUT_URI
 SEGMENT = 500  # records per segment when cut; one grows to twice this before it is split
-COUNTS = ("images", "cars", "lines", "failed")
+COUNTS = ("images", "cars", "lines", "failed", "pending")
 ATTEMPTS = 20  # tries of a run against other hosts' runs before its terminator is retried (Transient)
 
 
@@ -288,6 +288,6 @@ def join(copy: Path, manifest: Manifest, into: Path) -> dict:
                 with open(copy / segment["name"] / name, encoding="utf-8") as part:
                     shutil.copyfileobj(part, handle)
             for k in COUNTS:
-                counts[k] += segment[k]
+                counts[k] += segment.get(k, 0)  # a manifest written before a count existed: none
             counts["failures"] += segment["failures"][:results.MAX_FAILURES - len(counts["failures"])]
     return counts

@@ -91,7 +91,7 @@ def write(run: Run, root: Path, uri: str = "") -> dict:
     return {
         "run": run_id, "bucket": bucket, "prefix": prefix,
         "images": counts["images"], "cars": counts["cars"], "lines": counts["lines"],
-        "failed": counts["failures"], "failed_count": counts["failed"], "calls": calls,
+        "failed": counts["failures"], "failed_count": counts["failed"], "pending": counts["pending"], "calls": calls,
         "output_dir": str(folder.resolve()), "report": str(page.resolve()),
         "output_uri": output_uri,
     }

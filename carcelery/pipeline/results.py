@@ -142,10 +142,11 @@ def write(folder: Path, records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 
     Returns:
       What they hold: ``images``, ``cars``, ``lines`` (of output.txt), ``failed``
-      (how many; not those pending) and ``failures`` (image, stage, reason of the first MAX_FAILURES).
+      (how many), ``failures`` (image, stage, reason of the first MAX_FAILURES) and ``pending``
+      (how many have no result yet: another run's, still going, or of a task that could not store one).
     """
     folder.mkdir(parents=True, exist_ok=True)
-    counts: dict[str, Any] = {"images": 0, "cars": 0, "lines": 0, "failed": 0, "failures": []}
+    counts: dict[str, Any] = {"images": 0, "cars": 0, "lines": 0, "failed": 0, "pending": 0, "failures": []}
     with atomic_file(folder / RESULTS) as results, atomic_file(folder / OUTPUT) as output:
         for given in records:
             record = read_record(given)
@@ -156,6 +157,7 @@ def write(folder: Path, records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
             if line is not None:
                 output.write(line + "\n")
                 counts["lines"] += 1
+            counts["pending"] += record["status"] == Status.PENDING
             if record["status"] == Status.FAILED:
                 counts["failed"] += 1
                 if len(counts["failures"]) < MAX_FAILURES:

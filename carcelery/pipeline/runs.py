@@ -152,20 +152,26 @@ def fail_missing(run: Run, sized: bool = True) -> int:
     return failed
 
 
+# An image of an ended run still pending: its task could not store a result.
+NO_RESULT = {"stage": "result", "reason": "no result stored: its task ended without one (worker B's log says why)"}
+
+
 def own_failures(run: Run) -> tuple[int, list[dict]]:
     """How many of run ``run``'s own images failed, and the first ``results.MAX_FAILURES`` of them
-    (``image``, ``stage``, ``reason``).
+    (``image``, ``stage``, ``reason``), once the run ended.
 
     The run's files hold every image of its bucket and prefix, those of another run
     under it too (one over a narrower prefix, still going: its images pending);
-    a run's failures are those of the images whose record it wrote.
+    a run's failures are those of the images whose record it wrote, and those it
+    sent that are still pending: their task ended without storing a result (the
+    records table refused its write: the worker's log names why).
     """
     count, first = 0, list[dict]()
     for run_id, record in records.with_runs(run["bucket"], run.get("prefix", "")):
-        if run_id == run["id"] and record["status"] == Status.FAILED:
+        if run_id == run["id"] and record["status"] != Status.DONE:
             count += 1
             if len(first) < results.MAX_FAILURES:
-                first.append({"image": record["image"], **record["error"]})
+                first.append({"image": record["image"], **record.get("error", NO_RESULT)})
     return count, first
 
 

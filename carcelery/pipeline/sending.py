@@ -38,7 +38,8 @@ from celery.result import AsyncResult
 
 from ..app import app
 from ..transport import batched_sends
-from . import images, ledger, records, runs, store
+from ..settings import settings
+from . import images, index, ledger, records, runs, store
 from .images import S3Image
 from .model import Ref, Run
 from .progress import Progress
@@ -76,6 +77,7 @@ def dispatch(bucket: str, prefix: str = "", force: bool = False, stream: TextIO 
         the files again); otherwise send nothing (the beat's scans).
 
     Raises:
+      settings.ConfigError: on AWS without CARCELERY_OUTPUT_URI (the outputs' index is kept there).
       botocore.exceptions.ClientError: the bucket or the ledger is missing or not reachable
         (``errors.sort`` names which, and the fix); nothing has been sent then, unless
         it was the ledger's write, after sending: the next scan sends those images again.
@@ -88,6 +90,9 @@ def dispatch(bucket: str, prefix: str = "", force: bool = False, stream: TextIO 
       reason: ``images.skip_reason``) and ``result`` (the terminator's AsyncResult; None
       if nothing was sent).
     """
+    # On AWS without CARCELERY_OUTPUT_URI the terminator would have nowhere to keep the outputs' index:
+    # its ConfigError now, before anything is sent.
+    index.location(bucket, prefix, settings.output_uri)
     run: Dispatched = {"id": uuid.uuid4().hex[:12], "bucket": bucket, "prefix": prefix, "images": 0, "skipped": 0,
                        "skipped_by_reason": collections.Counter()}
     ended: Run = {"id": run["id"], "bucket": bucket, "prefix": prefix}
