@@ -43,7 +43,7 @@ SAMPLE = ([(call, "denied") for call in CALLS]
              if index % 2 == _DAY % 2])
 # Cells whose lines do not name the denied permission yet, and why: a defect of the code, kept in sight.
 UNNAMED = {("dynamodb:PutItem", "denied"): "the record's write denied: the worker's log names it in one line, but no "
-                                           "record can carry it, and the summary says only 'no result yet'"}
+                                           "record can carry it: the summary says 'no result stored' and sends to the log"}
 
 
 def test_every_call_has_an_expected_cell_under_every_fault_and_no_other():
