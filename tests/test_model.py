@@ -16,6 +16,7 @@ from carcelery import arguments
 from carcelery.pipeline import costs, model, results
 from carcelery.pipeline.model import Stage, Status
 from carcelery.recognizers import Box, Label, TextLine
+from test_bad_messages import _paths, _replaced  # any part of a JSON value, replaced
 
 JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
@@ -46,24 +47,6 @@ def conforms(value, hint) -> bool:
     if hint is type(None) or hint is None:
         return value is None
     return isinstance(value, hint) and not (isinstance(value, bool) and hint is not bool)
-
-
-def _replaced(value, path, new):
-    copied = copy.deepcopy(value)
-    if not path:
-        return new
-    target = copied
-    for step in path[:-1]:
-        target = target[step]
-    target[path[-1]] = new
-    return copied
-
-
-def _paths(value, path=()):
-    yield path
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-    for step, inner in items:
-        yield from _paths(inner, (*path, step))
 
 
 @settings(max_examples=300, deadline=None)
