@@ -111,9 +111,10 @@ def authenticating_aws(tmp_path, port):
 
 
 def aws_env(endpoint, **extra):
+    # On AWS the outputs' index needs CARCELERY_OUTPUT_URI (a bucket the tests that run the pipeline make).
     return {"CARCELERY_TARGET": "aws", "AWS_ENDPOINT_URL": endpoint, "AWS_DEFAULT_REGION": "us-east-1",
             "AWS_EC2_METADATA_DISABLED": "true", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
-            "AWS_CONFIG_FILE": "/nonexistent", **extra}
+            "AWS_CONFIG_FILE": "/nonexistent", "CARCELERY_OUTPUT_URI": "s3://carcelery-test-outputs/", **extra}
 
 
 @pytest.mark.integration
@@ -139,7 +140,8 @@ def test_missing_credentials_are_named(authenticating_aws, tmp_path):
 def test_on_aws_without_the_output_uri_the_dispatcher_names_it_and_sends_nothing(emulator, bucket, seed_dir, tmp_path):
     endpoint = f"http://127.0.0.1:{emulator.env['CARCELERY_EMULATOR_PORT']}"
     aws.client("s3").put_object(Bucket=bucket, Key="2.jpg", Body=(seed_dir / "2.jpg").read_bytes())
-    stack = Stack(tmp_path, aws_env(endpoint, AWS_ACCESS_KEY_ID="AKIAEXAMPLEEXAMPLE12", AWS_SECRET_ACCESS_KEY="x"))
+    stack = Stack(tmp_path, aws_env(endpoint, AWS_ACCESS_KEY_ID="AKIAEXAMPLEEXAMPLE12", AWS_SECRET_ACCESS_KEY="x",
+                                    CARCELERY_OUTPUT_URI=""))
     done = stack.run("carcelery.dispatch", "--bucket", bucket)
     assert (done.returncode, done.stderr) == (2, "error: the outputs' index is kept under CARCELERY_OUTPUT_URI, which "
                                                  "is not set: set it to s3://bucket/prefix/ (the stack's OutputLocation)\n")

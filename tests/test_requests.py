@@ -60,5 +60,8 @@ def test_one_run_makes_only_the_requests_it_needs(emulator, bucket, seed_dir, tm
     assert not [key for key in reads if "taskset-meta" in key] and calls["BatchGetItem", ""] == 1, reads
     assert calls["TransactWriteItems", ""] == IMAGES + 1
     assert calls["Query", ""] == 1, "the terminator reads the bucket's records in one page"
-    # No task's result is read alone, but the terminator's (dispatch --wait follows it).
-    assert len([key for key in reads if "task-meta" in key]) == 1, reads
+    # No part's result is read alone: the terminator's is (dispatch --wait follows it) and, on a loaded
+    # machine, at most one other task's (Celery reads a result before it stores one: a watch_run look's,
+    # a retried task's); ten parts read back would be ten more.
+    task_results = [key for key in reads if "task-meta" in key]
+    assert 1 <= len(task_results) <= 2, reads
