@@ -198,7 +198,7 @@ def _written_to(run: Run, exc: Exception) -> dict[str, str]:
     """What the terminator's failed call was made on: the records table, the output bucket or the run's bucket."""
     # PutObject is the upload to CARCELERY_OUTPUT_URI; the terminator's other S3 calls read the run's bucket.
     output = getattr(exc, "operation_name", "") == "PutObject"
-    return {"bucket": settings.output_uri[len("s3://"):].partition("/")[0] if output else run["bucket"],
+    return {"bucket": aws.split_uri(settings.output_uri)[0] if output else run["bucket"],
             "table": settings.records_table}
 
 

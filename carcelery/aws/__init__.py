@@ -63,6 +63,12 @@ READ_BATCH = 100
 WRITE_BATCH = 25
 
 
+def split_uri(uri: str) -> tuple[str, str]:
+    """(bucket, prefix) of an ``s3://bucket/prefix`` URI (settings checked its form)."""
+    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    return bucket, prefix
+
+
 def batch_get(dynamodb, table: str, keys: list[dict]) -> Iterator[dict]:
     """The items of ``table`` under ``keys`` (DynamoDB key maps), READ_BATCH per request.
 

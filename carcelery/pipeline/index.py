@@ -102,7 +102,7 @@ def location(bucket: str, prefix: str, uri: str) -> Location:
       ConfigError: on AWS without ``uri``.
     """
     if uri:
-        out, _, under = uri[len("s3://"):].partition("/")
+        out, under = aws.split_uri(uri)
         return Location(out, f"{under}{INDEX}/{_digest(bucket, prefix)}/")
     if settings.target != "emulator":
         raise ConfigError("the outputs' index is kept under CARCELERY_OUTPUT_URI, which is not set: set it to "

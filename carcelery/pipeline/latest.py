@@ -53,12 +53,6 @@ def _link(path: Path, target: Path) -> None:
     os.replace(temporary, path)
 
 
-def location(uri: str) -> tuple[str, str]:
-    """(bucket, prefix) of ``uri``, s3://bucket/prefix."""
-    bucket, _, prefix = uri[len("s3://"):].partition("/")
-    return bucket, prefix
-
-
 def _upload(folder: Path, bucket: str, under: str) -> None:
     """Upload ``folder``'s files to ``under`` (a prefix ending in ``/``) of ``bucket``."""
     s3 = aws.client("s3")
@@ -137,7 +131,7 @@ def publish(root: Path, run_id: str, epoch: str, version: int, uri: str) -> str 
                     _link(root / name, Path(LATEST) / name)
     there = False
     if uri:
-        bucket, prefix = location(uri)
+        bucket, prefix = aws.split_uri(uri)
         retention.mark_s3(bucket, f"{prefix}{RUNS}/{run_id}/", version)
         _upload(root / RUNS / run_id, bucket, f"{prefix}{RUNS}/{run_id}/")
         there = _claim(bucket, f"{prefix}{LATEST_JSON}", epoch, version, run_id)
