@@ -28,6 +28,7 @@ read here is in it).
 | CARCELERY_RECOGNIZER      | local                       | ``local``, ``rekognition``, ``noop`` or ``latency`` |
 | CARCELERY_CAR_THRESHOLD   | the recognizer's own (local 70, rekognition 90) | car confidence (0-100) at or above which an image holds a car |
 | CARCELERY_TEXT_REGION     | vehicles                    | where a car image's text is read: ``vehicles`` (its cars' and plates' boxes; the whole image if it has none) or ``image`` (all of it, signs and watermarks too) |
+| CARCELERY_PLATE_FORMATS   | AAA9999,9AAA999,AAA9A99,AA999AA,AA99AAA,9999AAA | the formats of number plates, ``A`` a letter and ``9`` a digit: a plate-like read that fits none takes the text model's second choice for one character where that makes it fit one (local recognizer; ``none``: reads are kept as read). The default: most states of the United States (ABC1234) and California (1ABC234), Brazil (ABC1234, and Mercosur's ABC1D23), France, Italy and Argentina (AB123CD), the United Kingdom (AB12CDE), Spain (1234ABC) |
 | CARCELERY_OUTPUT_DIR      | output                      | where Instance B writes the outputs: ``runs/<run id>/``, ``latest`` (a link to the last run's folder), and output.txt, results.jsonl, report.html (links into ``latest``) |
 | CARCELERY_OUTPUT_URI      | (none)                      | ``s3://bucket/prefix``: also upload each run's outputs there (``<prefix>runs/<run id>/`` and ``<prefix>latest/``); the outputs' index, which every Instance B host continues, is kept there (``<prefix>index/``); without it, in the emulator's ``s3://carcelery-outputs/index/`` (on AWS it is required) |
 | CARCELERY_KEEP_RUNS       | 20                          | runs whose folders are kept, here (``runs/<run id>/``) and at CARCELERY_OUTPUT_URI: the newest that ended, and the one ``latest`` shows; older ones are deleted when a run ends (1 or more) |
@@ -71,6 +72,7 @@ POOLS = ("prefork", "threads", "solo")
 WAITING_RECOGNIZERS = ("rekognition", "latency")
 THREADS = 32
 TEXT_REGIONS = ("vehicles", "image")
+PLATE_FORMATS = ("AAA9999", "9AAA999", "AAA9A99", "AA999AA", "AA99AAA", "9999AAA")
 SWITCH = {"on": True, "1": True, "true": True, "off": False, "0": False, "false": False}
 
 # Celery queue names (SQS names get CARCELERY_QUEUE_PREFIX in front).
@@ -136,6 +138,20 @@ def _ranged(env: Mapping[str, str], name: str, default, low, high=None, kind=int
     return value
 
 
+def _plate_formats(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    value = env.get(name, "").strip()
+    if not value:
+        return default
+    if value.lower() == "none":
+        return ()
+    found = tuple(part.strip().upper() for part in value.split(","))
+    for one in found:
+        if not re.fullmatch(r"[A9]+", one):
+            raise ConfigError(f"{name}: {one!r} is not a plate format; write each with A for a letter and 9 for a digit "
+                              "(9AAA999), separated by commas, or none")
+    return found
+
+
 def _s3_uri(env: Mapping[str, str], name: str) -> str:
     value = env.get(name) or ""
     if value and (not value.startswith("s3://") or not value[5:].split("/", 1)[0]):
@@ -163,6 +179,7 @@ class Settings:
     recognizer: str = "local"
     car_threshold: float | None = None
     text_region: str = "vehicles"
+    plate_formats: tuple[str, ...] = PLATE_FORMATS
     output_dir: Path = Path("output")
     output_uri: str = ""
     keep_runs: int = 20
@@ -218,6 +235,7 @@ class Settings:
             recognizer=recognizer,
             car_threshold=threshold,
             text_region=_choice(env, "CARCELERY_TEXT_REGION", cls.text_region, TEXT_REGIONS),
+            plate_formats=_plate_formats(env, "CARCELERY_PLATE_FORMATS", cls.plate_formats),
             output_dir=Path(env.get("CARCELERY_OUTPUT_DIR") or cls.output_dir),
             output_uri=_s3_uri(env, "CARCELERY_OUTPUT_URI"),
             keep_runs=_ranged(env, "CARCELERY_KEEP_RUNS", cls.keep_runs, 1),

@@ -13,7 +13,7 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 CONFIGURATION = ROOT / "docs" / "configuration.md"
 # Read only to refuse it with a message naming its replacement (settings.py).
 RETIRED = {"CARCELERY_RATE_LIMIT"}
-READ = re.compile(r"""(?:env(?:iron)?(?:\.get\(|\[)|_(?:number|ranged|choice|switch|s3_uri)\(env,\s*)["'](CARCELERY_\w+)["']""")
+READ = re.compile(r"""(?:env(?:iron)?(?:\.get\(|\[)|_(?:number|ranged|choice|switch|s3_uri|plate_formats)\(env,\s*)["'](CARCELERY_\w+)["']""")
 
 
 def _doc_ids():

@@ -12,7 +12,8 @@ from carcelery.recognizers import Image, ImageError
 from carcelery.embedded.demo import SEED_IMAGES
 from carcelery.recognizers import CAR, LICENSE_PLATE, Box
 from carcelery.recognizers.imaging import MAX_PIXELS, MAX_SIDE, decode
-from carcelery.recognizers.local import crop, merged, plate_like
+from carcelery.recognizers.local import crop, merged
+from carcelery.recognizers.plates import plate_like
 from carcelery.recognizers.reading import cut_out, surer
 
 # What AWS Rekognition answered (../shared/images/seed/REFERENCE.md).
@@ -99,6 +100,8 @@ def plates_read(local, path):
     ("wts-lg-000142.jpg", "5TGN556", "not found: PP-OCR's detection scores it under its default thresholds"),
     ("wts-lg-000013.jpg", "DH5X9P", "not found: the car's crop reduces it to 64 px; its plate zone at full size"),
     ("wts-lg-000018.jpg", "CG2H2U", "not found in the car's crop; its plate zone at full size"),
+    ("wts-lg-000076.jpg", "4GLS168", "read LGLS168 (4 the second choice, 0.11): California's format 9AAA999"),
+    ("wts-lg-000157.jpg", "7EAV033", "read ZEAV033 (7 the second choice, 0.23): California's format 9AAA999"),
 ])
 def test_small_plates_of_street_cameras(local, name, plate, why):
     assert plate in plates_read(local, SEED_IMAGES.parent / "dev" / "us" / name), why

@@ -44,6 +44,8 @@ def test_region_setting_wins_over_aws_default_region():
     ({"CARCELERY_RUN_DEADLINE": "soon"}, "CARCELERY_RUN_DEADLINE"),
     ({"CARCELERY_RESULT_EXPIRES": "1d"}, "CARCELERY_RESULT_EXPIRES"),
     ({"CARCELERY_RESULT_EXPIRES": "0"}, "CARCELERY_RESULT_EXPIRES"),
+    ({"CARCELERY_PLATE_FORMATS": "AAA9999,1ABC234"}, "CARCELERY_PLATE_FORMATS: '1ABC234' is not a plate format"),
+    ({"CARCELERY_PLATE_FORMATS": "AAA9999,,9AAA999"}, "CARCELERY_PLATE_FORMATS: '' is not a plate format"),
 ])
 def test_bad_values_name_the_variable(env, named):
     with pytest.raises(ConfigError, match=named):
@@ -132,3 +134,13 @@ def test_latency_settings():
     assert (s.latency, s.latency_jitter, s.throttle) == (0.5, 0.0, 0.1)
     with pytest.raises(ConfigError, match="CARCELERY_THROTTLE"):
         Settings.from_env({"CARCELERY_THROTTLE": "10"})
+
+
+@pytest.mark.parametrize("raw, expected", [
+    (None, ("AAA9999", "9AAA999", "AAA9A99", "AA999AA", "AA99AAA", "9999AAA")),
+    ("", ("AAA9999", "9AAA999", "AAA9A99", "AA999AA", "AA99AAA", "9999AAA")),
+    ("none", ()),
+    (" aaa999 , 999aaa ", ("AAA999", "999AAA")),
+])
+def test_plate_formats(raw, expected):
+    assert Settings.from_env({} if raw is None else {"CARCELERY_PLATE_FORMATS": raw}).plate_formats == expected

@@ -21,7 +21,6 @@ The car decision (docs/recognizers.md; figures from ``python -m carcelery.comman
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from typing import Sequence
 
@@ -31,7 +30,8 @@ import PIL.Image
 from . import weights
 from .imaging import decode
 from ..settings import settings
-from .reading import LineReader, letters_and_digits
+from .plates import letters_and_digits, plate_like
+from .reading import LineReader
 from .base import CAR, LICENSE_PLATE, Box, Image, Label, Recognizer, TextLine, car_confidence, threshold
 
 # Detections below this score are noise, not labels.
@@ -44,8 +44,6 @@ ZOOM_OUT_FILL = (114, 114, 114)
 # A box covering this share of the image or more is a close-up; its score counts CLOSE_UP_WEIGHT times.
 CLOSE_UP = 0.5
 CLOSE_UP_WEIGHT = 1.75
-# The plate look: a line of 4-10 letters and digits (separators aside), with a letter and two digits.
-PLATE = re.compile(r"(?=(?:.*\d){2})(?=.*[A-Z])[A-Z0-9]{4,10}")
 PLATE_MIN_CONFIDENCE = 90.0
 # Where the text of a region is read: the region with a margin of this share of its size each side
 # (a vehicle's box often ends at the bumper that holds the plate), scaled so that its long side is
@@ -72,11 +70,6 @@ def _box(left, top, right, bottom) -> Box:
     """A Box from corners given as fractions, clipped to the image."""
     left, top, right, bottom = (min(1.0, max(0.0, round(float(v), 4))) for v in (left, top, right, bottom))
     return Box(left, top, round(right - left, 4), round(bottom - top, 4))
-
-
-def plate_like(text: str) -> bool:
-    """Whether ``text`` is shaped like a number plate (separators and case aside)."""
-    return PLATE.fullmatch(letters_and_digits(text)) is not None
 
 
 def zoomed_out(pic: PIL.Image.Image) -> tuple[PIL.Image.Image, Box]:
@@ -146,14 +139,9 @@ class LocalRecognizer(Recognizer):
         for line in (model_dir / weights.LABELS).read_text().splitlines():
             index, name = line.split(maxsplit=1)
             self._names[int(index)] = name.strip().title()
-        engine = {
-            "Global.log_level": "error",
-            "EngineConfig.onnxruntime.intra_op_num_threads": -1 if default else threads,
-            "EngineConfig.onnxruntime.inter_op_num_threads": 1,
-        }
         # Without PP-OCR's direction classifier: photos of cars are upright, and
         # it turned plates upside down ("OUH-9191" read "1616-HN0"; docs/recognizers.md).
-        self._ocr = LineReader(engine, plate_like)
+        self._ocr = LineReader(0 if default else threads, settings.plate_formats)
         logging.getLogger("RapidOCR").setLevel(logging.ERROR)
 
     def _detect(self, pic: PIL.Image.Image, frame: Box) -> list[tuple[str, float, Box]]:
