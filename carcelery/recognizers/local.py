@@ -60,7 +60,7 @@ CROP_SIDE = 640
 # wide (at most twice). Other cars are not: the labeled plates of the development sets gain nothing
 # from them, and each costs a detection (docs/recognizers.md).
 PLATE_ZONE = (0.1, 0.4, 0.9, 1.1)
-PLATE_ZONE_SIDE = 480
+PLATE_ZONE_SIDE = 720
 PLATE_ZONE_MAX_ZOOM = 2.0
 # The whole image, as a region of itself.
 WHOLE = Box(0.0, 0.0, 1.0, 1.0)
@@ -210,23 +210,31 @@ class LocalRecognizer(Recognizer):
             return self._lines(self._ocr, pic, WHOLE, as_sized=False)
         parts = sorted((crop(pic, region) for region in merged(regions)), key=lambda part: part[1].top)
         lines = [line for part, frame in parts for line in self._lines(self._ocr, part, frame)]
-        return lines + self._plate_zone(pic, max(regions, key=lambda r: r.width * r.height), lines)
+        car = max(regions, key=lambda r: r.width * r.height)
+        x, y = car.left + car.width / 2, car.top + car.height / 2
+        # The scale its crop read the car at (the crop of the merged region that holds it).
+        scale = next(part.width / (frame.width * pic.width) for part, frame in parts
+                     if frame.left <= x <= frame.left + frame.width and frame.top <= y <= frame.top + frame.height)
+        return lines + self._plate_zone(pic, car, scale, lines)
 
-    def _plate_zone(self, pic: PIL.Image.Image, car: Box, lines: list[TextLine]) -> list[TextLine]:
-        """Plate-like lines of ``car``'s plate zone, read at full resolution, if ``lines`` hold no sure plate there."""
+    def _plate_zone(self, pic: PIL.Image.Image, car: Box, scale: float, lines: list[TextLine]) -> list[TextLine]:
+        """Plate-like lines of ``car``'s plate zone, read larger than its crop (at ``scale``) did, if ``lines`` hold no sure plate there."""
         zone = _box(*(edge + fraction * size for edge, fraction, size in zip(
             (car.left, car.top, car.left, car.top), PLATE_ZONE, (car.width, car.height) * 2, strict=True)))
 
+        # In the zone, not anywhere in the car's box: a box often holds another car's plate (wts-lg-000148).
         def within(line: TextLine) -> bool:
             if line.box is None:
                 return False
             x, y = line.box.left + line.box.width / 2, line.box.top + line.box.height / 2
-            return car.left <= x <= car.left + car.width and car.top <= y <= zone.top + zone.height
+            return zone.left <= x <= zone.left + zone.width and zone.top <= y <= zone.top + zone.height
 
         if any(within(line) and plate_like(line.text) and line.confidence >= PLATE_MIN_CONFIDENCE for line in lines):
             return []
         part, frame = cut(pic, zone.left, zone.top, zone.left + zone.width, zone.top + zone.height)
         zoom = max(1.0, min(PLATE_ZONE_MAX_ZOOM, PLATE_ZONE_SIDE / part.width))
+        if scale >= zoom:  # the crop saw the plate as large: a close-up, nothing to gain
+            return []
         part = part.resize((max(1, round(part.width * zoom)), max(1, round(part.height * zoom))), PIL.Image.Resampling.BICUBIC)
         read = {letters_and_digits(line.text) for line in lines}
         return [line for line in self._lines(self._ocr, part, frame)
