@@ -56,9 +56,12 @@ CROP_SIDE = 640
 # The plate zone: where a car's plate is, as fractions of its box (left, top, right, bottom; below
 # the bumper by a tenth). A street camera's car is reduced in its crop, and its plate with it (a
 # 119 px plate to 64 px in a 1280 px frame), under what PP-OCR's detection finds: where the largest
-# car has no plate read, its zone is read again at full resolution, enlarged to PLATE_ZONE_SIDE px
-# wide (at most twice). Other cars are not: the labeled plates of the development sets gain nothing
-# from them, and each costs a detection (docs/recognizers.md).
+# car has no plate read in its zone, the zone is read again at full resolution, enlarged to
+# PLATE_ZONE_SIDE px wide (at most twice), unless its crop already saw it as large. At 480 px the
+# 90-120 px plates of 400-800 px cars stay too small for the detection (5LTA600, 1A MW240); 720
+# reads them (dev/us 92 -> 95 of 111) for about 1.05x the text CPU, 960 reads no more at 1.2x.
+# Other cars are not: the labeled plates of the development sets gain nothing from them, and each
+# costs a detection (docs/recognizers.md).
 PLATE_ZONE = (0.1, 0.4, 0.9, 1.1)
 PLATE_ZONE_SIDE = 720
 PLATE_ZONE_MAX_ZOOM = 2.0
@@ -212,9 +215,10 @@ class LocalRecognizer(Recognizer):
         lines = [line for part, frame in parts for line in self._lines(self._ocr, part, frame)]
         car = max(regions, key=lambda r: r.width * r.height)
         x, y = car.left + car.width / 2, car.top + car.height / 2
-        # The scale its crop read the car at (the crop of the merged region that holds it).
-        scale = next(part.width / (frame.width * pic.width) for part, frame in parts
-                     if frame.left <= x <= frame.left + frame.width and frame.top <= y <= frame.top + frame.height)
+        # The scale its crop read the car at (the crop of the merged region that holds it; 0 for a
+        # degenerate box no crop holds: its zone is read).
+        scale = next((part.width / (frame.width * pic.width) for part, frame in parts
+                      if frame.left <= x <= frame.left + frame.width and frame.top <= y <= frame.top + frame.height), 0.0)
         return lines + self._plate_zone(pic, car, scale, lines)
 
     def _plate_zone(self, pic: PIL.Image.Image, car: Box, scale: float, lines: list[TextLine]) -> list[TextLine]:
