@@ -59,12 +59,14 @@ CROP_SIDE = 640
 # car has no plate read in its zone, the zone is read again at full resolution, enlarged to
 # PLATE_ZONE_SIDE px wide (at most twice), unless its crop already saw it as large. At 480 px the
 # 90-120 px plates of 400-800 px cars stay too small for the detection (5LTA600, 1A MW240); 720
-# reads them (dev/us 92 -> 95 of 111) for about 1.05x the text CPU, 960 reads no more at 1.2x.
+# reads them (dev/us 92 -> 95 of 111) for 1.04x the text CPU, 960 reads no more at 1.2x. A zone is
+# read at most PLATE_ZONE_PIXELS large: a close-up's plate is large (the seed's 6.jpg, a 958 x 1300 zone).
 # Other cars are not: the labeled plates of the development sets gain nothing from them, and each
 # costs a detection (docs/recognizers.md).
 PLATE_ZONE = (0.1, 0.4, 0.9, 1.1)
 PLATE_ZONE_SIDE = 720
 PLATE_ZONE_MAX_ZOOM = 2.0
+PLATE_ZONE_PIXELS = 720 * 540
 # The whole image, as a region of itself.
 WHOLE = Box(0.0, 0.0, 1.0, 1.0)
 # The plate look reads the whole image at most this large: it is for close-ups, whose plates are large.
@@ -226,17 +228,17 @@ class LocalRecognizer(Recognizer):
         zone = _box(*(edge + fraction * size for edge, fraction, size in zip(
             (car.left, car.top, car.left, car.top), PLATE_ZONE, (car.width, car.height) * 2, strict=True)))
 
-        # In the zone, not anywhere in the car's box: a box often holds another car's plate (wts-lg-000148).
         def within(line: TextLine) -> bool:
             if line.box is None:
                 return False
             x, y = line.box.left + line.box.width / 2, line.box.top + line.box.height / 2
-            return zone.left <= x <= zone.left + zone.width and zone.top <= y <= zone.top + zone.height
+            return car.left <= x <= car.left + car.width and car.top <= y <= zone.top + zone.height
 
         if any(within(line) and plate_like(line.text) and line.confidence >= PLATE_MIN_CONFIDENCE for line in lines):
             return []
         part, frame = cut(pic, zone.left, zone.top, zone.left + zone.width, zone.top + zone.height)
-        zoom = max(1.0, min(PLATE_ZONE_MAX_ZOOM, PLATE_ZONE_SIDE / part.width))
+        zoom = min(max(1.0, min(PLATE_ZONE_MAX_ZOOM, PLATE_ZONE_SIDE / part.width)),
+                   (PLATE_ZONE_PIXELS / (part.width * part.height)) ** 0.5)
         if scale >= zoom:  # the crop saw the plate as large: a close-up, nothing to gain
             return []
         part = part.resize((max(1, round(part.width * zoom)), max(1, round(part.height * zoom))), PIL.Image.Resampling.BICUBIC)
