@@ -100,6 +100,9 @@ def plates_read(local, path):
     ("wts-lg-000142.jpg", "5TGN556", "not found: PP-OCR's detection scores it under its default thresholds"),
     ("wts-lg-000013.jpg", "DH5X9P", "not found: the car's crop reduces it to 64 px; its plate zone at full size"),
     ("wts-lg-000018.jpg", "CG2H2U", "not found in the car's crop; its plate zone at full size"),
+    ("car3.jpg", "1AMW240", "only MW240 in the crop; its plate zone read 720 px wide: 1A MW240"),
+    ("wts-lg-000041.jpg", "5LTA600", "not found in the crop; its plate zone read 720 px wide"),
+    ("3850ba91-3c64-4c64-acba-0c46b61ec0da.jpg", "HKOE7C", "HKO-E7C in its plate zone: one digit (an O for the 0) suffices there"),
     ("wts-lg-000076.jpg", "4GLS168", "read LGLS168 (4 the second choice, 0.11): California's format 9AAA999"),
     ("wts-lg-000157.jpg", "7EAV033", "read ZEAV033 (7 the second choice, 0.23): California's format 9AAA999"),
 ])

@@ -48,6 +48,14 @@ def test_no_formats_keep_every_read():
     assert refit(read("LGLS168", {0: ("4", 0.9)}), ()) is None
 
 
+@pytest.mark.parametrize("text, anywhere, in_a_plate_zone", [
+    ("HKO-E7C", False, True), ("SGT-E5", False, True), ("7ABC123", True, True), ("PARKING", False, False),
+    ("A4", False, False), ("1234", False, False), ("AB12345678X", False, False),
+])
+def test_a_plate_needs_two_digits_anywhere_and_one_where_a_plate_is_expected(text, anywhere, in_a_plate_zone):
+    assert (plate_like(text), plate_like(text, digits=1)) == (anywhere, in_a_plate_zone)
+
+
 def test_shape_and_fits_go_by_letters_and_digits():
     assert shape("4gls-168") == "9AAA999" and fits("4GLS 168", PLATE_FORMATS) and not fits("LGLS168", PLATE_FORMATS)
     assert letters_and_digits("ab-1 2") == "AB12" and plate_like("7abc123")

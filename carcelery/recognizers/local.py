@@ -54,13 +54,12 @@ CROP_SIDE = 640
 # The plate zone: where a car's plate is, as fractions of its box (left, top, right, bottom; below
 # the bumper by a tenth). A street camera's car is reduced in its crop, and its plate with it (a
 # 119 px plate to 64 px in a 1280 px frame), under what PP-OCR's detection finds: where the largest
-# car has no plate read in its zone, the zone is read again at full resolution, enlarged to
-# PLATE_ZONE_SIDE px wide (at most twice), unless its crop already saw it as large. At 480 px the
-# 90-120 px plates of 400-800 px cars stay too small for the detection (5LTA600, 1A MW240); 720
-# reads them (dev/us 92 -> 95 of 111) for 1.04x the text CPU, 960 reads no more at 1.2x. A zone is
-# read at most PLATE_ZONE_PIXELS large: a close-up's plate is large (the seed's 6.jpg, a 958 x 1300 zone).
-# Other cars are not: the labeled plates of the development sets gain nothing from them, and each
-# costs a detection (docs/recognizers.md).
+# car has no sure plate read, its zone is read again from the decoded image, PLATE_ZONE_SIDE px wide
+# (enlarged at most twice; at 480, 90-120 px plates of 400-800 px cars stay under what the detection
+# finds; 960 reads no more), at most PLATE_ZONE_PIXELS large (a close-up's zone is large, and so is
+# its plate), and not where the crop already saw the car as large. Other cars are not: the labeled
+# plates of the development sets gain nothing from them, and each costs a detection. Figures:
+# docs/recognizers.md.
 PLATE_ZONE = (0.1, 0.4, 0.9, 1.1)
 PLATE_ZONE_SIDE = 720
 PLATE_ZONE_MAX_ZOOM = 2.0
@@ -212,7 +211,7 @@ class LocalRecognizer(Recognizer):
         return lines + self._plate_zone(pic, car, scale, lines)
 
     def _plate_zone(self, pic: PIL.Image.Image, car: Box, scale: float, lines: list[TextLine]) -> list[TextLine]:
-        """Plate-like lines of ``car``'s plate zone, read larger than its crop (at ``scale``) did, if ``lines`` hold no sure plate there."""
+        """Plate-like lines (one digit suffices) of ``car``'s plate zone, read larger than its crop (at ``scale``) did, if ``lines`` hold no sure plate there."""
         zone = _box(*(edge + fraction * size for edge, fraction, size in zip(
             (car.left, car.top, car.left, car.top), PLATE_ZONE, (car.width, car.height) * 2, strict=True)))
 
@@ -232,7 +231,7 @@ class LocalRecognizer(Recognizer):
         part = part.resize((max(1, round(part.width * zoom)), max(1, round(part.height * zoom))), PIL.Image.Resampling.BICUBIC)
         read = {letters_and_digits(line.text) for line in lines}
         return [line for line in self._lines(self._ocr, part, frame)
-                if plate_like(line.text) and letters_and_digits(line.text) not in read]
+                if plate_like(line.text, digits=1) and letters_and_digits(line.text) not in read]
 
     @staticmethod
     def _lines(reader: LineReader, part: PIL.Image.Image, frame: Box, as_sized: bool = True) -> list[TextLine]:

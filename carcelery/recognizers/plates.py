@@ -1,7 +1,7 @@
 """What a number plate's text looks like: its characters, its shape, and the formats plates are issued in.
 
 A read shaped like a plate (``plate_like``: 4 to 10 letters and digits, separators aside, with a
-letter and at least two digits) that fits none of the formats is brought to one where the text
+letter and at least two digits; one in a car's plate zone) that fits none of the formats is brought to one where the text
 model's own second choice for one character allows it (``refit``). A format is written as plate
 formats are: ``A`` for a letter, ``9`` for a digit ("9AAA999" is California's 1ABC234); which ones,
 CARCELERY_PLATE_FORMATS (carcelery/settings.py). On street
@@ -16,8 +16,6 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-# A line of 4-10 letters and digits (separators aside), with a letter and two digits.
-PLATE = re.compile(r"(?=(?:.*\d){2})(?=.*[A-Z])[A-Z0-9]{4,10}")
 # A second choice is taken only where the text model gave it at least this (0-1): one in twenty.
 ALTERNATIVE = 0.05
 
@@ -40,9 +38,15 @@ def letters_and_digits(text: str) -> str:
     return re.sub(r"[^0-9A-Z]", "", text.upper())
 
 
-def plate_like(text: str) -> bool:
-    """Whether ``text`` is shaped like a number plate (separators and case aside)."""
-    return PLATE.fullmatch(letters_and_digits(text)) is not None
+def plate_like(text: str, digits: int = 2) -> bool:
+    """Whether ``text`` is shaped like a number plate: 4-10 letters and digits (separators and case aside), a letter and ``digits`` digits among them.
+
+    Two digits tell a plate from a word or a name anywhere in a picture; where a plate is expected
+    (a car's plate zone), one does: plates with a single digit are issued (SGT-E5), and a 0 read as
+    O leaves one (HKO-E7C).
+    """
+    plate = letters_and_digits(text)
+    return 4 <= len(plate) <= 10 and any(c.isalpha() for c in plate) and sum(c.isdigit() for c in plate) >= digits
 
 
 def shape(text: str) -> str:
