@@ -154,7 +154,7 @@ def test_the_local_recognizer_on_real_photos():
     # Folded (O as 0, I as 1); OCR may differ by an image or two on another CPU.
     assert dev["plate_read"]["vehicles"]["folded"] >= 0.97, dev["wrong"]  # 0.991 measured (113 of 114)
     assert scaled["plate_read"]["vehicles"]["folded"] >= 0.94, scaled["wrong"]  # 0.947 measured (108 of 114)
-    assert street["plate_read"]["vehicles"]["folded"] >= 0.85, street["wrong"]  # 0.856 measured (95 of 111)
+    assert street["plate_read"]["vehicles"]["folded"] >= 0.88, street["wrong"]  # 0.883 measured (98 of 111)
     assert negative["images"] >= 13 and negative["false_car_rate"] == 0, negative["wrong"]
     assert seed["car_recall"] == 1 and seed["false_car_rate"] == 0, seed["wrong"]
     assert seed["plate_read"]["vehicles"]["folded"] == 1, seed["wrong"]  # its three plates
