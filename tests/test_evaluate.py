@@ -17,6 +17,7 @@ import pytest
 
 from bench import negatives, scaled_down
 from carcelery.commands import evaluate
+from carcelery.recognizers.plates import folded
 from carcelery.embedded.demo import ROOT, SEED_IMAGES
 
 DEV = SEED_IMAGES.parent / "dev" / "br"
@@ -82,7 +83,7 @@ def test_confusables_are_folded_for_the_folded_figure_only():
     assert not outcome.plate_read("vehicles") and outcome.plate_read("vehicles", fold=True)
     assert outcome.plate_cer("vehicles") == 1 / 7 and outcome.plate_cer("vehicles", fold=True) == 0
     # O and 0 fold together, I and 1; no other pair does.
-    assert evaluate.folded("OIDB8S5") == "01DB8S5"
+    assert folded("OIDB8S5") == "01DB8S5"
 
 
 def test_character_error_rate_of_the_closest_line():

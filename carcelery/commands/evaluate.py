@@ -48,6 +48,7 @@ from pathlib import Path
 
 from .. import recognizers
 from ..pipeline import results
+from ..recognizers.plates import folded, letters_and_digits
 from ..embedded.demo import SEED_IMAGES
 from ..settings import TEXT_REGIONS, settings
 
@@ -61,20 +62,6 @@ REFERENCE_PLATE = re.compile(r'plate\s+"([^"]+)"')
 
 # Plate width buckets (px, from the labels' plate box): a street camera's plates are 50-130 px wide.
 WIDTH_BUCKETS = ((0, "<60"), (60, "60-90"), (90, "90-130"), (130, ">=130"))
-
-# The folded comparison: the letter on the left is read as the digit on the right.
-FOLDED = str.maketrans("OI", "01")
-
-
-def normalized(text: str) -> str:
-    """Letters and digits only, upper case: how plates are compared."""
-    return re.sub(r"[^0-9A-Z]", "", text.upper())
-
-
-def folded(text: str) -> str:
-    """``text`` with O as 0 and I as 1: the characters plate fonts print alike."""
-    return text.translate(FOLDED)
-
 
 def edits_to_find(plate: str, text: str) -> int:
     """The fewest edits (insert, delete, replace a character) that make ``plate`` appear inside ``text``.
@@ -112,7 +99,7 @@ def labeled(folder: Path) -> list[Case]:
     for label in sorted(folder.glob("*.txt")):
         name, *box, plate = label.read_text(encoding="utf-8").strip().split("\t")
         width = int(box[2]) if len(box) == 4 and box[2].isdigit() else None
-        cases.append(Case(folder / name, True, normalized(plate), width))
+        cases.append(Case(folder / name, True, letters_and_digits(plate), width))
     return cases
 
 
@@ -125,7 +112,7 @@ def reference(table: Path) -> list[Case]:
     cases = []
     for name, content, answer in REFERENCE_ROW.findall(table.read_text(encoding="utf-8")):
         plate = REFERENCE_PLATE.search(content)
-        cases.append(Case(table.parent / name, answer.lower() == "yes", normalized(plate[1]) if plate else None))
+        cases.append(Case(table.parent / name, answer.lower() == "yes", letters_and_digits(plate[1]) if plate else None))
     return cases
 
 
@@ -145,7 +132,7 @@ class Outcome:
     error: str | None = None
 
     def _compared(self, text: str, fold: bool) -> tuple[str, str]:
-        plate, text = self.case.plate or "", normalized(text)
+        plate, text = self.case.plate or "", letters_and_digits(text)
         return (folded(plate), folded(text)) if fold else (plate, text)
 
     def plate_read(self, region: str, fold: bool = False) -> bool:

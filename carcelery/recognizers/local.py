@@ -30,7 +30,7 @@ import PIL.Image
 from . import weights
 from .imaging import decode
 from ..settings import settings
-from .plates import letters_and_digits, plate_like
+from .plates import folded, letters_and_digits, plate_like
 from .reading import LineReader
 from .base import CAR, LICENSE_PLATE, Box, Image, Label, Recognizer, TextLine, car_confidence, threshold
 
@@ -229,9 +229,9 @@ class LocalRecognizer(Recognizer):
         if scale >= zoom:  # the crop saw the plate as large: a close-up, nothing to gain
             return []
         part = part.resize((max(1, round(part.width * zoom)), max(1, round(part.height * zoom))), PIL.Image.Resampling.BICUBIC)
-        read = {letters_and_digits(line.text) for line in lines}
+        read = {folded(letters_and_digits(line.text)) for line in lines}  # YH19 0TZ is the crop's YHI9 OTZ again
         return [line for line in self._lines(self._ocr, part, frame)
-                if plate_like(line.text, digits=1) and letters_and_digits(line.text) not in read]
+                if plate_like(line.text, digits=1) and folded(letters_and_digits(line.text)) not in read]
 
     @staticmethod
     def _lines(reader: LineReader, part: PIL.Image.Image, frame: Box, as_sized: bool = True) -> list[TextLine]:

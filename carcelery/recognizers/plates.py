@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+# O and I as the digits plate fonts print alike.
+FOLDED = str.maketrans("OI", "01")
 # A second choice is taken only where the text model gave it at least this (0-1): one in twenty.
 ALTERNATIVE = 0.05
 
@@ -36,6 +38,11 @@ class Character:
 def letters_and_digits(text: str) -> str:
     """``text``'s letters and digits, upper case: a plate's characters, separators and case aside."""
     return re.sub(r"[^0-9A-Z]", "", text.upper())
+
+
+def folded(text: str) -> str:
+    """``text`` with O as 0 and I as 1: the characters plate fonts print alike."""
+    return text.translate(FOLDED)
 
 
 def plate_like(text: str, digits: int = 2) -> bool:
