@@ -122,11 +122,13 @@ class Recognition:
                 end += 1
             text = self._alphabet[best[start]]
             scores.append(float(posteriors[start, best[start]]))
-            kind = self._digits if text.isdigit() else self._letters if text.isalpha() and text.isascii() else None
-            if kind is None:
+            if "0" <= text <= "9":  # a digit's second choice is a letter; a letter's, a digit
+                others = self._letters
+            elif text.isascii() and text.isalpha():
+                others = self._digits
+            else:
                 characters.append(Character(text))
                 continue
-            others = self._letters if kind is self._digits else self._digits
             frames = posteriors[start:end][:, others]
             frame, column = np.unravel_index(frames.argmax(), frames.shape)
             characters.append(Character(text, self._alphabet[others[column]], float(frames[frame, column])))
@@ -180,7 +182,7 @@ class LineReader:
         if score < SURE:
             reads.append(self._recognition(cut_out(pixels, corners, SECOND_HEIGHT)))
             text, score = surer((text, score), reads[-1][:2])
-        if fits(text, self._formats):
+        if not self._formats or fits(text, self._formats):
             return Line(corners, text, score)
         # The characters of a read of what was kept: the second read's, or one at the line's own size.
         same = [read for read in reads if letters_and_digits(read[0]) == letters_and_digits(text)]
