@@ -73,13 +73,12 @@ def refit(characters: Sequence[Character], known: Iterable[str]) -> str | None:
     Returns None where the read fits a format already, or no single replacement makes it fit.
     """
     known = set(known)
-    text = "".join(c.text for c in characters)
-    if shape(text) in known:
+    if fits("".join(c.text for c in characters), known):
         return None
     best: tuple[float, str] | None = None
     for index, character in enumerate(characters):
         if character.other and character.other_score >= ALTERNATIVE and (best is None or character.other_score > best[0]):
             changed = "".join(character.other if i == index else c.text for i, c in enumerate(characters))
-            if shape(changed) in known:
+            if fits(changed, known):
                 best = character.other_score, changed
     return best[1] if best else None
